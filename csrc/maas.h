@@ -1,0 +1,384 @@
+/*
+ * maas.h -- the public API of the maas C core.
+ *
+ * Overview
+ * --------
+ * The core is plain C99 (plus OpenMP pragmas): it never includes Python.h,
+ * never aborts, exits or prints. Every fallible function returns a
+ * maas_status; on failure it has set a thread-local message readable with
+ * maas_last_error(). The Python binding (csrc/py/) maps the status to an
+ * exception (MemoryError, ValueError, TypeError, ...).
+ *
+ *   status.c          status codes, thread-local message, checked size math
+ *   tensor.c          maas_tensor: float32, C-contiguous, refcounted, views
+ *   blas.c            the one place that calls cblas_* (OpenBLAS)
+ *   threads.c         the thread-count setting shared by OpenMP and OpenBLAS
+ *   autodiff.c        the tape: reverse-mode recording and gradient
+ *   ops/dense.c       matmul and the fused dense op
+ *   ops/activation.c  unary elementwise ops, softmax, log_softmax
+ *   ops/elementwise.c broadcasting binary ops
+ *   ops/reduce.c      sum / mean / max over one axis
+ *   ops/shape.c       reshape, slice, transpose, concat (copy kernels)
+ *   ops/loss.c        per-sample losses
+ *   ops/dropout.c     counter-based RNG and dropout
+ *   ops/optim.c       fused in-place optimizer updates
+ *
+ * Kernel conventions
+ * ------------------
+ * Kernels come in pairs maas_<op>_forward / maas_<op>_backward. Arguments
+ * are ordered outputs, inputs, sizes. Forward kernels overwrite their
+ * output. Backward kernels ACCUMULATE (+=) into their gradient outputs, so
+ * that a tensor used twice gets the sum of both contributions; a NULL
+ * gradient pointer means "not needed" and is skipped.
+ *
+ * Kernels never touch Python objects, so the binding may call them with the
+ * GIL released. Kernels above MAAS_PAR_THRESHOLD elements use OpenMP with
+ * maas_get_num_threads() threads; every reduction runs in a fixed order, so
+ * results do not depend on the thread count.
+ */
+#ifndef MAAS_H
+#define MAAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum {
+    MAAS_OK = 0,
+    MAAS_ERR_NOMEM = 1,   /* -> MemoryError */
+    MAAS_ERR_SHAPE = 2,   /* -> ValueError (shapes do not fit) */
+    MAAS_ERR_VALUE = 3,   /* -> ValueError (a bad argument value) */
+    MAAS_ERR_TYPE = 4,    /* -> TypeError */
+    MAAS_ERR_FORMAT = 5,  /* -> maas.errors.ModelFormatError */
+    MAAS_ERR_IO = 6,      /* -> OSError */
+    MAAS_ERR_STATE = 7    /* -> RuntimeError (misuse, e.g. a freed tape) */
+} maas_status;
+
+/* Sets the thread-local message (printf-style) and returns `code`. */
+maas_status maas_error(maas_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+const char *maas_last_error(void);
+void maas_clear_error(void);
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 on overflow. */
+int maas_mul_size(int64_t a, int64_t b, int64_t *out);
+int maas_shape_size(int ndim, const int64_t *shape, int64_t *out);
+
+/* Aligned (64-byte) allocation of `n` floats; NULL with MAAS_ERR_NOMEM set
+ * on failure. n == 0 returns a valid small block. */
+float *maas_alloc_floats(int64_t n);
+void maas_free(void *p);
+
+/* ----------------------------------------------------------------- threads */
+
+#define MAAS_PAR_THRESHOLD 32768
+void maas_set_num_threads(int n);  /* also sets OpenBLAS's pool */
+int maas_get_num_threads(void);
+
+/* ------------------------------------------------------------------ tensor */
+
+#define MAAS_MAX_DIMS 8
+
+typedef struct maas_tensor maas_tensor;
+struct maas_tensor {
+    float *data;
+    int ndim;
+    int64_t shape[MAAS_MAX_DIMS];
+    int64_t size;              /* product of shape; 1 for 0-d */
+    long refcount;             /* changed only by the thread that holds the GIL */
+    int requires_grad;         /* recorded by any active tape when set */
+    maas_tensor *base;         /* views: the tensor whose memory this shares */
+    void *owner;               /* external owner of `data` (e.g. a NumPy array) */
+    void (*release)(void *owner); /* called once when refcount drops to 0 */
+    uint64_t version;          /* bumped by in-place writes (assign) */
+};
+
+/* New tensor owning a fresh, uninitialized (or zeroed) buffer. */
+maas_tensor *maas_tensor_new(int ndim, const int64_t *shape);
+maas_tensor *maas_tensor_zeros(int ndim, const int64_t *shape);
+maas_tensor *maas_tensor_new_like(const maas_tensor *t);
+maas_tensor *maas_tensor_zeros_like(const maas_tensor *t);
+/* Wrap external memory; `release(owner)` is called when the last reference
+ * goes. The caller guarantees data holds shape's product of floats. */
+maas_tensor *maas_tensor_wrap(float *data, int ndim, const int64_t *shape,
+                              void *owner, void (*release)(void *));
+/* A view sharing base's memory from element `offset` with a new shape. */
+maas_tensor *maas_tensor_view(maas_tensor *base, int64_t offset, int ndim,
+                              const int64_t *shape);
+void maas_tensor_incref(maas_tensor *t);
+void maas_tensor_decref(maas_tensor *t);
+int maas_same_shape(const maas_tensor *a, const maas_tensor *b);
+/* Writes "(2, 3)" into buf. */
+const char *maas_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+/* NumPy broadcasting of two shapes; MAAS_ERR_SHAPE names `op` and both. */
+maas_status maas_broadcast_shape(const char *op, int an, const int64_t *as,
+                                 int bn, const int64_t *bs, int *on, int64_t *os);
+
+/* -------------------------------------------------------------------- blas */
+
+typedef enum { MAAS_NO_TRANS = 0, MAAS_TRANS = 1 } maas_trans;
+/* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, leading dims given. */
+void maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *A, int64_t lda, const float *B,
+                int64_t ldb, float beta, float *C, int64_t ldc);
+void maas_blas_set_num_threads(int n);
+int maas_blas_get_num_threads(void);
+const char *maas_blas_name(void);
+
+/* -------------------------------------------------------------------- tape */
+
+#define MAAS_NODE_MAX_IN 3
+
+typedef struct maas_node maas_node;
+/* Accumulates the input gradients of one node. gin[i] is NULL when input i
+ * needs no gradient; otherwise it has input i's shape and is added into. */
+typedef maas_status (*maas_backward_fn)(const maas_node *node,
+                                         const maas_tensor *gout,
+                                         maas_tensor *const *gin);
+struct maas_node {
+    maas_backward_fn backward;
+    const char *name;
+    int ninputs;
+    maas_tensor *in[MAAS_NODE_MAX_IN];
+    maas_tensor *out;
+    maas_tensor *saved;        /* an extra tensor the backward needs, or NULL */
+    double f[4];               /* float attributes (alpha, rate, ...) */
+    int64_t i[8];              /* integer attributes (axis sizes, flags, ...) */
+};
+
+typedef struct maas_tape maas_tape;
+maas_tape *maas_tape_new(void);
+void maas_tape_free(maas_tape *tape);   /* drops every reference it holds */
+/* Makes the tape track t (as if it required grad). */
+maas_status maas_tape_watch(maas_tape *tape, maas_tensor *t);
+/* 1 if t is tracked by the tape: requires_grad, watched, or produced by a
+ * recorded node. */
+int maas_tape_tracks(const maas_tape *tape, const maas_tensor *t);
+/* Records a node (copied; references to in/out/saved are taken). */
+maas_status maas_tape_record(maas_tape *tape, const maas_node *node);
+/* Gradients of sum(target) with respect to each source; grads[i] is a new
+ * reference, or NULL when target does not depend on sources[i]. Touches no
+ * Python object, so it may run without the GIL. */
+maas_status maas_tape_gradient(maas_tape *tape, maas_tensor *target,
+                               int nsources, maas_tensor *const *sources,
+                               maas_tensor **grads);
+int64_t maas_tape_size(const maas_tape *tape);
+
+/* ------------------------------------------------------- ops: dense.c */
+
+/* out (M,N) = op(a) @ op(b), op = transpose when ta/tb; a is (M,K) or (K,M),
+ * b is (K,N) or (N,K). `batch` independent products of those sizes laid out
+ * back to back (batch strides M*K, K*N, M*N). Overwrites out. */
+maas_status maas_matmul_forward(float *out, const float *a, const float *b,
+                                int64_t batch, int64_t M, int64_t N, int64_t K,
+                                int ta, int tb);
+/* ga += gout @ op(b)^T (shaped like a), gb += op(a)^T @ gout (shaped like b). */
+maas_status maas_matmul_backward(float *ga, float *gb, const float *gout,
+                                 const float *a, const float *b, int64_t batch,
+                                 int64_t M, int64_t N, int64_t K, int ta, int tb);
+/* out (N,U) = x (N,C) @ w (C,U) + bias (U); bias may be NULL. Overwrites. */
+maas_status maas_dense_forward(float *out, const float *x, const float *w,
+                               const float *bias, int64_t N, int64_t C, int64_t U);
+/* gx += gout @ w^T ; gw += x^T @ gout ; gbias += column sums of gout. */
+maas_status maas_dense_backward(float *gx, float *gw, float *gbias,
+                                const float *gout, const float *x,
+                                const float *w, int64_t N, int64_t C, int64_t U);
+
+/* ------------------------------------------------ ops: activation.c */
+
+typedef enum {
+    MAAS_U_RELU = 0,
+    MAAS_U_LEAKY_RELU,   /* alpha: negative slope */
+    MAAS_U_ELU,          /* alpha */
+    MAAS_U_GELU,         /* exact erf form */
+    MAAS_U_GELU_TANH,    /* tanh approximation */
+    MAAS_U_SIGMOID,
+    MAAS_U_TANH,
+    MAAS_U_SOFTPLUS,
+    MAAS_U_SILU,
+    MAAS_U_EXP,
+    MAAS_U_LOG,
+    MAAS_U_SQRT,
+    MAAS_U_NEG,
+    MAAS_U_ABS,
+    MAAS_U_SQUARE,
+    MAAS_U_POW_SCALAR,   /* x ** alpha */
+    MAAS_U_RELU6,
+    MAAS_U_COUNT
+} maas_unary_op;
+
+/* out[i] = f(x[i]); in place (out == x) is allowed. */
+maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
+                               int64_t n, float alpha);
+/* gx[i] += gout[i] * f'(x[i]); `out` is the forward output (some ops use it). */
+maas_status maas_unary_backward(maas_unary_op op, float *gx, const float *gout,
+                                const float *x, const float *out, int64_t n,
+                                float alpha);
+
+/* Softmax over the middle axis of x viewed as (outer, n, inner); max-
+ * subtracted. log != 0 gives log_softmax. Overwrites out. */
+maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
+                                 int64_t n, int64_t inner, int log);
+/* softmax:     gx += out * (gout - sum(gout * out))
+ * log_softmax: gx += gout - exp(out) * sum(gout)   (sums over the axis) */
+maas_status maas_softmax_backward(float *gx, const float *gout, const float *out,
+                                  int64_t outer, int64_t n, int64_t inner, int log);
+
+/* --------------------------------------------- ops: elementwise.c */
+
+typedef enum {
+    MAAS_B_ADD = 0, MAAS_B_SUB, MAAS_B_MUL, MAAS_B_DIV, MAAS_B_POW,
+    MAAS_B_MAXIMUM, MAAS_B_MINIMUM,
+    /* comparisons give 1.0f / 0.0f and have no gradient */
+    MAAS_B_LT, MAAS_B_LE, MAAS_B_GT, MAAS_B_GE, MAAS_B_EQ, MAAS_B_NE,
+    MAAS_B_COUNT
+} maas_binary_op;
+
+/* out = a (op) b with NumPy broadcasting; out must already have the
+ * broadcast shape (maas_broadcast_shape). Overwrites out. */
+maas_status maas_binary_forward(maas_binary_op op, maas_tensor *out,
+                                const maas_tensor *a, const maas_tensor *b);
+/* ga += reduce_to_a_shape(gout * d(out)/da), likewise gb; either may be
+ * NULL. Reductions over broadcast axes run in a fixed order. */
+maas_status maas_binary_backward(maas_binary_op op, maas_tensor *ga,
+                                 maas_tensor *gb, const maas_tensor *gout,
+                                 const maas_tensor *a, const maas_tensor *b,
+                                 const maas_tensor *out);
+
+/* -------------------------------------------------- ops: reduce.c */
+
+typedef enum { MAAS_R_SUM = 0, MAAS_R_MEAN, MAAS_R_MAX, MAAS_R_MIN } maas_reduce_op;
+
+/* out (outer, inner) = reduce over the middle axis of x (outer, n, inner).
+ * n == 0: sum -> 0, mean -> NaN, max/min -> MAAS_ERR_VALUE. Overwrites. */
+maas_status maas_reduce_forward(maas_reduce_op op, float *out, const float *x,
+                                int64_t outer, int64_t n, int64_t inner);
+/* gx += broadcast(gout) (sum), / n (mean), or into the first arg-max/min
+ * position only (max/min; `out` is the forward output). */
+maas_status maas_reduce_backward(maas_reduce_op op, float *gx, const float *gout,
+                                 const float *x, const float *out, int64_t outer,
+                                 int64_t n, int64_t inner);
+
+/* --------------------------------------------------- ops: shape.c */
+
+/* out = x with axes (d0, d1) of a (rows, cols) matrix swapped, `batch`
+ * matrices back to back. Overwrites. */
+maas_status maas_transpose2d(float *out, const float *x, int64_t batch,
+                             int64_t rows, int64_t cols);
+/* dst[i] += src[i] for n elements (the gradient of reshape and views). */
+maas_status maas_accumulate(float *dst, const float *src, int64_t n);
+/* Rows with a stride: out[r] = x[start + r*step] for `count` rows of
+ * `row` elements each (negative steps allowed). Overwrites. */
+maas_status maas_gather_rows(float *out, const float *x, int64_t start,
+                             int64_t step, int64_t count, int64_t row);
+/* gx[start + r*step] += gout[r]. */
+maas_status maas_scatter_add_rows(float *gx, const float *gout, int64_t start,
+                                  int64_t step, int64_t count, int64_t row);
+/* Concatenation of k inputs along an axis, each viewed as (outer, n_j,
+ * inner): out (outer, sum n_j, inner). Overwrites. The backward is
+ * maas_concat_backward: gx_j += the matching slab of gout. */
+maas_status maas_concat_forward(float *out, const float *const *xs,
+                                const int64_t *ns, int k, int64_t outer,
+                                int64_t inner);
+maas_status maas_concat_backward(float *const *gxs, const float *gout,
+                                 const int64_t *ns, int k, int64_t outer,
+                                 int64_t inner);
+
+/* ----------------------------------------------------- ops: loss.c */
+
+typedef enum {
+    MAAS_L_MSE = 0,
+    MAAS_L_MAE,
+    MAAS_L_BCE,          /* binary crossentropy */
+    MAAS_L_CCE,          /* categorical crossentropy (one-hot / soft labels) */
+    MAAS_L_SCCE,         /* sparse categorical: y_true holds class indices */
+    MAAS_L_HINGE,        /* labels in {-1, 1}; {0, 1} labels are mapped */
+    MAAS_L_COUNT
+} maas_loss_op;
+
+/* Per-sample losses as Keras computes them, reducing the last axis:
+ * y_pred is (N, C); y_true is (N, C), or (N) class indices for SCCE.
+ * out (N). from_logits applies to BCE, CCE and SCCE (fused and stable for
+ * large logits); without it, predictions are probabilities clipped to
+ * [1e-7, 1 - 1e-7] (CCE/SCCE first renormalize each row to sum to 1).
+ *   mse   mean_c (y - p)^2           mae  mean_c |y - p|
+ *   bce   mean_c -(y log p + (1-y) log(1-p))
+ *   cce   -sum_c y log p             scce -log p[label]
+ *   hinge mean_c max(1 - y p, 0)
+ * SCCE labels outside [0, C) or not integral give MAAS_ERR_VALUE.
+ * Overwrites out. */
+maas_status maas_loss_forward(maas_loss_op op, float *out, const float *y_true,
+                              const float *y_pred, int64_t N, int64_t C,
+                              int from_logits);
+/* gpred (N, C) += gout[n] * d loss[n] / d y_pred[n, c]. No gradient flows
+ * to y_true. */
+maas_status maas_loss_backward(maas_loss_op op, float *gpred, const float *gout,
+                               const float *y_true, const float *y_pred,
+                               int64_t N, int64_t C, int from_logits);
+
+/* -------------------------------------------------- ops: dropout.c */
+
+/* A counter-based generator: the same (seed, stream, index) always gives
+ * the same value, whatever the thread count or call order. */
+uint64_t maas_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+/* Uniform in [0, 1) with 24 random bits. */
+float maas_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
+/* mask[i] = 0 with probability `rate`, else 1/(1-rate); out = x * mask.
+ * 0 <= rate < 1 (MAAS_ERR_VALUE otherwise). Overwrites out and mask. */
+maas_status maas_dropout_forward(float *out, float *mask, const float *x,
+                                 int64_t n, float rate, uint64_t seed,
+                                 uint64_t stream);
+/* gx += gout * mask */
+maas_status maas_dropout_backward(float *gx, const float *gout,
+                                  const float *mask, int64_t n);
+/* Fills out with uniform [lo, hi) or normal (mean, std) values. */
+maas_status maas_rng_fill_uniform(float *out, int64_t n, float lo, float hi,
+                                  uint64_t seed, uint64_t stream);
+maas_status maas_rng_fill_normal(float *out, int64_t n, float mean, float std,
+                                 uint64_t seed, uint64_t stream);
+
+/* ---------------------------------------------------- ops: optim.c */
+
+/* All updates are in place, one fused pass over n elements, with Keras's
+ * formulas. `wd` is decoupled weight decay (p -= lr * wd * p, applied
+ * first); 0 disables it. */
+
+/* Keras SGD: v = momentum * v - lr * g;
+ *   nesterov: p += momentum * v - lr * g;  else p += v.
+ * With momentum == 0, p -= lr * g and `velocity` may be NULL. */
+maas_status maas_sgd_update(float *p, float *velocity, const float *g, int64_t n,
+                            float lr, float momentum, int nesterov, float wd);
+/* Keras Adam/AdamW (step counts from 1):
+ *   m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
+ *   p -= lr * sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)
+ * amsgrad: vhat = max(vhat, v) is used in place of v (vhat non-NULL). */
+maas_status maas_adam_update(float *p, float *m, float *v, float *vhat,
+                             const float *g, int64_t n, float lr, float beta_1,
+                             float beta_2, float eps, int64_t step, float wd);
+/* Keras RMSprop:
+ *   v = rho v + (1-rho) g^2 ; centered: a = rho a + (1-rho) g, d = v - a^2 + eps
+ *   else d = v + eps ; inc = lr g / sqrt(d)
+ *   momentum > 0: mom = momentum mom + inc, p -= mom ; else p -= inc
+ * `avg` is used only when centered, `mom` only when momentum > 0. */
+maas_status maas_rmsprop_update(float *p, float *v, float *avg, float *mom,
+                                const float *g, int64_t n, float lr, float rho,
+                                float momentum, float eps, int centered, float wd);
+/* Sum of squares in double, fixed order (for clipnorm). */
+double maas_sum_squares(const float *x, int64_t n);
+/* x *= s */
+maas_status maas_scale_inplace(float *x, int64_t n, float s);
+/* x = clip(x, lo, hi) */
+maas_status maas_clip_inplace(float *x, int64_t n, float lo, float hi);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MAAS_H */
