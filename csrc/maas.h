@@ -14,6 +14,7 @@
  *   blas.c            the one place that calls cblas_* (OpenBLAS)
  *   threads.c         the thread-count setting shared by OpenMP and OpenBLAS
  *   autodiff.c        the tape: reverse-mode recording and gradient
+ *   grad_fns.c        the backward function of each recorded op
  *   ops/dense.c       matmul and the fused dense op
  *   ops/activation.c  unary elementwise ops, softmax, log_softmax
  *   ops/elementwise.c broadcasting binary ops
@@ -135,7 +136,7 @@ const char *maas_blas_name(void);
 
 /* -------------------------------------------------------------------- tape */
 
-#define MAAS_NODE_MAX_IN 3
+#define MAAS_NODE_MAX_IN 8
 
 typedef struct maas_node maas_node;
 /* Accumulates the input gradients of one node. gin[i] is NULL when input i
@@ -171,6 +172,37 @@ maas_status maas_tape_gradient(maas_tape *tape, maas_tensor *target,
                                int nsources, maas_tensor *const *sources,
                                maas_tensor **grads);
 int64_t maas_tape_size(const maas_tape *tape);
+
+/* ------------------------------------------------------------ grad_fns.c */
+
+/* Backward functions for recorded nodes; the attribute layout each expects:
+ *   unary      i: op              f: alpha         in: x
+ *   softmax    i: outer n inner log                in: x
+ *   binary     i: op                               in: a b
+ *   reduce     i: op outer n inner                 in: x
+ *   matmul     i: batch M N K ta tb                in: a b
+ *   dense      i: N C U                            in: x w [bias]
+ *   view       i: offset (the output is a view or reshape of in[0] from there)
+ *   rows       i: start step count row             in: x  (strided row gather)
+ *   take       i: row   saved: row indices (float) in: x  (rows gathered by index)
+ *   transpose  i: batch rows cols                  in: x
+ *   concat     i: outer inner, n_j in i[2..]       in: x_0 .. x_{k-1} (k <= 6)
+ *   loss       i: op N C from_logits  saved: y_true in: y_pred
+ *   dropout    saved: mask                         in: x
+ */
+maas_status maas_grad_unary(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_softmax(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_binary(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_reduce(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_matmul(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_dense(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_view(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_rows(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_take(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_transpose(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_concat(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_loss(const maas_node *, const maas_tensor *, maas_tensor *const *);
+maas_status maas_grad_dropout(const maas_node *, const maas_tensor *, maas_tensor *const *);
 
 /* ------------------------------------------------------- ops: dense.c */
 

@@ -1,0 +1,225 @@
+/* bind_tape.c -- maas._core.Tape: a core tape on this thread's stack of
+ * recording tapes. The Python GradientTape (maas/autodiff.py) wraps it. */
+#include "common.h"
+
+typedef struct {
+    PyObject_HEAD
+    maas_tape *tape;
+    int paused;
+} TapeObject;
+
+/* Tapes recording on this thread, innermost last (strong references). */
+#define MAX_TAPES 32
+static _Thread_local TapeObject *tape_stack[MAX_TAPES];
+static _Thread_local int tape_depth;
+
+int tapes_active(void) { return tape_depth > 0; }
+
+int record_node(const maas_node *nd)
+{
+    for (int k = 0; k < tape_depth; k++) {
+        TapeObject *t = tape_stack[k];
+        if (t->paused || !t->tape)
+            continue;
+        int tracked = 0;
+        for (int i = 0; i < nd->ninputs && !tracked; i++)
+            tracked = maas_tape_tracks(t->tape, nd->in[i]);
+        if (tracked) {
+            maas_status s = maas_tape_record(t->tape, nd);
+            if (s != MAAS_OK) {
+                raise_status(s);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *tape_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (!PyArg_ParseTuple(args, ":Tape"))
+        return NULL;
+    TapeObject *self = (TapeObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    if (!(self->tape = maas_tape_new())) {
+        Py_DECREF(self);
+        return raise_status(MAAS_ERR_NOMEM);
+    }
+    return (PyObject *)self;
+}
+
+static void tape_dealloc(TapeObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    maas_tape_free(self->tape);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int check_live(TapeObject *self)
+{
+    if (!self->tape) {
+        PyErr_SetString(PyExc_RuntimeError, "this GradientTape has been released");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *tape_push(TapeObject *self, PyObject *unused)
+{
+    if (check_live(self) < 0)
+        return NULL;
+    if (tape_depth == MAX_TAPES)
+        return PyErr_Format(PyExc_RuntimeError, "more than %d nested GradientTapes", MAX_TAPES);
+    Py_INCREF(self);
+    tape_stack[tape_depth++] = self;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tape_pop(TapeObject *self, PyObject *unused)
+{
+    for (int k = tape_depth - 1; k >= 0; k--)
+        if (tape_stack[k] == self) {
+            for (int j = k; j < tape_depth - 1; j++)
+                tape_stack[j] = tape_stack[j + 1];
+            tape_depth--;
+            Py_DECREF(self);
+            Py_RETURN_NONE;
+        }
+    PyErr_SetString(PyExc_RuntimeError, "this GradientTape is not recording on this thread");
+    return NULL;
+}
+
+static PyObject *tape_pause(TapeObject *self, PyObject *arg)
+{
+    int b = PyObject_IsTrue(arg);
+    if (b < 0)
+        return NULL;
+    self->paused = b;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tape_watch(TapeObject *self, PyObject *x)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    if (!st || check_live(self) < 0)
+        return NULL;
+    if (!is_tensor(st, x))
+        return PyErr_Format(PyExc_TypeError, "GradientTape.watch: expected a maas Tensor, got %.100s",
+                            Py_TYPE(x)->tp_name);
+    maas_status s = maas_tape_watch(self->tape, TENSOR(x));
+    if (s != MAAS_OK)
+        return raise_status(s);
+    Py_RETURN_NONE;
+}
+
+/* gradient(target, sources) -> list of Tensor or None, one per source. */
+static PyObject *tape_gradient(TapeObject *self, PyObject *args)
+{
+    PyObject *target, *sources;
+    if (!PyArg_ParseTuple(args, "OO!:gradient", &target, &PyList_Type, &sources))
+        return NULL;
+    module_state *st = state_of_type(Py_TYPE(self));
+    if (!st || check_live(self) < 0)
+        return NULL;
+    if (!is_tensor(st, target))
+        return PyErr_Format(PyExc_TypeError, "GradientTape.gradient: the target must be a maas Tensor, got %.100s",
+                            Py_TYPE(target)->tp_name);
+    Py_ssize_t n = PyList_GET_SIZE(sources);
+    maas_tensor **srcs = PyMem_Calloc((size_t)n + 1, sizeof *srcs);
+    maas_tensor **grads = PyMem_Calloc((size_t)n + 1, sizeof *grads);
+    PyObject *result = NULL;
+    if (!srcs || !grads) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(sources, i);
+        if (!is_tensor(st, o)) {
+            PyErr_Format(PyExc_TypeError,
+                         "GradientTape.gradient: source %zd is a %.100s, not a maas Tensor or Variable",
+                         i, Py_TYPE(o)->tp_name);
+            goto done;
+        }
+        srcs[i] = TENSOR(o);
+    }
+    maas_status s;
+    maas_tape *tape = self->tape;
+    maas_tensor *tgt = TENSOR(target);
+    Py_BEGIN_ALLOW_THREADS
+    s = maas_tape_gradient(tape, tgt, (int)n, srcs, grads);
+    Py_END_ALLOW_THREADS
+    if (s != MAAS_OK) {
+        raise_status(s);
+        goto done;
+    }
+    if (!(result = PyList_New(n)))
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *g = Py_None;
+        if (grads[i]) {
+            g = tensor_wrap(st, grads[i]);
+            grads[i] = NULL;
+            if (!g) {
+                Py_CLEAR(result);
+                goto done;
+            }
+        } else {
+            Py_INCREF(g);
+        }
+        PyList_SET_ITEM(result, i, g);
+    }
+done:
+    for (Py_ssize_t i = 0; grads && i < n; i++)
+        maas_tensor_decref(grads[i]);
+    PyMem_Free(srcs);
+    PyMem_Free(grads);
+    return result;
+}
+
+/* release(): frees the recorded ops now (non-persistent tapes after use). */
+static PyObject *tape_release(TapeObject *self, PyObject *unused)
+{
+    maas_tape_free(self->tape);
+    self->tape = NULL;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t tape_len(TapeObject *self)
+{
+    return self->tape ? (Py_ssize_t)maas_tape_size(self->tape) : 0;
+}
+
+static PyMethodDef tape_methods[] = {
+    {"push", (PyCFunction)tape_push, METH_NOARGS, "Start recording on this thread."},
+    {"pop", (PyCFunction)tape_pop, METH_NOARGS, "Stop recording on this thread."},
+    {"pause", (PyCFunction)tape_pause, METH_O, "pause(flag): suspend or resume recording."},
+    {"watch", (PyCFunction)tape_watch, METH_O, "watch(tensor): track a tensor."},
+    {"gradient", (PyCFunction)tape_gradient, METH_VARARGS,
+     "gradient(target, [sources]) -> [grad or None]"},
+    {"release", (PyCFunction)tape_release, METH_NOARGS, "Free the recorded ops."},
+    {NULL}};
+
+static PyType_Slot tape_slots[] = {
+    {Py_tp_doc, "Tape(): the C recorder behind maas.GradientTape."},
+    {Py_tp_new, tape_new},
+    {Py_tp_dealloc, tape_dealloc},
+    {Py_tp_methods, tape_methods},
+    {Py_sq_length, tape_len},
+    {0, NULL}};
+
+static PyType_Spec tape_spec = {
+    .name = "maas._core.Tape",
+    .basicsize = sizeof(TapeObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = tape_slots,
+};
+
+int tape_type_init(PyObject *module, module_state *st)
+{
+    st->tape_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tape_spec, NULL);
+    if (!st->tape_type)
+        return -1;
+    return PyModule_AddType(module, st->tape_type);
+}

@@ -1,0 +1,88 @@
+/* common.h -- shared declarations of the maas._core binding (csrc/py/).
+ * The binding parses arguments, checks shapes with the GIL held, allocates
+ * outputs, releases the GIL around kernels that can take long, records the
+ * op on active tapes, and maps a maas_status to a Python exception. */
+#ifndef MAAS_PY_COMMON_H
+#define MAAS_PY_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL maas_ARRAY_API
+#ifndef MAAS_IMPORT_ARRAY
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "../maas.h"
+
+typedef struct {
+    PyObject_HEAD
+    maas_tensor *t;
+    PyObject *grad;     /* set by GradientTape.gradient for its sources */
+    PyObject *weakrefs;
+} TensorObject;
+
+typedef struct {
+    PyTypeObject *tensor_type;
+    PyTypeObject *tape_type;
+} module_state;
+
+extern PyModuleDef maas_core_module;
+
+static inline module_state *state_of_module(PyObject *m)
+{
+    return (module_state *)PyModule_GetState(m);
+}
+/* The state reached from an object's type (for slots with no module arg). */
+module_state *state_of_type(PyTypeObject *tp);
+
+/* errors.c: raise the exception matching a core status; returns NULL. */
+PyObject *raise_status(maas_status s);
+
+/* tensor_type.c */
+int tensor_type_init(PyObject *module, module_state *st);
+int is_tensor(module_state *st, PyObject *o);
+/* Wraps a core tensor in a new Tensor object (steals the reference; on
+ * failure the tensor is released). */
+PyObject *tensor_wrap(module_state *st, maas_tensor *t);
+/* A new core reference for any array-like (a Tensor is shared, a float32
+ * C-contiguous writeable array is wrapped without copying, other numeric
+ * data is converted). NULL with TypeError/ValueError set. */
+maas_tensor *as_tensor(module_state *st, PyObject *o);
+#define TENSOR(o) (((TensorObject *)(o))->t)
+
+/* bind_ops.c: op entry points shared with the Tensor's number slots. */
+PyObject *op_binary(module_state *st, maas_binary_op op, PyObject *a, PyObject *b);
+PyObject *op_unary(module_state *st, maas_unary_op op, PyObject *x, float alpha);
+PyObject *op_matmul(module_state *st, PyObject *a, PyObject *b, int ta, int tb);
+PyObject *op_reshape(module_state *st, PyObject *x, PyObject *shape);
+PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key);
+PyObject *op_transpose(module_state *st, PyObject *x);
+PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *axis,
+                    int keepdims);
+extern PyMethodDef bind_ops_methods[];
+
+/* bind_tape.c */
+int tape_type_init(PyObject *module, module_state *st);
+/* 1 when some tape is recording on this thread. */
+int tapes_active(void);
+/* Records nd on each active tape that tracks one of its inputs. The node's
+ * references are borrowed (each tape takes its own). -1 with an exception. */
+int record_node(const maas_node *nd);
+
+/* Runs `stmt` with the GIL released when `big` is true. */
+#define MAAS_NOGIL_IF(big, stmt)                                               \
+    do {                                                                       \
+        if (big) {                                                             \
+            Py_BEGIN_ALLOW_THREADS stmt;                                       \
+            Py_END_ALLOW_THREADS                                               \
+        } else {                                                               \
+            stmt;                                                              \
+        }                                                                      \
+    } while (0)
+
+/* Work size above which a kernel runs without the GIL. */
+#define MAAS_NOGIL_WORK 16384
+
+#endif

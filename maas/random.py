@@ -1,0 +1,71 @@
+"""Seeds and streams for maas's counter-based random numbers.
+
+Every random draw (initializers, dropout masks, shuffling) is keyed by
+(seed, stream, index), so results repeat exactly for a seed whatever the
+thread count. ``maas.utils.set_random_seed(n)`` resets the global seed and
+the stream counter.
+
+>>> import maas
+>>> maas.random.set_seed(7); a = maas.random.uniform((3,))
+>>> maas.random.set_seed(7); b = maas.random.uniform((3,))
+>>> bool((a == b).min())
+True
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+_state = {"seed": 1337, "stream": 0}
+
+
+def set_seed(seed: int) -> None:
+    """Sets the global seed (and Python's and NumPy's, as Keras does)."""
+    import random as _pyrandom
+
+    seed = int(seed)
+    _state["seed"] = seed & 0xFFFFFFFFFFFFFFFF
+    _state["stream"] = 0
+    _pyrandom.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+
+
+def next_stream() -> tuple[int, int]:
+    """A fresh (seed, stream) pair: each call advances the global counter."""
+    _state["stream"] += 1
+    return _state["seed"], _state["stream"]
+
+
+def numpy_rng() -> np.random.Generator:
+    """A NumPy generator derived from the next stream (for shuffling)."""
+    seed, stream = next_stream()
+    return np.random.default_rng([seed, stream])
+
+
+def _fill(shape, kind: int, a: float, b: float, seed=None):
+    from .tensor import Tensor
+
+    out = Tensor(np.empty(tuple(shape), dtype=np.float32))
+    s, stream = next_stream() if seed is None else (int(seed), 0)
+    _core.fill_random(out, kind, a, b, s, stream)
+    return out
+
+
+def uniform(shape, minval: float = 0.0, maxval: float = 1.0, seed=None):
+    """A tensor of uniform values in [minval, maxval)."""
+    return _fill(shape, 0, minval, maxval, seed)
+
+
+def normal(shape, mean: float = 0.0, stddev: float = 1.0, seed=None):
+    """A tensor of normal values."""
+    return _fill(shape, 1, mean, stddev, seed)
+
+
+def dropout(inputs, rate: float, seed=None):
+    """Zeroes each element with probability ``rate`` and scales the rest by
+    1/(1-rate) (Keras's ``keras.random.dropout``)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout: rate must be in [0, 1), received rate={rate}")
+    s, stream = next_stream() if seed is None else (int(seed), 0)
+    return _core.dropout(inputs, float(rate), s, stream)
