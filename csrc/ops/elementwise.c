@@ -110,18 +110,21 @@ static maas_status make_plan(const char *op, const maas_tensor *out,
 #define FWD_ROW(EXPR)                                                     \
     do {                                                                  \
         if (sa && sb) {                                                   \
+            _Pragma("omp simd")                                           \
             for (int64_t i = 0; i < L; i++) {                             \
                 const float x = a[i], y = b[i];                           \
                 o[i] = (EXPR);                                            \
             }                                                             \
         } else if (sb) {                                                  \
             const float x = a[0];                                         \
+            _Pragma("omp simd")                                           \
             for (int64_t i = 0; i < L; i++) {                             \
                 const float y = b[i];                                     \
                 o[i] = (EXPR);                                            \
             }                                                             \
         } else if (sa) {                                                  \
             const float y = b[0];                                         \
+            _Pragma("omp simd")                                           \
             for (int64_t i = 0; i < L; i++) {                             \
                 const float x = a[i];                                     \
                 o[i] = (EXPR);                                            \
@@ -280,11 +283,13 @@ maas_status maas_binary_forward(maas_binary_op op, maas_tensor *out,
     do {                                                                  \
         if (sd) {                                                         \
             if (sa && sb) {                                               \
+                _Pragma("omp simd")                                       \
                 for (int64_t i = 0; i < L; i++) {                         \
                     const float x = a[i], y = b[i];                       \
                     gd[i] += g[i] * (EXPR);                               \
                 }                                                         \
             } else {                                                      \
+                _Pragma("omp simd")                                       \
                 for (int64_t i = 0; i < L; i++) {                         \
                     const float x = a[i * sa], y = b[i * sb];             \
                     gd[i] += g[i] * (EXPR);                               \

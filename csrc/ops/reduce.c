@@ -138,6 +138,7 @@ maas_status maas_reduce_forward(maas_reduce_op op, float *out, const float *x,
                 acc[j] = 0.0;
             for (int64_t k = 0; k < n; k++) {
                 const float *xr = xo + k * inner;
+#pragma omp simd
                 for (int64_t j = 0; j < w; j++)
                     acc[j] += xr[j];
             }
@@ -150,9 +151,11 @@ maas_status maas_reduce_forward(maas_reduce_op op, float *out, const float *x,
             for (int64_t k = 1; k < n; k++) {
                 const float *xr = xo + k * inner;
                 if (op == MAAS_R_MAX) {
+#pragma omp simd
                     for (int64_t j = 0; j < w; j++)
                         m[j] = (xr[j] > m[j] || xr[j] != xr[j]) ? xr[j] : m[j];
                 } else {
+#pragma omp simd
                     for (int64_t j = 0; j < w; j++)
                         m[j] = (xr[j] < m[j] || xr[j] != xr[j]) ? xr[j] : m[j];
                 }
@@ -195,6 +198,7 @@ maas_status maas_reduce_backward(maas_reduce_op op, float *restrict gx,
             for (int64_t r = 0; r < rows; r++) {
                 const float *g = gout + (r / n) * inner;
                 float *gr = gx + r * inner;
+#pragma omp simd
                 for (int64_t j = 0; j < inner; j++)
                     gr[j] += g[j] * scale;
             }
