@@ -1,0 +1,454 @@
+/* activation.c -- unary elementwise ops, softmax and log_softmax.
+ *
+ * maas_unary_forward(op, out, x, n, alpha)
+ *     out[i] = f(x[i]) for n elements; overwrites out; out == x allowed.
+ * maas_unary_backward(op, gx, gout, x, out, n, alpha)
+ *     ACCUMULATES gx[i] += gout[i] * f'(x[i]); `out` is the forward output
+ *     (used by sigmoid, tanh, exp, sqrt when non-NULL, else recomputed).
+ * maas_softmax_forward(out, x, outer, n, inner, log)
+ *     x viewed as (outer, n, inner), softmax over the middle axis,
+ *     max-subtracted; overwrites out (out == x works too).
+ * maas_softmax_backward(gx, gout, out, outer, n, inner, log)
+ *     ACCUMULATES into gx; sums over the axis run serially per row, so the
+ *     result does not depend on the thread count.
+ */
+#include "maas.h"
+
+#include <math.h>
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define SQRT1_2 0.70710678118654752440
+#define INV_SQRT_2PI 0.39894228040143267794
+#define SQRT_2_OVER_PI 0.79788456080286535588
+#define GELU_C 0.044715f
+
+/* An elementwise loop over i in [0, n), threaded above the threshold. The
+ * loop variable is `i`; `n`, `nthr` and `par` must be in scope. */
+#define EW_LOOP _Pragma("omp parallel for simd num_threads(nthr) schedule(static) if (par)") \
+    for (int64_t i = 0; i < n; i++)
+
+static inline float sigmoidf_stable(float v)
+{
+    float e = expf(-fabsf(v));       /* in (0, 1]: never overflows */
+    float s = 1.0f / (1.0f + e);
+    return v >= 0.0f ? s : e * s;    /* e / (1 + e) for negative v */
+}
+
+maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
+                               int64_t n, float alpha)
+{
+    if ((unsigned)op >= (unsigned)MAAS_U_COUNT)
+        return maas_error(MAAS_ERR_VALUE, "unknown unary op %d", (int)op);
+    if (n < 0)
+        return maas_error(MAAS_ERR_VALUE, "unary op: negative size %lld",
+                          (long long)n);
+    if (n == 0)
+        return MAAS_OK;
+    const int par = n > MAAS_PAR_THRESHOLD;
+    const int nthr = par ? maas_get_num_threads() : 1;
+    switch (op) {
+    case MAAS_U_RELU:
+        EW_LOOP { float v = x[i]; out[i] = v < 0.0f ? 0.0f : v; }
+        break;
+    case MAAS_U_LEAKY_RELU:
+        EW_LOOP { float v = x[i]; out[i] = v < 0.0f ? alpha * v : v; }
+        break;
+    case MAAS_U_ELU:
+        EW_LOOP { float v = x[i]; out[i] = v > 0.0f ? v : alpha * expm1f(v); }
+        break;
+    case MAAS_U_GELU:
+        EW_LOOP {
+            float v = x[i];
+            out[i] = 0.5f * v * (1.0f + erff(v * (float)SQRT1_2));
+        }
+        break;
+    case MAAS_U_GELU_TANH:
+        EW_LOOP {
+            float v = x[i];
+            float u = (float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
+            out[i] = 0.5f * v * (1.0f + tanhf(u));
+        }
+        break;
+    case MAAS_U_SIGMOID:
+        EW_LOOP { out[i] = sigmoidf_stable(x[i]); }
+        break;
+    case MAAS_U_TANH:
+        EW_LOOP { out[i] = tanhf(x[i]); }
+        break;
+    case MAAS_U_SOFTPLUS:
+        EW_LOOP {
+            float v = x[i];
+            out[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
+        }
+        break;
+    case MAAS_U_SILU:
+        EW_LOOP { float v = x[i]; out[i] = v * sigmoidf_stable(v); }
+        break;
+    case MAAS_U_EXP:
+        EW_LOOP { out[i] = expf(x[i]); }
+        break;
+    case MAAS_U_LOG:
+        EW_LOOP { out[i] = logf(x[i]); }
+        break;
+    case MAAS_U_SQRT:
+        EW_LOOP { out[i] = sqrtf(x[i]); }
+        break;
+    case MAAS_U_NEG:
+        EW_LOOP { out[i] = -x[i]; }
+        break;
+    case MAAS_U_ABS:
+        EW_LOOP { out[i] = fabsf(x[i]); }
+        break;
+    case MAAS_U_SQUARE:
+        EW_LOOP { float v = x[i]; out[i] = v * v; }
+        break;
+    case MAAS_U_POW_SCALAR:
+        if (alpha == 2.0f) {
+            EW_LOOP { float v = x[i]; out[i] = v * v; }
+        } else if (alpha == 1.0f) {
+            EW_LOOP { out[i] = x[i]; }
+        } else {
+            EW_LOOP { out[i] = powf(x[i], alpha); }
+        }
+        break;
+    case MAAS_U_RELU6:
+        EW_LOOP {
+            float v = x[i];
+            out[i] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+        }
+        break;
+    default:
+        return maas_error(MAAS_ERR_VALUE, "unknown unary op %d", (int)op);
+    }
+    return MAAS_OK;
+}
+
+maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
+                                const float *restrict gout, const float *x,
+                                const float *out, int64_t n, float alpha)
+{
+    if ((unsigned)op >= (unsigned)MAAS_U_COUNT)
+        return maas_error(MAAS_ERR_VALUE, "unknown unary op %d", (int)op);
+    if (n < 0)
+        return maas_error(MAAS_ERR_VALUE, "unary op: negative size %lld",
+                          (long long)n);
+    if (n == 0 || gx == NULL)
+        return MAAS_OK;
+    const int par = n > MAAS_PAR_THRESHOLD;
+    const int nthr = par ? maas_get_num_threads() : 1;
+    switch (op) {
+    case MAAS_U_RELU:
+        EW_LOOP { gx[i] += x[i] > 0.0f ? gout[i] : 0.0f; }
+        break;
+    case MAAS_U_LEAKY_RELU:
+        EW_LOOP { gx[i] += x[i] > 0.0f ? gout[i] : alpha * gout[i]; }
+        break;
+    case MAAS_U_ELU:
+        EW_LOOP {
+            float v = x[i];
+            gx[i] += gout[i] * (v > 0.0f ? 1.0f : alpha * expf(v));
+        }
+        break;
+    case MAAS_U_GELU:
+        EW_LOOP {
+            float v = x[i];
+            float cdf = 0.5f * (1.0f + erff(v * (float)SQRT1_2));
+            float pdf = (float)INV_SQRT_2PI * expf(-0.5f * v * v);
+            gx[i] += gout[i] * (cdf + v * pdf);
+        }
+        break;
+    case MAAS_U_GELU_TANH:
+        EW_LOOP {
+            float v = x[i];
+            float v2 = v * v;
+            float t = tanhf((float)SQRT_2_OVER_PI * (v + GELU_C * v2 * v));
+            float du = (float)SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * v2);
+            gx[i] += gout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+        }
+        break;
+    case MAAS_U_SIGMOID:
+        if (out) {
+            EW_LOOP { float s = out[i]; gx[i] += gout[i] * s * (1.0f - s); }
+        } else {
+            EW_LOOP {
+                float s = sigmoidf_stable(x[i]);
+                gx[i] += gout[i] * s * (1.0f - s);
+            }
+        }
+        break;
+    case MAAS_U_TANH:
+        if (out) {
+            EW_LOOP { float t = out[i]; gx[i] += gout[i] * (1.0f - t * t); }
+        } else {
+            EW_LOOP { float t = tanhf(x[i]); gx[i] += gout[i] * (1.0f - t * t); }
+        }
+        break;
+    case MAAS_U_SOFTPLUS:
+        EW_LOOP { gx[i] += gout[i] * sigmoidf_stable(x[i]); }
+        break;
+    case MAAS_U_SILU:
+        EW_LOOP {
+            float v = x[i];
+            float s = sigmoidf_stable(v);
+            gx[i] += gout[i] * (s * (1.0f + v * (1.0f - s)));
+        }
+        break;
+    case MAAS_U_EXP:
+        if (out) {
+            EW_LOOP { gx[i] += gout[i] * out[i]; }
+        } else {
+            EW_LOOP { gx[i] += gout[i] * expf(x[i]); }
+        }
+        break;
+    case MAAS_U_LOG:
+        EW_LOOP { gx[i] += gout[i] / x[i]; }
+        break;
+    case MAAS_U_SQRT:
+        if (out) {
+            EW_LOOP { gx[i] += 0.5f * gout[i] / out[i]; }
+        } else {
+            EW_LOOP { gx[i] += 0.5f * gout[i] / sqrtf(x[i]); }
+        }
+        break;
+    case MAAS_U_NEG:
+        EW_LOOP { gx[i] -= gout[i]; }
+        break;
+    case MAAS_U_ABS:
+        EW_LOOP {
+            float v = x[i];
+            gx[i] += v > 0.0f ? gout[i] : (v < 0.0f ? -gout[i] : 0.0f);
+        }
+        break;
+    case MAAS_U_SQUARE:
+        EW_LOOP { gx[i] += 2.0f * x[i] * gout[i]; }
+        break;
+    case MAAS_U_POW_SCALAR:
+        if (alpha == 0.0f) {
+            /* d/dx x**0 = 0 everywhere (as PyTorch), not 0 * x**-1 */
+        } else if (alpha == 1.0f) {
+            EW_LOOP { gx[i] += gout[i]; }
+        } else if (alpha == 2.0f) {
+            EW_LOOP { gx[i] += 2.0f * x[i] * gout[i]; }
+        } else {
+            const float am1 = alpha - 1.0f;
+            EW_LOOP { gx[i] += gout[i] * alpha * powf(x[i], am1); }
+        }
+        break;
+    case MAAS_U_RELU6:
+        EW_LOOP {
+            float v = x[i];
+            gx[i] += (v > 0.0f && v < 6.0f) ? gout[i] : 0.0f;
+        }
+        break;
+    default:
+        return maas_error(MAAS_ERR_VALUE, "unknown unary op %d", (int)op);
+    }
+    return MAAS_OK;
+}
+
+/* ------------------------------------------------------------- softmax */
+
+static maas_status softmax_args(int64_t outer, int64_t n, int64_t inner,
+                                int64_t *total)
+{
+    int64_t t;
+    if (outer < 0 || n < 0 || inner < 0)
+        return maas_error(MAAS_ERR_VALUE, "softmax: negative size");
+    if (maas_mul_size(outer, n, &t) != 0 || maas_mul_size(t, inner, &t) != 0)
+        return maas_error(MAAS_ERR_VALUE, "softmax: size overflows");
+    *total = t;
+    return MAAS_OK;
+}
+
+/* Per-thread scratch of `per` doubles each, for the inner > 1 paths. */
+static double *alloc_scratch(int nthr, int64_t per)
+{
+    int64_t cnt;
+    if (maas_mul_size(per, (int64_t)nthr, &cnt) != 0 ||
+        maas_mul_size(cnt, 2, &cnt) != 0) {
+        maas_error(MAAS_ERR_NOMEM, "softmax: scratch size overflows");
+        return NULL;
+    }
+    return (double *)maas_alloc_floats(cnt); /* 2 floats per double */
+}
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
+                                 int64_t n, int64_t inner, int logsm)
+{
+    int64_t total;
+    maas_status st = softmax_args(outer, n, inner, &total);
+    if (st != MAAS_OK)
+        return st;
+    if (total == 0)
+        return MAAS_OK;
+    const int par = total > MAAS_PAR_THRESHOLD && outer > 1;
+    const int nthr = par ? maas_get_num_threads() : 1;
+
+    if (inner == 1) {
+#pragma omp parallel for num_threads(nthr) schedule(static) if (par)
+        for (int64_t o = 0; o < outer; o++) {
+            const float *xr = x + o * n;
+            float *orow = out + o * n;
+            float m = xr[0];
+            for (int64_t k = 1; k < n; k++)
+                m = xr[k] > m ? xr[k] : m;
+            double s = 0.0;
+            if (logsm) {
+                for (int64_t k = 0; k < n; k++)
+                    s += expf(xr[k] - m);
+                const float sh = m + (float)log(s);
+                for (int64_t k = 0; k < n; k++)
+                    orow[k] = xr[k] - sh;
+            } else {
+                for (int64_t k = 0; k < n; k++) {
+                    float e = expf(xr[k] - m);
+                    orow[k] = e;
+                    s += e;
+                }
+                const float inv = (float)(1.0 / s);
+                for (int64_t k = 0; k < n; k++)
+                    orow[k] *= inv;
+            }
+        }
+        return MAAS_OK;
+    }
+
+    double *scratch = alloc_scratch(nthr, 2 * inner);
+    if (!scratch)
+        return MAAS_ERR_NOMEM;
+#pragma omp parallel for num_threads(nthr) schedule(static) if (par)
+    for (int64_t o = 0; o < outer; o++) {
+        double *sm = scratch + (int64_t)thread_id() * 2 * inner;
+        float *mx = (float *)(sm + inner);
+        const float *xo = x + o * n * inner;
+        float *oo = out + o * n * inner;
+        for (int64_t j = 0; j < inner; j++) {
+            mx[j] = xo[j];
+            sm[j] = 0.0;
+        }
+        for (int64_t k = 1; k < n; k++) {
+            const float *xr = xo + k * inner;
+            for (int64_t j = 0; j < inner; j++)
+                mx[j] = xr[j] > mx[j] ? xr[j] : mx[j];
+        }
+        if (logsm) {
+            for (int64_t k = 0; k < n; k++) {
+                const float *xr = xo + k * inner;
+                for (int64_t j = 0; j < inner; j++)
+                    sm[j] += expf(xr[j] - mx[j]);
+            }
+            for (int64_t j = 0; j < inner; j++)
+                mx[j] += (float)log(sm[j]);
+            for (int64_t k = 0; k < n; k++) {
+                const float *xr = xo + k * inner;
+                float *orow = oo + k * inner;
+                for (int64_t j = 0; j < inner; j++)
+                    orow[j] = xr[j] - mx[j];
+            }
+        } else {
+            for (int64_t k = 0; k < n; k++) {
+                const float *xr = xo + k * inner;
+                float *orow = oo + k * inner;
+                for (int64_t j = 0; j < inner; j++) {
+                    float e = expf(xr[j] - mx[j]);
+                    orow[j] = e;
+                    sm[j] += e;
+                }
+            }
+            for (int64_t j = 0; j < inner; j++)
+                mx[j] = (float)(1.0 / sm[j]); /* reuse mx as 1/sum */
+            for (int64_t k = 0; k < n; k++) {
+                float *orow = oo + k * inner;
+                for (int64_t j = 0; j < inner; j++)
+                    orow[j] *= mx[j];
+            }
+        }
+    }
+    maas_free(scratch);
+    return MAAS_OK;
+}
+
+maas_status maas_softmax_backward(float *restrict gx, const float *restrict gout,
+                                  const float *restrict out, int64_t outer,
+                                  int64_t n, int64_t inner, int logsm)
+{
+    int64_t total;
+    maas_status st = softmax_args(outer, n, inner, &total);
+    if (st != MAAS_OK)
+        return st;
+    if (total == 0 || gx == NULL)
+        return MAAS_OK;
+    const int par = total > MAAS_PAR_THRESHOLD && outer > 1;
+    const int nthr = par ? maas_get_num_threads() : 1;
+
+    if (inner == 1) {
+#pragma omp parallel for num_threads(nthr) schedule(static) if (par)
+        for (int64_t o = 0; o < outer; o++) {
+            const float *g = gout + o * n, *y = out + o * n;
+            float *gr = gx + o * n;
+            double s = 0.0;
+            if (logsm) {
+                for (int64_t k = 0; k < n; k++)
+                    s += g[k];
+                const float sf = (float)s;
+                for (int64_t k = 0; k < n; k++)
+                    gr[k] += g[k] - expf(y[k]) * sf;
+            } else {
+                for (int64_t k = 0; k < n; k++)
+                    s += (double)g[k] * y[k];
+                const float sf = (float)s;
+                for (int64_t k = 0; k < n; k++)
+                    gr[k] += y[k] * (g[k] - sf);
+            }
+        }
+        return MAAS_OK;
+    }
+
+    double *scratch = alloc_scratch(nthr, 2 * inner);
+    if (!scratch)
+        return MAAS_ERR_NOMEM;
+#pragma omp parallel for num_threads(nthr) schedule(static) if (par)
+    for (int64_t o = 0; o < outer; o++) {
+        double *sm = scratch + (int64_t)thread_id() * 2 * inner;
+        float *sf = (float *)(sm + inner);
+        const float *go = gout + o * n * inner, *yo = out + o * n * inner;
+        float *gxo = gx + o * n * inner;
+        for (int64_t j = 0; j < inner; j++)
+            sm[j] = 0.0;
+        for (int64_t k = 0; k < n; k++) {
+            const float *g = go + k * inner, *y = yo + k * inner;
+            if (logsm)
+                for (int64_t j = 0; j < inner; j++)
+                    sm[j] += g[j];
+            else
+                for (int64_t j = 0; j < inner; j++)
+                    sm[j] += (double)g[j] * y[j];
+        }
+        for (int64_t j = 0; j < inner; j++)
+            sf[j] = (float)sm[j];
+        for (int64_t k = 0; k < n; k++) {
+            const float *g = go + k * inner, *y = yo + k * inner;
+            float *gr = gxo + k * inner;
+            if (logsm)
+                for (int64_t j = 0; j < inner; j++)
+                    gr[j] += g[j] - expf(y[j]) * sf[j];
+            else
+                for (int64_t j = 0; j < inner; j++)
+                    gr[j] += y[j] * (g[j] - sf[j]);
+        }
+    }
+    maas_free(scratch);
+    return MAAS_OK;
+}
