@@ -22,6 +22,10 @@
 
 #include <math.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__GNUC__)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
@@ -44,15 +48,54 @@ static maas_status check_common(const char *fn, const float *p, const float *g,
     return MAAS_OK;
 }
 
+/* ------------------------------------------------------ chunked loops */
+
+/* The arguments of one update; slots s0..s2 are per-optimizer. */
+typedef struct {
+    float *p, *s0, *s1, *s2;
+    const float *g;
+    float lr, a, b, eps, lrwd, alpha;
+} upd_args;
+
+typedef void (*chunk_fn)(const upd_args *args, int64_t lo, int64_t hi);
+
+/* Runs fn over [0, n): serially at or below MAAS_PAR_THRESHOLD, else split
+ * into one contiguous (16-aligned) chunk per thread. The update of each
+ * element does not depend on the split. The chunk functions are plain
+ * functions with constant flags and an `omp simd` loop, so the compiler
+ * specialises and vectorises each variant. */
+static void run_chunks(chunk_fn fn, const upd_args *args, int64_t n)
+{
+    const int nt = maas_get_num_threads();
+    if (n <= MAAS_PAR_THRESHOLD || nt <= 1) {
+        fn(args, 0, n);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        const int T = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t per = ((n + T - 1) / T + 15) & ~(int64_t)15;
+        const int64_t lo = per * t < n ? per * t : n;
+        const int64_t hi = lo + per < n ? lo + per : n;
+        if (lo < hi)
+            fn(args, lo, hi);
+    }
+#else
+    fn(args, 0, n);
+#endif
+}
+
 /* ------------------------------------------------------------------ SGD */
 
-ALWAYS_INLINE void sgd_loop(float *restrict p, float *restrict vel,
-                            const float *restrict g, int64_t n, float lr,
-                            float mu, float lrwd, const int decay,
-                            const int mom, const int nesterov, int nt)
+ALWAYS_INLINE void sgd_body(const upd_args *A, int64_t lo, int64_t hi,
+                            const int decay, const int mom, const int nesterov)
 {
-#pragma omp parallel for schedule(static) if (n > MAAS_PAR_THRESHOLD) num_threads(nt)
-    for (int64_t i = 0; i < n; i++) {
+    float *restrict p = A->p, *restrict vel = A->s0;
+    const float *restrict g = A->g;
+    const float lr = A->lr, mu = A->a, lrwd = A->lrwd;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
         float pv = p[i];
         if (decay)
             pv -= pv * lrwd;
@@ -67,6 +110,18 @@ ALWAYS_INLINE void sgd_loop(float *restrict p, float *restrict vel,
         p[i] = pv;
     }
 }
+
+#define SGD_VARIANT(name, dec, mom, nest)                                     \
+    static void name(const upd_args *A, int64_t lo, int64_t hi)                \
+    {                                                                          \
+        sgd_body(A, lo, hi, dec, mom, nest);                                   \
+    }
+SGD_VARIANT(sgd_000, 0, 0, 0)
+SGD_VARIANT(sgd_010, 0, 1, 0)
+SGD_VARIANT(sgd_011, 0, 1, 1)
+SGD_VARIANT(sgd_100, 1, 0, 0)
+SGD_VARIANT(sgd_110, 1, 1, 0)
+SGD_VARIANT(sgd_111, 1, 1, 1)
 
 maas_status maas_sgd_update(float *p, float *velocity, const float *g, int64_t n,
                             float lr, float momentum, int nesterov, float wd)
@@ -84,39 +139,26 @@ maas_status maas_sgd_update(float *p, float *velocity, const float *g, int64_t n
                           (double)momentum);
     if (n == 0)
         return MAAS_OK;
-    const int nt = maas_get_num_threads();
-    const float lrwd = lr * wd;
-    const int decay = wd != 0.0f;
-    /* constant flags: each call below is specialised by inlining */
-    if (decay) {
-        if (!mom)
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 1, 0, 0, nt);
-        else if (nesterov)
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 1, 1, 1, nt);
-        else
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 1, 1, 0, nt);
-    } else {
-        if (!mom)
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 0, 0, 0, nt);
-        else if (nesterov)
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 0, 1, 1, nt);
-        else
-            sgd_loop(p, velocity, g, n, lr, momentum, lrwd, 0, 1, 0, nt);
-    }
+    const upd_args A = {.p = p, .s0 = velocity, .g = g, .lr = lr, .a = momentum,
+                        .lrwd = lr * wd};
+    static const chunk_fn table[2][3] = {{sgd_000, sgd_010, sgd_011},
+                                         {sgd_100, sgd_110, sgd_111}};
+    run_chunks(table[wd != 0.0f][mom ? 1 + (nesterov != 0) : 0], &A, n);
     return MAAS_OK;
 }
 
 /* ----------------------------------------------------------------- Adam */
 
-ALWAYS_INLINE void adam_loop(float *restrict p, float *restrict m,
-                             float *restrict v, float *restrict vhat,
-                             const float *restrict g, int64_t n, float alpha,
-                             float b1, float b2, float eps, float lrwd,
-                             const int decay, const int ams, int nt)
+ALWAYS_INLINE void adam_body(const upd_args *A, int64_t lo, int64_t hi,
+                             const int decay, const int ams)
 {
-    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-#pragma omp parallel for schedule(static) if (n > MAAS_PAR_THRESHOLD) num_threads(nt)
-    for (int64_t i = 0; i < n; i++) {
+    float *restrict p = A->p, *restrict m = A->s0, *restrict v = A->s1,
+                    *restrict vhat = A->s2;
+    const float *restrict g = A->g;
+    const float b1 = A->a, b2 = A->b, c1 = 1.0f - A->a, c2 = 1.0f - A->b;
+    const float eps = A->eps, alpha = A->alpha, lrwd = A->lrwd;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
         float pv = p[i];
         if (decay)
             pv -= pv * lrwd;
@@ -133,6 +175,16 @@ ALWAYS_INLINE void adam_loop(float *restrict p, float *restrict m,
         p[i] = pv - alpha * mi / (sqrtf(vi) + eps);
     }
 }
+
+#define ADAM_VARIANT(name, dec, ams)                                           \
+    static void name(const upd_args *A, int64_t lo, int64_t hi)                \
+    {                                                                          \
+        adam_body(A, lo, hi, dec, ams);                                        \
+    }
+ADAM_VARIANT(adam_00, 0, 0)
+ADAM_VARIANT(adam_01, 0, 1)
+ADAM_VARIANT(adam_10, 1, 0)
+ADAM_VARIANT(adam_11, 1, 1)
 
 maas_status maas_adam_update(float *p, float *m, float *v, float *vhat,
                              const float *g, int64_t n, float lr, float beta_1,
@@ -151,37 +203,30 @@ maas_status maas_adam_update(float *p, float *m, float *v, float *vhat,
         return maas_error(MAAS_ERR_VALUE, "adam_update: NULL moment buffer");
     if (n == 0)
         return MAAS_OK;
+    /* bias corrections, once per call */
     const double b1p = pow((double)beta_1, (double)step);
     const double b2p = pow((double)beta_2, (double)step);
-    const float alpha = (float)((double)lr * sqrt(1.0 - b2p) / (1.0 - b1p));
-    const float lrwd = lr * wd;
-    const int nt = maas_get_num_threads();
-    if (wd != 0.0f) {
-        if (vhat)
-            adam_loop(p, m, v, vhat, g, n, alpha, beta_1, beta_2, eps, lrwd, 1, 1, nt);
-        else
-            adam_loop(p, m, v, vhat, g, n, alpha, beta_1, beta_2, eps, lrwd, 1, 0, nt);
-    } else {
-        if (vhat)
-            adam_loop(p, m, v, vhat, g, n, alpha, beta_1, beta_2, eps, lrwd, 0, 1, nt);
-        else
-            adam_loop(p, m, v, vhat, g, n, alpha, beta_1, beta_2, eps, lrwd, 0, 0, nt);
-    }
+    const upd_args A = {.p = p, .s0 = m, .s1 = v, .s2 = vhat, .g = g, .lr = lr,
+                        .a = beta_1, .b = beta_2, .eps = eps, .lrwd = lr * wd,
+                        .alpha = (float)((double)lr * sqrt(1.0 - b2p) / (1.0 - b1p))};
+    static const chunk_fn table[2][2] = {{adam_00, adam_01}, {adam_10, adam_11}};
+    run_chunks(table[wd != 0.0f][vhat != NULL], &A, n);
     return MAAS_OK;
 }
 
 /* -------------------------------------------------------------- RMSprop */
 
-ALWAYS_INLINE void rmsprop_loop(float *restrict p, float *restrict v,
-                                float *restrict avg, float *restrict mom,
-                                const float *restrict g, int64_t n, float lr,
-                                float rho, float mu, float eps, float lrwd,
+ALWAYS_INLINE void rmsprop_body(const upd_args *A, int64_t lo, int64_t hi,
                                 const int decay, const int centered,
-                                const int use_mom, int nt)
+                                const int use_mom)
 {
-    const float c = 1.0f - rho;
-#pragma omp parallel for schedule(static) if (n > MAAS_PAR_THRESHOLD) num_threads(nt)
-    for (int64_t i = 0; i < n; i++) {
+    float *restrict p = A->p, *restrict v = A->s0, *restrict avg = A->s1,
+                    *restrict mom = A->s2;
+    const float *restrict g = A->g;
+    const float lr = A->lr, rho = A->a, c = 1.0f - A->a, mu = A->b;
+    const float eps = A->eps, lrwd = A->lrwd;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
         float pv = p[i];
         if (decay)
             pv -= pv * lrwd;
@@ -208,9 +253,19 @@ ALWAYS_INLINE void rmsprop_loop(float *restrict p, float *restrict v,
     }
 }
 
-#define RMS_CALL(dec, cen, um)                                                 \
-    rmsprop_loop(p, v, avg, mom, g, n, lr, rho, momentum, eps, lrwd, dec, cen, \
-                 um, nt)
+#define RMS_VARIANT(name, dec, cen, um)                                        \
+    static void name(const upd_args *A, int64_t lo, int64_t hi)                \
+    {                                                                          \
+        rmsprop_body(A, lo, hi, dec, cen, um);                                 \
+    }
+RMS_VARIANT(rms_000, 0, 0, 0)
+RMS_VARIANT(rms_001, 0, 0, 1)
+RMS_VARIANT(rms_010, 0, 1, 0)
+RMS_VARIANT(rms_011, 0, 1, 1)
+RMS_VARIANT(rms_100, 1, 0, 0)
+RMS_VARIANT(rms_101, 1, 0, 1)
+RMS_VARIANT(rms_110, 1, 1, 0)
+RMS_VARIANT(rms_111, 1, 1, 1)
 
 maas_status maas_rmsprop_update(float *p, float *v, float *avg, float *mom,
                                 const float *g, int64_t n, float lr, float rho,
@@ -230,23 +285,12 @@ maas_status maas_rmsprop_update(float *p, float *v, float *avg, float *mom,
                                                                : "momentum");
     if (n == 0)
         return MAAS_OK;
-    const float lrwd = lr * wd;
-    const int nt = maas_get_num_threads();
-    const int decay = wd != 0.0f, cen = centered != 0;
-    /* eight specialisations through constant flags */
-    if (decay) {
-        if (cen) {
-            if (use_mom) RMS_CALL(1, 1, 1); else RMS_CALL(1, 1, 0);
-        } else {
-            if (use_mom) RMS_CALL(1, 0, 1); else RMS_CALL(1, 0, 0);
-        }
-    } else {
-        if (cen) {
-            if (use_mom) RMS_CALL(0, 1, 1); else RMS_CALL(0, 1, 0);
-        } else {
-            if (use_mom) RMS_CALL(0, 0, 1); else RMS_CALL(0, 0, 0);
-        }
-    }
+    const upd_args A = {.p = p, .s0 = v, .s1 = avg, .s2 = mom, .g = g, .lr = lr,
+                        .a = rho, .b = momentum, .eps = eps, .lrwd = lr * wd};
+    static const chunk_fn table[2][2][2] = {
+        {{rms_000, rms_001}, {rms_010, rms_011}},
+        {{rms_100, rms_101}, {rms_110, rms_111}}};
+    run_chunks(table[wd != 0.0f][centered != 0][use_mom], &A, n);
     return MAAS_OK;
 }
 
