@@ -1,0 +1,331 @@
+/* ops/loss.c -- per-sample losses (Keras 3 definitions), reducing the last
+ * axis C of y_pred (N, C).
+ *
+ * maas_loss_forward  OVERWRITES out (N).
+ * maas_loss_backward ACCUMULATES gpred (N, C) += gout[n] * dloss[n]/dy_pred;
+ *                    gpred == NULL means "not needed". No gradient to y_true.
+ *
+ *   mse    mean_c (y-p)^2                      grad 2(p-y)/C
+ *   mae    mean_c |y-p|                        grad sign(p-y)/C (0 at y == p)
+ *   bce    p clipped to [eps, 1-eps]; mean_c -(y log p + (1-y) log(1-p));
+ *          the gradient is zero where the clip was active.
+ *          logits: mean_c max(x,0) - x y + log1p(exp(-|x|)), grad
+ *          (sigmoid(x)-y)/C.
+ *   cce    q = p / sum_c p, clipped; -sum_c y log q; the gradient flows
+ *          through the normalisation (zero through clipped entries).
+ *          logits: sum(y) logsumexp(x) - sum y x, grad sum(y) softmax(x) - y.
+ *   scce   y_true (N) holds integral class indices in [0, C) (checked before
+ *          anything is written: MAAS_ERR_VALUE otherwise). probs: -log q[l]
+ *          (normalised and clipped as cce); logits: logsumexp(x) - x[l].
+ *   hinge  if every y in the batch is 0 or 1, y -> 2y - 1 (as Keras);
+ *          mean_c max(1 - y p, 0), grad -y/C where 1 - y p > 0.
+ * eps = 1e-7. Mean losses over C == 0 give NaN, sum losses give 0.
+ * Rows are independent, so the OpenMP split over rows (above
+ * MAAS_PAR_THRESHOLD elements) gives results independent of thread count.
+ * Accumulation within a row is in double, in a fixed order. */
+#include "maas.h"
+
+#include <math.h>
+
+#define LOSS_EPS 1e-7f
+#define LOSS_HI (1.0f - 1e-7f)
+
+static const char *const loss_names[MAAS_L_COUNT] = {
+    "mean_squared_error", "mean_absolute_error", "binary_crossentropy",
+    "categorical_crossentropy", "sparse_categorical_crossentropy", "hinge"};
+
+static maas_status check_args(const char *fn, maas_loss_op op, int64_t N,
+                              int64_t C, int64_t *total)
+{
+    if ((int)op < 0 || op >= MAAS_L_COUNT)
+        return maas_error(MAAS_ERR_VALUE, "%s: unknown loss op %d", fn, (int)op);
+    if (N < 0 || C < 0)
+        return maas_error(MAAS_ERR_VALUE, "%s: %s: negative size (N=%lld, C=%lld)",
+                          fn, loss_names[op], (long long)N, (long long)C);
+    if (maas_mul_size(N, C, total) != 0)
+        return maas_error(MAAS_ERR_VALUE, "%s: %s: size N*C overflows", fn,
+                          loss_names[op]);
+    return MAAS_OK;
+}
+
+static maas_status check_labels(const float *y, int64_t N, int64_t C)
+{
+    for (int64_t n = 0; n < N; n++) {
+        double l = (double)y[n];
+        if (!(l >= 0.0 && l < (double)C && l == floor(l)))
+            return maas_error(MAAS_ERR_VALUE,
+                              "sparse_categorical_crossentropy: label %g at row "
+                              "%lld is out of range [0, %lld)",
+                              l, (long long)n, (long long)C);
+    }
+    return MAAS_OK;
+}
+
+/* 1 if every label is 0 or 1 (Keras then maps them to -1 / 1). */
+static int hinge_binary(const float *restrict y, int64_t total, int nt)
+{
+    int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) \
+    if (total > MAAS_PAR_THRESHOLD) num_threads(nt)
+    for (int64_t i = 0; i < total; i++)
+        bad += !(y[i] == 0.0f || y[i] == 1.0f);
+    return bad == 0;
+}
+
+static inline float clipf(float v)
+{
+    return v < LOSS_EPS ? LOSS_EPS : (v > LOSS_HI ? LOSS_HI : v);
+}
+
+static inline int clipped(float v) { return v < LOSS_EPS || v > LOSS_HI; }
+
+static inline float sigmoidf(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static inline double row_sum(const float *restrict p, int64_t C)
+{
+    double s = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        s += p[c];
+    return s;
+}
+
+/* max and log(sum exp(x - max)) of one row of logits */
+static inline float row_lse(const float *restrict x, int64_t C, double *logz)
+{
+    float m = x[0];
+    for (int64_t c = 1; c < C; c++)
+        m = x[c] > m ? x[c] : m;
+    double z = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        z += expf(x[c] - m);
+    *logz = log(z);
+    return m;
+}
+
+/* The loss of one row. y is the label row (NULL for scce; `label` then). */
+static double row_forward(maas_loss_op op, const float *restrict y,
+                          const float *restrict p, int64_t C, int64_t label,
+                          int logits, int hmap)
+{
+    double s = 0.0;
+    switch (op) {
+    case MAAS_L_MSE:
+        for (int64_t c = 0; c < C; c++) {
+            float d = p[c] - y[c];
+            s += (double)d * d;
+        }
+        return s / (double)C;
+    case MAAS_L_MAE:
+        for (int64_t c = 0; c < C; c++)
+            s += fabsf(p[c] - y[c]);
+        return s / (double)C;
+    case MAAS_L_BCE:
+        if (logits) {
+            for (int64_t c = 0; c < C; c++) {
+                float x = p[c];
+                s += (double)((x > 0.0f ? x : 0.0f) - x * y[c]) +
+                     (double)log1pf(expf(-fabsf(x)));
+            }
+        } else {
+            for (int64_t c = 0; c < C; c++) {
+                float q = clipf(p[c]);
+                s -= (double)y[c] * logf(q) + (double)(1.0f - y[c]) * log1pf(-q);
+            }
+        }
+        return s / (double)C;
+    case MAAS_L_CCE:
+        if (C == 0)
+            return 0.0;
+        if (logits) {
+            double logz;
+            float m = row_lse(p, C, &logz);
+            for (int64_t c = 0; c < C; c++)
+                s += (double)y[c] * ((double)(m - p[c]) + logz);
+        } else {
+            float inv = (float)(1.0 / row_sum(p, C));
+            for (int64_t c = 0; c < C; c++)
+                if (y[c] != 0.0f)
+                    s -= (double)y[c] * logf(clipf(p[c] * inv));
+        }
+        return s;
+    case MAAS_L_SCCE:
+        if (logits) {
+            double logz;
+            float m = row_lse(p, C, &logz);
+            return (double)(m - p[label]) + logz;
+        } else {
+            float inv = (float)(1.0 / row_sum(p, C));
+            return -(double)logf(clipf(p[label] * inv));
+        }
+    case MAAS_L_HINGE:
+        for (int64_t c = 0; c < C; c++) {
+            float yy = hmap ? 2.0f * y[c] - 1.0f : y[c];
+            float h = 1.0f - yy * p[c];
+            s += h > 0.0f ? h : 0.0f;
+        }
+        return s / (double)C;
+    default:
+        return 0.0;
+    }
+}
+
+/* g[c] += go * dloss/dp[c] for one row. */
+static void row_backward(maas_loss_op op, float *restrict g,
+                         const float *restrict y, const float *restrict p,
+                         int64_t C, int64_t label, int logits, int hmap, float go)
+{
+    if (C == 0)
+        return;
+    const float goc = go / (float)C;
+    switch (op) {
+    case MAAS_L_MSE: {
+        const float k = 2.0f * goc;
+        for (int64_t c = 0; c < C; c++)
+            g[c] += k * (p[c] - y[c]);
+        return;
+    }
+    case MAAS_L_MAE:
+        for (int64_t c = 0; c < C; c++) {
+            float d = p[c] - y[c];
+            g[c] += d > 0.0f ? goc : (d < 0.0f ? -goc : 0.0f);
+        }
+        return;
+    case MAAS_L_BCE:
+        if (logits) {
+            for (int64_t c = 0; c < C; c++)
+                g[c] += goc * (sigmoidf(p[c]) - y[c]);
+        } else {
+            for (int64_t c = 0; c < C; c++) {
+                float q = p[c];
+                if (!clipped(q))
+                    g[c] += goc * ((1.0f - y[c]) / (1.0f - q) - y[c] / q);
+            }
+        }
+        return;
+    case MAAS_L_CCE:
+        if (logits) {
+            double logz, sy = 0.0;
+            float m = row_lse(p, C, &logz);
+            for (int64_t c = 0; c < C; c++)
+                sy += y[c];
+            const float k = (float)(sy * exp(-logz)) * go;
+            for (int64_t c = 0; c < C; c++)
+                g[c] += k * expf(p[c] - m) - go * y[c];
+        } else {
+            /* q = p / S; dL/dp_j = (dL/dq_j + A) / S with dL/dq_j = -y_j/q_j
+             * and A = sum of y over the unclipped entries. */
+            const double S = row_sum(p, C);
+            const float inv = (float)(1.0 / S);
+            double A = 0.0;
+            for (int64_t c = 0; c < C; c++)
+                if (!clipped(p[c] * inv))
+                    A += y[c];
+            const float ginv = go * inv, gA = (float)(A / S) * go;
+            for (int64_t c = 0; c < C; c++) {
+                float q = p[c] * inv;
+                float d = clipped(q) ? 0.0f : -y[c] / q;
+                g[c] += ginv * d + gA;
+            }
+        }
+        return;
+    case MAAS_L_SCCE:
+        if (logits) {
+            double logz;
+            float m = row_lse(p, C, &logz);
+            const float k = (float)exp(-logz) * go;
+            for (int64_t c = 0; c < C; c++)
+                g[c] += k * expf(p[c] - m);
+            g[label] -= go;
+        } else {
+            const double S = row_sum(p, C);
+            const float inv = (float)(1.0 / S);
+            float q = p[label] * inv;
+            if (clipped(q))
+                return;
+            const float k = go * inv;
+            for (int64_t c = 0; c < C; c++)
+                g[c] += k;
+            g[label] -= k / q;
+        }
+        return;
+    case MAAS_L_HINGE:
+        for (int64_t c = 0; c < C; c++) {
+            float yy = hmap ? 2.0f * y[c] - 1.0f : y[c];
+            if (1.0f - yy * p[c] > 0.0f)
+                g[c] -= goc * yy;
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+maas_status maas_loss_forward(maas_loss_op op, float *out, const float *y_true,
+                              const float *y_pred, int64_t N, int64_t C,
+                              int from_logits)
+{
+    int64_t total;
+    maas_status st = check_args("loss_forward", op, N, C, &total);
+    if (st != MAAS_OK)
+        return st;
+    if (N == 0)
+        return MAAS_OK;
+    if (!out || !y_true || (!y_pred && total > 0))
+        return maas_error(MAAS_ERR_VALUE, "loss_forward: %s: NULL buffer",
+                          loss_names[op]);
+    if (op == MAAS_L_SCCE && (st = check_labels(y_true, N, C)) != MAAS_OK)
+        return st;
+    const int nt = maas_get_num_threads();
+    const int hmap = op == MAAS_L_HINGE ? hinge_binary(y_true, total, nt) : 0;
+    const int logits = from_logits != 0;
+    if (C == 0) {
+        /* means over nothing are NaN, sums are 0 */
+        const float v = (op == MAAS_L_CCE || op == MAAS_L_SCCE) ? 0.0f : NAN;
+        for (int64_t n = 0; n < N; n++)
+            out[n] = v;
+        return MAAS_OK;
+    }
+#pragma omp parallel for schedule(static) if (total > MAAS_PAR_THRESHOLD) \
+    num_threads(nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *y = op == MAAS_L_SCCE ? NULL : y_true + n * C;
+        const int64_t label = op == MAAS_L_SCCE ? (int64_t)y_true[n] : 0;
+        out[n] = (float)row_forward(op, y, y_pred + n * C, C, label, logits, hmap);
+    }
+    return MAAS_OK;
+}
+
+maas_status maas_loss_backward(maas_loss_op op, float *gpred, const float *gout,
+                               const float *y_true, const float *y_pred,
+                               int64_t N, int64_t C, int from_logits)
+{
+    int64_t total;
+    maas_status st = check_args("loss_backward", op, N, C, &total);
+    if (st != MAAS_OK)
+        return st;
+    if (!gpred || N == 0 || C == 0)
+        return MAAS_OK;
+    if (!gout || !y_true || !y_pred)
+        return maas_error(MAAS_ERR_VALUE, "loss_backward: %s: NULL buffer",
+                          loss_names[op]);
+    if (op == MAAS_L_SCCE && (st = check_labels(y_true, N, C)) != MAAS_OK)
+        return st;
+    const int nt = maas_get_num_threads();
+    const int hmap = op == MAAS_L_HINGE ? hinge_binary(y_true, total, nt) : 0;
+    const int logits = from_logits != 0;
+#pragma omp parallel for schedule(static) if (total > MAAS_PAR_THRESHOLD) \
+    num_threads(nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *y = op == MAAS_L_SCCE ? NULL : y_true + n * C;
+        const int64_t label = op == MAAS_L_SCCE ? (int64_t)y_true[n] : 0;
+        row_backward(op, gpred + n * C, y, y_pred + n * C, C, label, logits,
+                     hmap, gout[n]);
+    }
+    return MAAS_OK;
+}
