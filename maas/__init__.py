@@ -1,0 +1,33 @@
+"""maas: train a neural network with a Keras-like API on a C core, and serve it.
+
+>>> import maas, numpy as np
+>>> x = maas.tensor(np.ones((2, 3), np.float32))
+>>> (x @ x.T).numpy()
+array([[3., 3.],
+       [3., 3.]], dtype=float32)
+"""
+from ._blas import load as _load_blas
+
+_load_blas()
+
+from . import _core  # noqa: E402
+from . import errors, losses, ops, optimizers, random  # noqa: E402
+from .autodiff import GradientTape  # noqa: E402
+from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the threads used by maas's kernels and by OpenBLAS together."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads maas's kernels and OpenBLAS use."""
+    return _core.get_num_threads()
+
+
+__all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_numpy",
+           "GradientTape", "ops", "losses", "optimizers", "random", "errors",
+           "set_num_threads", "get_num_threads"]
