@@ -287,7 +287,7 @@ static inline int thread_id(void)
 maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
                                  int64_t n, int64_t inner, int logsm)
 {
-    int64_t total;
+    int64_t total = 0;
     maas_status st = softmax_args(outer, n, inner, &total);
     if (st != MAAS_OK)
         return st;
@@ -384,7 +384,7 @@ maas_status maas_softmax_backward(float *restrict gx, const float *restrict gout
                                   const float *restrict out, int64_t outer,
                                   int64_t n, int64_t inner, int logsm)
 {
-    int64_t total;
+    int64_t total = 0;
     maas_status st = softmax_args(outer, n, inner, &total);
     if (st != MAAS_OK)
         return st;

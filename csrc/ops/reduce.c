@@ -59,7 +59,7 @@ static inline int better(maas_reduce_op op, float v, float m)
 maas_status maas_reduce_forward(maas_reduce_op op, float *out, const float *x,
                                 int64_t outer, int64_t n, int64_t inner)
 {
-    int64_t total;
+    int64_t total = 0;
     maas_status st = reduce_args(op, outer, n, inner, &total);
     if (st != MAAS_OK)
         return st;
@@ -177,7 +177,7 @@ maas_status maas_reduce_backward(maas_reduce_op op, float *restrict gx,
                                  const float *out, int64_t outer, int64_t n,
                                  int64_t inner)
 {
-    int64_t total;
+    int64_t total = 0;
     maas_status st = reduce_args(op, outer, n, inner, &total);
     if (st != MAAS_OK)
         return st;
