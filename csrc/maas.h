@@ -15,6 +15,7 @@
  *   threads.c         the thread-count setting shared by OpenMP and OpenBLAS
  *   autodiff.c        the tape: reverse-mode recording and gradient
  *   grad_fns.c        the backward function of each recorded op
+ *   plan.c            compiled plans: a whole training step in one call
  *   ops/dense.c       matmul and the fused dense op
  *   ops/activation.c  unary elementwise ops, softmax, log_softmax
  *   ops/elementwise.c broadcasting binary ops
@@ -409,6 +410,62 @@ double maas_sum_squares(const float *x, int64_t n);
 maas_status maas_scale_inplace(float *x, int64_t n, float s);
 /* x = clip(x, lo, hi) */
 maas_status maas_clip_inplace(float *x, int64_t n, float lo, float hi);
+
+/* ---------------------------------------------------------------- plan.c */
+
+/* A compiled plan: a chain of layer kernels over (N, features) activations
+ * with every buffer allocated once for the largest batch seen. One call to
+ * maas_plan_train_step runs forward, the loss, backward, regularization,
+ * gradient clipping and the optimizer update, touching no Python object.
+ * The plan holds references to the weights and optimizer slots it updates
+ * in place, so the eager path and the plan share the same state. */
+typedef struct maas_plan maas_plan;
+
+typedef enum { MAAS_OPT_SGD = 0, MAAS_OPT_ADAM, MAAS_OPT_RMSPROP } maas_optim_kind;
+
+typedef struct {
+    maas_optim_kind kind;
+    float momentum;            /* SGD, RMSprop */
+    int nesterov;              /* SGD */
+    float beta_1, beta_2, eps; /* Adam (eps also RMSprop) */
+    int amsgrad;               /* Adam */
+    float rho;                 /* RMSprop */
+    int centered;              /* RMSprop */
+    float weight_decay;        /* decoupled; 0 = none */
+    float clipnorm, clipvalue, global_clipnorm; /* 0 = off */
+} maas_optim_config;
+
+/* A plan over inputs of `in_features` columns. */
+maas_plan *maas_plan_new(int64_t in_features);
+void maas_plan_free(maas_plan *plan);
+/* out = x @ w + b; w (C, U) with C the current width. `slots_w`/`slots_b`
+ * hold the optimizer's state tensors for w and b (3 each, NULL where the
+ * optimizer needs none: SGD {velocity}, Adam {m, v, vhat}, RMSprop {v,
+ * avg, mom}). l1/l2: Keras regularizer factors on w and b. `decay_w/b`:
+ * 1 when weight decay applies to that tensor. trainable 0 freezes both. */
+maas_status maas_plan_add_dense(maas_plan *plan, maas_tensor *w, maas_tensor *b,
+                                int trainable, const float reg[4],
+                                maas_tensor *const slots_w[3],
+                                maas_tensor *const slots_b[3], const int decay[2]);
+maas_status maas_plan_add_unary(maas_plan *plan, maas_unary_op op, float alpha);
+maas_status maas_plan_add_softmax(maas_plan *plan, int log);
+maas_status maas_plan_add_dropout(maas_plan *plan, float rate);
+maas_status maas_plan_set_loss(maas_plan *plan, maas_loss_op op, int from_logits);
+maas_status maas_plan_set_optimizer(maas_plan *plan, const maas_optim_config *cfg);
+int64_t maas_plan_out_features(const maas_plan *plan);
+/* One training step on a batch: x (N, in), y (N, out) or (N) labels for
+ * SCCE, sw (N) sample weights or NULL. The loss is Keras's
+ * sum_over_batch_size mean plus the regularization terms. */
+maas_status maas_plan_train_step(maas_plan *plan, const float *x, const float *y,
+                                 const float *sw, int64_t N, float lr, int64_t step,
+                                 uint64_t seed, uint64_t stream, double *loss);
+/* Forward only (dropout off): out (N, out_features), in chunks of at most
+ * `chunk` rows. */
+maas_status maas_plan_predict(maas_plan *plan, const float *x, int64_t N,
+                              int64_t chunk, float *out);
+/* The last train step's predictions (N, out_features), valid until the next
+ * call. */
+const float *maas_plan_last_output(const maas_plan *plan, int64_t *N);
 
 #ifdef __cplusplus
 }

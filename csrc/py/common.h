@@ -71,6 +71,9 @@ int tapes_active(void);
  * references are borrowed (each tape takes its own). -1 with an exception. */
 int record_node(const maas_node *nd);
 
+/* bind_plan.c */
+int plan_type_init(PyObject *module);
+
 /* Runs `stmt` with the GIL released when `big` is true. */
 #define MAAS_NOGIL_IF(big, stmt)                                               \
     do {                                                                       \

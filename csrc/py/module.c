@@ -19,6 +19,7 @@ static const struct {
     {"R_SUM", MAAS_R_SUM}, {"R_MEAN", MAAS_R_MEAN}, {"R_MAX", MAAS_R_MAX}, {"R_MIN", MAAS_R_MIN},
     {"L_MSE", MAAS_L_MSE}, {"L_MAE", MAAS_L_MAE}, {"L_BCE", MAAS_L_BCE}, {"L_CCE", MAAS_L_CCE},
     {"L_SCCE", MAAS_L_SCCE}, {"L_HINGE", MAAS_L_HINGE},
+    {"OPT_SGD", MAAS_OPT_SGD}, {"OPT_ADAM", MAAS_OPT_ADAM}, {"OPT_RMSPROP", MAAS_OPT_RMSPROP},
     {"MAX_DIMS", MAAS_MAX_DIMS}, {"PAR_THRESHOLD", MAAS_PAR_THRESHOLD},
 };
 
@@ -27,7 +28,7 @@ static int core_exec(PyObject *m)
     if (_import_array() < 0)
         return -1;
     module_state *st = state_of_module(m);
-    if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0)
+    if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0 || plan_type_init(m) < 0)
         return -1;
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0)
         return -1;
