@@ -256,3 +256,13 @@ def test_ten_thousand_training_steps_do_not_leak():
     gc.collect()
     after = _rss_kb()
     assert after - before < 2048, f"RSS grew by {after - before} kB over 10,000 steps"
+
+
+def test_out_of_memory_raises_memory_error_and_the_process_keeps_working():
+    col = np.ones((1 << 21, 1), np.float32)
+    row = np.ones((1, 1 << 21), np.float32)
+    with pytest.raises(MemoryError, match="out of memory"):
+        maas.ops.matmul(col, row)            # 2**42 floats
+    with pytest.raises(MemoryError):
+        maas.tensor(col) + maas.tensor(row)  # broadcast to 2**42 floats
+    assert float((maas.tensor(col[:4]) + 1).sum()) == 8.0
