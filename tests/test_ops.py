@@ -925,3 +925,49 @@ def test_scalar_conversion_errors():
                                                    "to a Python scalar; this one has shape (2,)")):
         float(maas.tensor([1.0, 2.0]))
     assert float(maas.tensor([[2.5]])) == 2.5
+
+
+# ---------------------------------------------------------------- above the OpenMP threshold
+
+BIG = [  # (id, maas fn, torch fn, input shapes): 50000 elements > MAAS_PAR_THRESHOLD (32768)
+    ("gelu", lambda x: ops.gelu(x), lambda x: F.gelu(x, approximate="tanh"), [(50, 40, 25)]),
+    ("softmax_axis1", lambda x: ops.softmax(x, axis=1), lambda x: F.softmax(x, dim=1), [(50, 40, 25)]),
+    ("log_softmax_last", lambda x: ops.log_softmax(x), lambda x: F.log_softmax(x, dim=-1), [(50, 40, 25)]),
+    ("sum_axis1", lambda x: ops.sum(x, axis=1), lambda x: x.sum(1), [(50, 40, 25)]),
+    ("max_axis0", lambda x: ops.max(x, axis=0), lambda x: x.amax(0), [(50, 40, 25)]),
+    ("mean_all", lambda x: ops.mean(x), lambda x: x.mean(), [(50, 40, 25)]),
+    ("add_bcast", ops.add, torch.add, [(50, 40, 25), (40, 1)]),
+    ("mul_bcast", ops.multiply, torch.mul, [(50, 40, 25), (50, 1, 25)]),
+    ("dense", lambda x, w, b: ops.dense(x, w, b), lambda x, w, b: x @ w + b, [(400, 125), (125, 90), (90,)]),
+    ("transpose", lambda x: ops.transpose(x, (0, 2, 1)), lambda x: x.transpose(1, 2), [(50, 40, 25)]),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("entry", BIG, ids=[b[0] for b in BIG])
+def test_large_tensors_vs_torch(entry, threads):
+    name, mf, tf, shapes = entry
+    rng = rng_for("big/" + name)
+    xs = [rng.uniform(-2, 2, s).astype(np.float32) for s in shapes]
+    old = maas.get_num_threads()
+    maas.set_num_threads(threads)
+    try:
+        ts = [maas.tensor(x.copy(), requires_grad=True) for x in xs]
+        with maas.GradientTape() as tape:
+            out = mf(*ts)
+            R = rng.normal(size=out.shape).astype(np.float32)
+            loss = (out * maas.tensor(R)).sum()
+        grads = tape.gradient(loss, ts)
+    finally:
+        maas.set_num_threads(old)
+    txs = [torch.tensor(x, requires_grad=True) for x in xs]
+    tout = tf(*txs)
+    (tout * torch.tensor(R)).sum().backward()
+    t = tout.detach().numpy()
+    # sums of up to 50000 float32 terms in different orders: forward rtol 1e-5, atol
+    # 1e-5 * max|ref|; gradients (broadcast/bias sums over up to 1250 terms) rtol 1e-4
+    atol = 1e-5 * max(1.0, float(np.abs(t).max()))
+    np.testing.assert_allclose(np.asarray(out), t, rtol=TORCH_RTOL, atol=atol)
+    for g, tx in zip(grads, txs):
+        tg = tx.grad.numpy()
+        np.testing.assert_allclose(np.asarray(g), tg, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(tg).max())))
