@@ -308,9 +308,11 @@ maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
             if (logsm) {
                 for (int64_t k = 0; k < n; k++)
                     s += expf(xr[k] - m);
-                const float sh = m + (float)log(s);
+                /* (x - m) - log s: x - (m + log s) would round m + log s
+                 * to float at m's scale (an error of ulp(m) for big logits) */
+                const float ls = (float)log(s);
                 for (int64_t k = 0; k < n; k++)
-                    orow[k] = xr[k] - sh;
+                    orow[k] = (xr[k] - m) - ls;
             } else {
                 for (int64_t k = 0; k < n; k++) {
                     float e = expf(xr[k] - m);
@@ -349,13 +351,14 @@ maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
                 for (int64_t j = 0; j < inner; j++)
                     sm[j] += expf(xr[j] - mx[j]);
             }
+            float *ls = mx + inner; /* the scratch has room for 2 * inner floats here */
             for (int64_t j = 0; j < inner; j++)
-                mx[j] += (float)log(sm[j]);
+                ls[j] = (float)log(sm[j]);
             for (int64_t k = 0; k < n; k++) {
                 const float *xr = xo + k * inner;
                 float *orow = oo + k * inner;
                 for (int64_t j = 0; j < inner; j++)
-                    orow[j] = xr[j] - mx[j];
+                    orow[j] = (xr[j] - mx[j]) - ls[j];
             }
         } else {
             for (int64_t k = 0; k < n; k++) {

@@ -618,7 +618,12 @@ PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
         return NULL;
     }
     int64_t len = a->shape[0], row = len ? a->size / len : 0;
-    if (PyIndex_Check(key)) {
+    /* an ndarray has nb_index too, but only a 0-d one is an int index */
+    int array_key = PyList_Check(key) || is_tensor(st, key) ||
+                    (PyArray_Check(key) && PyArray_NDIM((PyArrayObject *)key) > 0);
+    if (array_key) {
+        out = take_rows(a, key);
+    } else if (PyIndex_Check(key)) {
         Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
         if (i == -1 && PyErr_Occurred())
             goto done;
@@ -653,8 +658,6 @@ PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
         } else {
             raise_status(MAAS_ERR_NOMEM);
         }
-    } else if (PyList_Check(key) || PyArray_Check(key) || is_tensor(st, key)) {
-        out = take_rows(a, key);
     } else {
         PyErr_Format(PyExc_IndexError,
                      "maas tensors are indexed on their first axis by an int, a slice, or "
