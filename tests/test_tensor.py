@@ -113,6 +113,9 @@ def test_indexing_reshape_transpose():
         t[4]
     with pytest.raises(IndexError, match="first axis"):
         t[1, 2]
+    with pytest.raises(IndexError, match="must be of integer type"):
+        t[np.array([1.5])]
+    assert t[maas.tensor([3.0, 1.0])].numpy().tolist() == a[[3, 1]].tolist()
     with pytest.raises(ValueError, match="cannot reshape a tensor of shape \\(4, 6\\)"):
         t.reshape(5, 5)
     with pytest.raises(ValueError, match="T is defined for 2-D"):

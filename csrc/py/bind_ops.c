@@ -557,11 +557,43 @@ static PyObject *py_reshape(PyObject *m, PyObject *args)
     return op_reshape(state_of_module(m), x, shape);
 }
 
+/* A float index array (e.g. a maas tensor of labels) is accepted when every
+ * value is a whole number. */
+static int is_tensor_index_ok(PyArrayObject *a)
+{
+    if (PyArray_TYPE(a) != NPY_FLOAT32 && PyArray_TYPE(a) != NPY_FLOAT64)
+        return 0;
+    PyArrayObject *d = (PyArrayObject *)PyArray_FromArray(a, PyArray_DescrFromType(NPY_FLOAT64),
+                                                          NPY_ARRAY_CARRAY);
+    if (!d) {
+        PyErr_Clear();
+        return 0;
+    }
+    const double *v = (const double *)PyArray_DATA(d);
+    int ok = 1;
+    for (npy_intp i = 0; i < PyArray_SIZE(d) && ok; i++)
+        ok = v[i] == (double)(int64_t)v[i];
+    Py_DECREF(d);
+    return ok;
+}
+
 /* Rows of x picked by an integer array (negative indices count from the end). */
 static maas_tensor *take_rows(maas_tensor *a, PyObject *key)
 {
-    PyArrayObject *idx = (PyArrayObject *)PyArray_FromAny(
-        key, PyArray_DescrFromType(NPY_INT64), 0, 1, NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST, NULL);
+    PyArrayObject *raw = (PyArrayObject *)PyArray_FromAny(key, NULL, 0, 1, 0, NULL);
+    if (!raw)
+        return NULL;
+    char kind = PyArray_DESCR(raw)->kind;
+    if (kind != 'i' && kind != 'u' && !(kind == 'f' && is_tensor_index_ok(raw))) {
+        Py_DECREF(raw);
+        PyErr_SetString(PyExc_IndexError,
+                        "arrays used as indices must be of integer type (or a maas tensor of "
+                        "whole numbers)");
+        return NULL;
+    }
+    PyArrayObject *idx = (PyArrayObject *)PyArray_FromArray(
+        raw, PyArray_DescrFromType(NPY_INT64), NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(raw);
     if (!idx)
         return NULL;
     int64_t k = PyArray_SIZE(idx), row = a->shape[0] ? a->size / a->shape[0] : 0;
