@@ -273,8 +273,6 @@ class Trainer:
                 continue
             name = getattr(loss, "name", "")
             yshape, pshape = tuple(np.shape(y)), tuple(p.shape)
-            if yshape[:1] != pshape[:1]:
-                continue
             width = pshape[-1] if len(pshape) > 1 else 1
             msg = None
             if name == "sparse_categorical_crossentropy":
