@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _core
 from .. import activations as _activations
 from .. import initializers as _initializers
@@ -13,13 +15,8 @@ from .base import Layer
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        try:
-            ok = float(value) == int(value) and int(value) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok or isinstance(value, bool):
-            raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
     return int(value)
 
 
