@@ -325,3 +325,45 @@ def test_wrong_input_width():
     with pytest.raises(ValueError, match=r"expected axis -1 of input shape to have value 5, but "
                                          r"received input with shape \(1, 4\)"):
         layer(np.zeros((1, 4), np.float32))
+
+
+def test_engine_plan_hook_runs_the_training_step(monkeypatch, digits):
+    """fit() hands whole steps to maas.engine's plan when compile_plan returns one."""
+    import sys
+    import types
+
+    xtr, _, ytr, _ = digits
+    calls = {"train": 0, "predict": 0}
+
+    class FakePlan:
+        def __init__(self, model):
+            self.model = model
+
+        def train_step(self, x, y, sample_weight):
+            calls["train"] += 1
+            self._out = np.asarray(self.model(x))
+            return 0.25
+
+        def outputs(self):
+            return self._out
+
+        def predict(self, x):
+            calls["predict"] += 1
+            return np.asarray(self.model(x))
+
+    engine = types.ModuleType("maas.engine")
+    engine.compile_plan = lambda model: FakePlan(model)
+    monkeypatch.setitem(sys.modules, "maas.engine", engine)
+    monkeypatch.setattr(maas, "engine", engine, raising=False)
+    model = _mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(xtr[:64], ytr[:64], epochs=2, verbose=0)
+    assert calls["train"] == 4 and h.history["loss"] == [0.25, 0.25]
+    assert model._compiled_train_fn is not None and model._compiled_predict_fn is not None
+    model.predict(xtr[:40], verbose=0)
+    assert calls["predict"] == 2
+    # a plan that declines (None) leaves the eager step in place
+    engine.compile_plan = lambda model: None
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xtr[:64], ytr[:64], epochs=1, verbose=0)
+    assert model._compiled_train_fn is None and calls["train"] == 4
