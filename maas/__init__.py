@@ -14,6 +14,10 @@ from . import _core  # noqa: E402
 from . import errors, losses, ops, optimizers, random  # noqa: E402
 from .autodiff import GradientTape  # noqa: E402
 from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402
+from . import activations, initializers, regularizers, metrics, callbacks  # noqa: E402
+from . import layers, models, utils  # noqa: E402
+from .layers import Input  # noqa: E402
+from .models import Model, Sequential  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -30,4 +34,6 @@ def get_num_threads() -> int:
 
 __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_numpy",
            "GradientTape", "ops", "losses", "optimizers", "random", "errors",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "activations", "initializers",
+           "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
+           "Model", "Sequential"]

@@ -1,0 +1,39 @@
+"""Layers with Keras 3's names, arguments and defaults.
+
+>>> import maas
+>>> inputs = maas.Input((64,))
+>>> h = maas.layers.Dense(32, activation="relu")(inputs)
+>>> h.shape
+(None, 32)
+"""
+from .base import InputLayer, Input, KerasTensor, Layer, clear_session
+from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .merging import Add, Concatenate, Multiply, Subtract
+
+_CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
+                                     Add, Subtract, Multiply, Concatenate)}
+
+
+def serialize(layer) -> dict:
+    """{"module", "class_name", "config"} of a layer (Keras's layout)."""
+    return {"module": "maas.layers", "class_name": type(layer).__name__,
+            "config": layer.get_config()}
+
+
+def deserialize(config: dict, custom_objects=None):
+    """A layer (or model) from :func:`serialize`'s dict."""
+    name = config["class_name"]
+    classes = dict(_CLASSES)
+    from .. import models
+    classes.update({"Sequential": models.Sequential, "Functional": models.Model,
+                    "Model": models.Model})
+    classes.update(custom_objects or {})
+    if name not in classes:
+        raise ValueError(f"Unknown layer: {name!r}. Please ensure you are using a maas layer or "
+                         "pass custom layers via custom_objects={...}")
+    return classes[name].from_config(config["config"])
+
+
+__all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
+           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "serialize",
+           "deserialize"]

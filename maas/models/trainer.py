@@ -1,0 +1,711 @@
+"""compile / fit / evaluate / predict, shared by every model.
+
+One training step is :meth:`Trainer.train_step`. When ``maas.engine`` is
+available and supports the model, ``compile_plan(model)`` gives a plan whose
+``train_step`` runs forward, loss, backward and the optimizer update in one
+C call; otherwise the step runs eagerly under a GradientTape.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .. import callbacks as callbacks_module
+from .. import losses as losses_module
+from .. import metrics as metrics_module
+from .. import optimizers as optimizers_module
+from .. import random as _random
+from ..autodiff import GradientTape
+from ..errors import NotFittedError
+from ..layers.base import _flatten
+from ..tensor import Tensor
+
+_LOSS_CLASSES = {
+    losses_module.mean_squared_error: losses_module.MeanSquaredError,
+    losses_module.mean_absolute_error: losses_module.MeanAbsoluteError,
+    losses_module.binary_crossentropy: losses_module.BinaryCrossentropy,
+    losses_module.categorical_crossentropy: losses_module.CategoricalCrossentropy,
+    losses_module.sparse_categorical_crossentropy: losses_module.SparseCategoricalCrossentropy,
+    losses_module.hinge: losses_module.Hinge,
+}
+
+
+class _FunctionLoss(losses_module.Loss):
+    """A loss function ``fn(y_true, y_pred) -> per-sample losses`` as a Loss."""
+
+    def __init__(self, fn, name=None):
+        super().__init__(name=name or getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        out = self.fn(y_true, y_pred)
+        return out if isinstance(out, Tensor) else Tensor(np.asarray(out, np.float32))
+
+
+def _resolve_loss(identifier):
+    if identifier is None:
+        return None
+    if isinstance(identifier, losses_module.Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, losses_module.Loss):
+        return identifier()
+    if isinstance(identifier, (str, dict)):
+        fn = losses_module.get(identifier)  # raises, listing the valid names
+        if isinstance(fn, losses_module.Loss):
+            return fn
+        return _LOSS_CLASSES[fn]()
+    if callable(identifier):
+        cls = _LOSS_CLASSES.get(identifier)
+        return cls() if cls is not None else _FunctionLoss(identifier)
+    raise ValueError(f"Could not interpret loss identifier: {identifier!r}")
+
+
+def _to_array(x, what="x"):
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    if isinstance(x, Tensor):
+        return np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except Exception as e:
+        raise TypeError(f"{what}: could not convert {type(x).__name__} to an array ({e})") from None
+    if a.dtype == object or a.dtype.kind not in "fiub":
+        raise TypeError(f"{what} must be numeric (NumPy arrays, lists of numbers or maas tensors); "
+                        f"received data of dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _is_iterable_data(x):
+    """A generator or iterable of batches (not an array, list or tensor)."""
+    if x is None or isinstance(x, (np.ndarray, Tensor, list, tuple, dict, str, bytes)):
+        return False
+    return hasattr(x, "__iter__") or hasattr(x, "__next__")
+
+
+def _structure(x, what):
+    """A flat list of float32 arrays from x (one array, a list/tuple of arrays, or a dict)."""
+    if isinstance(x, dict):
+        return {k: _to_array(v, what) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and x and all(isinstance(e, (np.ndarray, Tensor)) for e in x):
+        return [_to_array(e, what) for e in x]
+    return [_to_array(x, what)]
+
+
+def _unpack(data):
+    if isinstance(data, (list, tuple)):
+        if len(data) == 2:
+            return data[0], data[1], None
+        if len(data) == 3:
+            return data[0], data[1], data[2]
+        if len(data) == 1:
+            return data[0], None, None
+    return data, None, None
+
+
+class Trainer:
+    """compile/fit/evaluate/predict and their batch-level forms."""
+
+    def __init__(self):
+        self.optimizer = None
+        self.loss = None
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._compiled_train_fn = None
+        self._compiled_predict_fn = None
+        self._plan = None
+        self._plan_checked = False
+
+    # -- compile
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
+                jit_compile="auto", auto_scale_loss=True):
+        """Configures training: the optimizer, the loss(es) and the metrics.
+
+        >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+        ...               metrics=["accuracy"])
+        """
+        self.optimizer = optimizers_module.get(optimizer)
+        self.loss = loss
+        self._loss_spec = loss
+        self._loss_weights = loss_weights
+        self._metric_spec = metrics
+        self._weighted_metric_spec = weighted_metrics
+        self.run_eagerly = bool(run_eagerly)
+        # resolve now so that an unknown loss name fails at compile(), as in Keras
+        if isinstance(loss, dict):
+            self._losses_by_name = {k: _resolve_loss(v) for k, v in loss.items()}
+        elif isinstance(loss, (list, tuple)):
+            self._losses_list = [_resolve_loss(v) for v in loss]
+        else:
+            self._loss_single = _resolve_loss(loss)
+        for m in _flatten(metrics) if metrics is not None else []:
+            if not (isinstance(m, str) and m in ("accuracy", "acc")):
+                metrics_module.get(m)  # fail early on unknown names
+        self._compile_losses = None
+        self._compile_metrics = None
+        self._loss_tracker = metrics_module.Mean(name="loss")
+        self.compiled = True
+        self._plan = None
+        self._plan_checked = False
+        self._compiled_train_fn = None
+        self._compiled_predict_fn = None
+
+    def _assert_compiled(self, method):
+        if not getattr(self, "compiled", False):
+            raise NotFittedError(
+                f"You must call compile() before {method}(), e.g. "
+                "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', "
+                "metrics=['accuracy'])")
+
+    def _n_outputs(self):
+        if getattr(self, "_is_graph_network", False):
+            return len(self.outputs)
+        return None
+
+    def _output_names_or_default(self, n):
+        names = getattr(self, "_output_names", None)
+        return names if names and len(names) == n else [f"output_{i}" for i in range(n)]
+
+    def _resolve_compile(self, y_true, y_pred):
+        """Resolves per-output losses and metrics once the outputs are known."""
+        preds = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred]
+        n = len(preds)
+        names = self._output_names_or_default(n)
+        spec = self._loss_spec
+        if isinstance(spec, dict):
+            losses = [self._losses_by_name.get(nm) for nm in names]
+            missing = set(self._losses_by_name) - set(names)
+            if missing:
+                raise ValueError(f"compile(loss=...) names outputs {sorted(missing)} that the model "
+                                 f"does not have; its outputs are {names}")
+        elif isinstance(spec, (list, tuple)):
+            if len(self._losses_list) != n:
+                raise ValueError(f"compile(loss=[...]) has {len(self._losses_list)} losses but the "
+                                 f"model has {n} outputs; pass one loss per output")
+            losses = list(self._losses_list)
+        else:
+            losses = [self._loss_single] * n
+        if all(l is None for l in losses):
+            raise ValueError("No loss to compute: pass loss= to compile(), e.g. "
+                             "model.compile(optimizer='adam', loss='mse')")
+        lw = self._loss_weights
+        if lw is None:
+            weights = [1.0] * n
+        elif isinstance(lw, dict):
+            weights = [float(lw.get(nm, 1.0)) for nm in names]
+        else:
+            weights = [float(w) for w in (lw if isinstance(lw, (list, tuple)) else [lw])]
+            if len(weights) != n:
+                raise ValueError(f"loss_weights has {len(weights)} entries for {n} outputs")
+        self._compile_losses = list(zip(losses, weights))
+        ys = y_true if isinstance(y_true, (list, tuple)) else [y_true]
+        self._output_loss_trackers = ([metrics_module.Mean(name=f"{nm}_loss") for nm in names]
+                                      if n > 1 else [])
+        # metrics per output
+        ms = []
+        for spec_m, weighted in ((self._metric_spec, False), (self._weighted_metric_spec, True)):
+            if spec_m is None:
+                continue
+            if isinstance(spec_m, dict):
+                per = [spec_m.get(nm, []) for nm in names]
+            elif n > 1 and isinstance(spec_m, (list, tuple)) and spec_m and \
+                    all(isinstance(e, (list, tuple)) or e is None for e in spec_m):
+                per = [e or [] for e in spec_m]
+            else:
+                per = [spec_m] * n
+            for i, mlist in enumerate(per):
+                mlist = mlist if isinstance(mlist, (list, tuple)) else [mlist]
+                for m in mlist:
+                    if isinstance(m, str) and m in ("accuracy", "acc"):
+                        metric = metrics_module.accuracy_for(
+                            losses[i], tuple(preds[i].shape), tuple(np.shape(ys[i])) if i < len(ys) else None,
+                            name=m)
+                    else:
+                        metric = metrics_module.get(m)
+                        if n > 1 and metric in [x[1] for x in ms]:
+                            metric = type(metric).from_config(metric.get_config())
+                    if n > 1:
+                        metric.name = f"{names[i]}_{metric.name}"
+                    ms.append((i, metric, weighted))
+        self._compile_metrics = ms
+
+    @property
+    def metrics(self) -> list:
+        out = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        out += getattr(self, "_output_loss_trackers", [])
+        out += [m for _, m, _ in (getattr(self, "_compile_metrics", None) or [])]
+        return out
+
+    @property
+    def metrics_names(self) -> list:
+        return [m.name for m in self.metrics]
+
+    def reset_metrics(self):
+        for m in self.metrics:
+            m.reset_state()
+
+    # -- losses
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The weighted sum of the compiled losses plus the model's
+        regularization losses, as a scalar Tensor."""
+        preds = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred]
+        ys = y if isinstance(y, (list, tuple)) and len(preds) > 1 else [y]
+        total = None
+        self._last_output_losses = []
+        for (loss, w), yt, yp in zip(self._compile_losses, ys, preds):
+            if loss is None:
+                continue
+            l = loss(yt, yp, sample_weight)
+            self._last_output_losses.append(l)
+            l = l * w if w != 1.0 else l
+            total = l if total is None else total + l
+        for r in self.losses:
+            total = r if total is None else total + r
+        return total
+
+    def _check_labels(self, ys, preds):
+        """A ValueError that says what to do when labels do not fit the loss."""
+        for (loss, _), y, p in zip(self._compile_losses, ys, preds):
+            if loss is None or y is None:
+                continue
+            name = getattr(loss, "name", "")
+            yshape, pshape = tuple(np.shape(y)), tuple(p.shape)
+            width = pshape[-1] if len(pshape) > 1 else 1
+            msg = None
+            if name == "sparse_categorical_crossentropy":
+                if len(yshape) > 1 and yshape[1:] != (1,):
+                    msg = (f"sparse_categorical_crossentropy takes integer class labels of shape "
+                           f"(n,); these look one-hot. Use loss='categorical_crossentropy' for "
+                           f"one-hot labels, or pass y.argmax(axis=1)")
+            elif name == "categorical_crossentropy":
+                if yshape[1:] != pshape[1:]:
+                    msg = (f"categorical_crossentropy takes one-hot labels of shape (n, {width}). "
+                           f"For integer labels use loss='sparse_categorical_crossentropy', or "
+                           f"convert them with maas.utils.to_categorical(y, {width})")
+            elif name in ("binary_crossentropy", "hinge", "mean_squared_error",
+                          "mean_absolute_error"):
+                per = int(np.prod(yshape[1:])) if len(yshape) > 1 else 1
+                if per != int(np.prod(pshape[1:])) if len(pshape) > 1 else per != 1:
+                    hint = ""
+                    if name == "binary_crossentropy" and width == 1 and per > 1:
+                        hint = (" For one-hot labels of several classes use a Dense(classes, "
+                                "activation='softmax') output with loss='categorical_crossentropy'.")
+                    elif width > 1 and per == 1:
+                        hint = (" For integer class labels use "
+                                "loss='sparse_categorical_crossentropy'.")
+                    msg = f"{name} needs labels with one value per output unit.{hint}"
+            if msg:
+                raise ValueError(f"Labels of shape {yshape} do not fit loss='{name}' with model "
+                                 f"outputs of shape {(None,) + pshape[1:]}: {msg}")
+
+    # -- steps
+    def _forward(self, x, training):
+        return self(x, training=training)
+
+    def train_step(self, x, y, sample_weight=None):
+        """One training step on a batch; returns the logs (loss and metrics so far)."""
+        if self._compiled_train_fn is not None:
+            loss_value = float(self._compiled_train_fn(x, y, sample_weight))
+            y_pred = self._plan.outputs()
+        else:
+            tv = self.trainable_variables
+            with GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(x, y, y_pred, sample_weight)
+            grads = tape.gradient(loss, tv)
+            self.optimizer.apply_gradients(zip(grads, tv))
+            loss_value = loss.item()
+        return self._update_metrics(loss_value, y, y_pred, sample_weight)
+
+    def test_step(self, x, y, sample_weight=None):
+        y_pred = self._predict_batch(x)
+        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        return self._update_metrics(loss.item(), y, y_pred, sample_weight)
+
+    def predict_step(self, x):
+        return self._predict_batch(x)
+
+    def _predict_batch(self, x):
+        if self._compiled_predict_fn is not None:
+            return self._compiled_predict_fn(x)
+        return self(x, training=False)
+
+    def _update_metrics(self, loss_value, y, y_pred, sample_weight):
+        n = len(y) if not isinstance(y, (list, tuple)) else len(y[0])
+        self._loss_tracker.update_state([loss_value], sample_weight=[n])
+        preds = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred]
+        ys = y if isinstance(y, (list, tuple)) and len(preds) > 1 else [y]
+        for tr, l in zip(self._output_loss_trackers, getattr(self, "_last_output_losses", [])):
+            tr.update_state([l.item()], sample_weight=[n])
+        for i, m, weighted in self._compile_metrics:
+            m.update_state(ys[i], np.asarray(preds[i]), sample_weight if weighted else None)
+        return self._logs()
+
+    def _logs(self):
+        return {m.name: (float(r) if np.ndim(r) == 0 else np.asarray(r))
+                for m in self.metrics for r in [m.result()]}
+
+    def _maybe_plan(self):
+        if self._plan_checked:
+            return
+        self._plan_checked = True
+        try:
+            from .. import engine
+        except ImportError:
+            return
+        try:
+            plan = engine.compile_plan(self)
+        except NotImplementedError:
+            plan = None
+        if plan is not None:
+            self._plan = plan
+            self._compiled_train_fn = plan.train_step
+            self._compiled_predict_fn = plan.predict
+
+    # -- data
+    def _prepare_xy(self, x, y, sample_weight, what="fit"):
+        xs = _structure(x, "x")
+        if isinstance(xs, dict):
+            names = [t._keras_history[0].name for t in getattr(self, "inputs", [])]
+            try:
+                xs = [xs[nm] for nm in names]
+            except KeyError as e:
+                raise ValueError(f"x is a dict without the input {e}; the model's inputs are "
+                                 f"{names}") from None
+        ys = None
+        if y is not None:
+            ys = _structure(y, "y")
+            if isinstance(ys, dict):
+                names = self._output_names_or_default(len(ys))
+                ys = [ys[nm] for nm in names]
+        sw = None if sample_weight is None else _to_array(sample_weight, "sample_weight").reshape(-1)
+        sizes = {"x": [len(a) for a in xs]}
+        if ys is not None:
+            sizes["y"] = [len(a) for a in ys]
+        if sw is not None:
+            sizes["sample_weight"] = [len(sw)]
+        all_sizes = {s for v in sizes.values() for s in v}
+        if len(all_sizes) > 1:
+            desc = " ".join(f"{k} sizes: {', '.join(map(str, v))}" for k, v in sizes.items())
+            raise ValueError(f"Data cardinality is ambiguous: {desc}. Make sure all arrays contain "
+                             f"the same number of samples (one label per row of x).")
+        return xs, ys, sw
+
+    def _model_input(self, xs):
+        if len(xs) == 1 and len(getattr(self, "inputs", [None]) or [None]) <= 1:
+            return xs[0]
+        return list(xs)
+
+    def _ensure_ready(self, xs, ys, sw, check=True):
+        """Builds the model on the first rows, resolves losses and metrics,
+        checks the labels, and compiles the plan when the engine has one."""
+        if self._compile_losses is None or check:
+            probe = self._model_input([a[:2] for a in xs])
+            y_pred = self(probe, training=False)
+            ys_probe = [a[:2] for a in ys] if ys is not None else None
+            if self._compile_losses is None:
+                self._resolve_compile(ys_probe if ys_probe is None or len(ys_probe) > 1 else ys_probe[0],
+                                      y_pred)
+            if ys is not None:
+                preds = y_pred if isinstance(y_pred, (list, tuple)) else [y_pred]
+                if len(ys) != len(preds):
+                    raise ValueError(f"The model has {len(preds)} outputs but y holds {len(ys)} "
+                                     "arrays; pass one label array per output")
+                self._check_labels(ys, preds)
+
+    def _class_sample_weight(self, ys, sw, class_weight):
+        if class_weight is None:
+            return sw
+        y = ys[0]
+        labels = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else np.round(y.reshape(len(y), -1)[:, 0]).astype(np.int64)
+        n_cls = int(max(max(class_weight) + 1, labels.max() + 1))
+        table = np.ones(n_cls, np.float32)
+        for k, v in class_weight.items():
+            table[int(k)] = float(v)
+        w = table[labels]
+        return w if sw is None else (sw * w).astype(np.float32)
+
+    @staticmethod
+    def _array_batches(arrays, batch_size, perm=None, steps=None):
+        n = len(arrays[0])
+        nb = math.ceil(n / batch_size)
+        if steps is not None:
+            nb = min(nb, steps)
+        for b in range(nb):
+            if perm is None:
+                sl = slice(b * batch_size, (b + 1) * batch_size)
+                yield [a[sl] if a is not None else None for a in arrays]
+            else:
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                yield [a[idx] if a is not None else None for a in arrays]
+
+    # -- fit
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):
+        """Trains the model; returns a :class:`maas.callbacks.History`.
+
+        >>> history = model.fit(x_train, y_train, epochs=10, validation_split=0.1)
+        >>> history.history["val_accuracy"][-1]
+        """
+        self._assert_compiled("fit")
+        if verbose == "auto":
+            verbose = 1
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+            raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
+        batch_size = int(batch_size or 32)
+        generator = _is_iterable_data(x)
+        if generator:
+            if y is not None:
+                raise ValueError("When x is a generator or an iterable of batches, y must be None: "
+                                 "the batches yield (x, y) or (x, y, sample_weight)")
+            if validation_split:
+                raise ValueError("validation_split is only supported for arrays; with a generator "
+                                 "pass validation_data=(x_val, y_val)")
+        else:
+            if x is None:
+                raise ValueError("fit() needs training data: fit(x, y, ...)")
+            if y is None:
+                raise ValueError("fit(x, y): y (the labels) is missing; pass y, or a generator of "
+                                 "(x, y) batches as x")
+            xs, ys, sw = self._prepare_xy(x, y, sample_weight)
+            sw = self._class_sample_weight(ys, sw, class_weight)
+            if validation_split and validation_data is None:
+                if not 0 < validation_split < 1:
+                    raise ValueError(f"validation_split must be in (0, 1), received "
+                                     f"validation_split={validation_split}")
+                n = len(xs[0])
+                split_at = int(math.floor(n * (1.0 - validation_split)))
+                if split_at == 0 or split_at == n:
+                    raise ValueError(f"validation_split={validation_split} leaves no training or no "
+                                     f"validation rows out of {n}")
+                validation_data = ([a[split_at:] for a in xs], [a[split_at:] for a in ys],
+                                   None if sw is None else sw[split_at:])
+                xs, ys = [a[:split_at] for a in xs], [a[:split_at] for a in ys]
+                sw = None if sw is None else sw[:split_at]
+                val_prepared = True
+            else:
+                val_prepared = False
+            self._ensure_ready(xs, ys, sw)
+            n = len(xs[0])
+            steps = math.ceil(n / batch_size)
+            if steps_per_epoch is not None:
+                steps = min(steps, int(steps_per_epoch))
+        if validation_data is not None and not generator and not val_prepared or \
+                (generator and validation_data is not None):
+            val = validation_data
+            if not _is_iterable_data(val):
+                vx, vy, vsw = _unpack(val)
+                vxs, vys, vsw = self._prepare_xy(vx, vy, vsw)
+                val = (vxs, vys, vsw)
+        elif validation_data is not None:
+            val = validation_data
+        else:
+            val = None
+
+        self._maybe_plan()
+        history = callbacks_module.History()
+        cbs = list(callbacks or [])
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
+        cbs.append(history)
+        params = {"verbose": verbose, "epochs": epochs,
+                  "steps": (steps if not generator else
+                            (steps_per_epoch or (len(x) if hasattr(x, "__len__") else None)))}
+        cb = callbacks_module.CallbackList(cbs, model=self, **params)
+        self.stop_training = False
+        cb.on_train_begin()
+        gen_iter = None
+        logs = {}
+        epoch_logs = {}
+        for epoch in range(initial_epoch, epochs):
+            self.reset_metrics()
+            cb.on_epoch_begin(epoch)
+            if generator:
+                if steps_per_epoch is not None:
+                    gen_iter = gen_iter or iter(x)
+                    source = (next(gen_iter, None) for _ in range(int(steps_per_epoch)))
+                else:
+                    source = iter(x)
+                seen = 0
+                for step, data in enumerate(source):
+                    if data is None:
+                        break
+                    bx, by, bsw = _unpack(data)
+                    bxs, bys, bsw = self._prepare_xy(bx, by, bsw)
+                    if by is None:
+                        raise ValueError("The generator must yield (x, y) or (x, y, sample_weight) batches")
+                    bsw = self._class_sample_weight(bys, bsw, class_weight)
+                    if self._compile_losses is None or step == 0 and epoch == initial_epoch:
+                        self._ensure_ready(bxs, bys, bsw)
+                        self._maybe_plan()
+                    cb.on_train_batch_begin(step)
+                    logs = self.train_step(self._model_input(bxs),
+                                           bys[0] if len(bys) == 1 else bys, bsw)
+                    cb.on_train_batch_end(step, logs)
+                    seen += 1
+                    if self.stop_training:
+                        break
+                if seen == 0:
+                    warnings.warn("Your input ran out of data; interrupting training. Make sure "
+                                  "the generator can produce steps_per_epoch * epochs batches, or "
+                                  "pass an iterable that can be iterated once per epoch.")
+                    break
+            else:
+                perm = _random.numpy_rng().permutation(len(xs[0])) if shuffle else None
+                arrays = xs + ys + [sw]
+                nx, ny = len(xs), len(ys)
+                for step, batch in enumerate(self._array_batches(arrays, batch_size, perm, steps)):
+                    cb.on_train_batch_begin(step)
+                    bx, by, bsw = batch[:nx], batch[nx:nx + ny], batch[-1]
+                    logs = self.train_step(self._model_input(bx), by[0] if ny == 1 else by, bsw)
+                    cb.on_train_batch_end(step, logs)
+                    if self.stop_training:
+                        break
+            epoch_logs = dict(logs)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._evaluate_prepared(val, validation_batch_size or batch_size,
+                                                   validation_steps)
+                epoch_logs.update({"val_" + k: v for k, v in val_logs.items()})
+            cb.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cb.on_train_end(epoch_logs)
+        self.history = history
+        return history
+
+    def _evaluate_prepared(self, val, batch_size, steps=None, cb=None):
+        self.reset_metrics()
+        logs = {}
+        if _is_iterable_data(val):
+            batches = (self._prepare_xy(*_unpack(d)) for d in val)
+            for step, (bxs, bys, bsw) in enumerate(batches):
+                if steps is not None and step >= steps:
+                    break
+                if self._compile_losses is None:
+                    self._ensure_ready(bxs, bys, bsw)
+                if cb:
+                    cb.on_test_batch_begin(step)
+                logs = self.test_step(self._model_input(bxs), bys[0] if len(bys) == 1 else bys, bsw)
+                if cb:
+                    cb.on_test_batch_end(step, logs)
+            return logs
+        xs, ys, sw = val
+        nx, ny = len(xs), len(ys)
+        for step, batch in enumerate(self._array_batches(xs + ys + [sw], batch_size, None, steps)):
+            if cb:
+                cb.on_test_batch_begin(step)
+            bx, by, bsw = batch[:nx], batch[nx:nx + ny], batch[-1]
+            logs = self.test_step(self._model_input(bx), by[0] if ny == 1 else by, bsw)
+            if cb:
+                cb.on_test_batch_end(step, logs)
+        return logs
+
+    def _ordered(self, logs, return_dict):
+        if return_dict:
+            return logs
+        values = [logs[m.name] for m in self.metrics if m.name in logs]
+        return values[0] if len(values) == 1 else values
+
+    # -- evaluate
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """The loss and metrics on data: a scalar (loss only), a list
+        [loss, *metrics], or a dict with return_dict=True."""
+        self._assert_compiled("evaluate")
+        if verbose == "auto":
+            verbose = 1
+        batch_size = int(batch_size or 32)
+        if _is_iterable_data(x):
+            val = x
+            nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
+        else:
+            if y is None:
+                raise ValueError("evaluate(x, y): y (the labels) is missing")
+            xs, ys, sw = self._prepare_xy(x, y, sample_weight)
+            self._ensure_ready(xs, ys, sw)
+            val = (xs, ys, sw)
+            nsteps = math.ceil(len(xs[0]) / batch_size)
+            if steps is not None:
+                nsteps = min(nsteps, steps)
+        cbs = list(callbacks or [])
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
+        cb = callbacks_module.CallbackList(cbs, model=self, verbose=verbose, epochs=1, steps=nsteps)
+        cb.on_test_begin()
+        logs = self._evaluate_prepared(val, batch_size, steps, cb)
+        cb.on_test_end(logs)
+        return self._ordered(logs, return_dict)
+
+    # -- predict
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Model outputs as NumPy arrays, computed in batches (training=False)."""
+        if verbose == "auto":
+            verbose = 1
+        batch_size = int(batch_size or 32)
+        if _is_iterable_data(x):
+            def gen():
+                for data in x:
+                    bx, _, _ = _unpack(data)
+                    xs = _structure(bx, "x")
+                    yield xs if isinstance(xs, list) else list(xs.values())
+            batches = gen()
+            nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
+        else:
+            xs, _, _ = self._prepare_xy(x, None, None, "predict")
+            nsteps = math.ceil(len(xs[0]) / batch_size)
+            if steps is not None:
+                nsteps = min(nsteps, steps)
+            batches = self._array_batches(xs, batch_size, None, steps)
+        cbs = list(callbacks or [])
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
+        cb = callbacks_module.CallbackList(cbs, model=self, verbose=verbose, epochs=1, steps=nsteps)
+        cb.on_predict_begin()
+        outs = []
+        for step, bx in enumerate(batches):
+            if steps is not None and step >= steps:
+                break
+            cb.on_predict_batch_begin(step)
+            out = self.predict_step(self._model_input(bx))
+            outs.append([np.asarray(o) for o in out] if isinstance(out, (list, tuple))
+                        else np.asarray(out))
+            cb.on_predict_batch_end(step, {"outputs": out})
+        cb.on_predict_end()
+        if not outs:
+            raise ValueError("predict() received no data (an empty x or generator)")
+        if isinstance(outs[0], list):
+            return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+        return np.concatenate(outs)
+
+    # -- batch-level
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One gradient update on one batch; returns the loss (and metrics)."""
+        self._assert_compiled("train_on_batch")
+        xs, ys, sw = self._prepare_xy(x, y, sample_weight)
+        sw = self._class_sample_weight(ys, sw, class_weight)
+        if self._compile_losses is None:
+            self._ensure_ready(xs, ys, sw)
+            self._maybe_plan()
+        logs = self.train_step(self._model_input(xs), ys[0] if len(ys) == 1 else ys, sw)
+        return self._ordered(logs, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) on one batch, without updating the weights."""
+        self._assert_compiled("test_on_batch")
+        xs, ys, sw = self._prepare_xy(x, y, sample_weight)
+        if self._compile_losses is None:
+            self._ensure_ready(xs, ys, sw)
+        self.reset_metrics()
+        logs = self.test_step(self._model_input(xs), ys[0] if len(ys) == 1 else ys, sw)
+        return self._ordered(logs, return_dict)
+
+    def predict_on_batch(self, x):
+        """The model's outputs on one batch, as NumPy arrays."""
+        xs, _, _ = self._prepare_xy(x, None, None)
+        out = self.predict_step(self._model_input(xs))
+        return [np.array(o) for o in out] if isinstance(out, (list, tuple)) else np.array(out)
