@@ -161,3 +161,53 @@ def test_bad_batches_raise_clear_errors():
     with pytest.raises(ValueError, match="y of shape \\(3, 2\\) does not fit: expected 4 rows"):
         plan.train_step(np.ones((4, 3)), np.ones((3, 2)))
     assert plan.train_step(np.ones((4, 3)), np.ones((4, 2))) > 0  # still works afterwards
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.data[:512] / 16.0).astype(np.float32), d.target[:512]
+
+
+def _fit_weights(build, run_eagerly, **fit_kwargs):
+    x, y = _digits()
+    maas.utils.set_random_seed(5)
+    model = build()
+    model.compile(optimizer=maas.optimizers.Adam(1e-2), run_eagerly=run_eagerly,
+                  loss=maas.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    hist = model.fit(x, y, batch_size=64, epochs=2, verbose=0, **fit_kwargs)
+    return model, [w.copy() for w in model.get_weights()], hist.history
+
+
+def _sequential():
+    return maas.Sequential([maas.Input((64,)), maas.layers.Dense(32, activation="relu",
+                                                                 kernel_regularizer=maas.regularizers.L2(1e-3)),
+                            maas.layers.Dense(10)])
+
+
+def _functional_chain():
+    inp = maas.Input((64,))
+    h = maas.layers.Dense(32, activation="tanh")(inp)
+    return maas.Model(inp, maas.layers.Dense(10)(maas.layers.Flatten()(h)))
+
+
+@pytest.mark.parametrize("build", [_sequential, _functional_chain], ids=["sequential", "functional-chain"])
+def test_fit_runs_on_the_plan_and_matches_the_eager_path(build):
+    planned, w_plan, h_plan = _fit_weights(build, False, sample_weight=np.linspace(0.5, 1.5, 512))
+    eager, w_eager, h_eager = _fit_weights(build, True, sample_weight=np.linspace(0.5, 1.5, 512))
+    assert planned._plan is not None and eager._plan is None
+    for a, b in zip(w_plan, w_eager):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h_plan["loss"], h_eager["loss"], rtol=1e-4)
+    assert h_plan["accuracy"] == pytest.approx(h_eager["accuracy"], abs=1e-6)
+    x, _ = _digits()
+    np.testing.assert_allclose(planned.predict(x, verbose=0), eager.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_models_the_plan_cannot_run_train_eagerly():
+    inp = maas.Input((64,))
+    h = maas.layers.Dense(16, activation="relu")(inp)
+    out = maas.layers.Dense(10)(maas.layers.Add()([h, maas.layers.Dense(16)(inp)]))
+    model, _, hist = _fit_weights(lambda: maas.Model(inp, out), False)
+    assert model._plan is None and len(hist["loss"]) == 2

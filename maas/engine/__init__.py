@@ -115,8 +115,9 @@ def _optimizer_config(opt):
 class CompiledPlan:
     """A compiled plan bound to an optimizer; see :func:`build_plan`."""
 
-    def __init__(self, plan, optimizer, loss_op, in_features, variables):
+    def __init__(self, plan, optimizer, loss_op, in_features, variables, has_dropout=False):
         self._plan = plan
+        self.has_dropout = has_dropout
         self.optimizer = optimizer
         self.loss_op = loss_op
         self.in_features = in_features
@@ -136,7 +137,9 @@ class CompiledPlan:
         opt = self.optimizer
         lr = opt.learning_rate
         opt.iterations += 1
-        seed, stream = _random.next_stream()
+        # draw a random stream only for dropout, as the eager Dropout layer does,
+        # so that shuffling downstream sees the same sequence on both paths
+        seed, stream = _random.next_stream() if self.has_dropout else (0, 0)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float32)
         y = self._y(y)
         if self.loss_op != _c.L_SCCE and y.ndim == 1:
@@ -159,7 +162,7 @@ def build_plan(in_features: int, steps, loss, optimizer) -> CompiledPlan:
     Raises :class:`Unsupported` for anything the plan cannot run."""
     plan = _c.Plan(int(in_features))
     names = _slot_names(optimizer)
-    variables = []
+    variables, has_dropout = [], False
     for spec in steps:
         kind = spec[0]
         if kind == "dense":
@@ -182,12 +185,13 @@ def build_plan(in_features: int, steps, loss, optimizer) -> CompiledPlan:
         elif kind == "dropout":
             if spec[1] > 0:
                 plan.add_dropout(float(spec[1]))
+                has_dropout = True
         else:
             raise Unsupported(f"step {kind!r}")
     loss_op, from_logits = _loss(loss)
     plan.set_loss(loss_op, from_logits)
     plan.set_optimizer(**_optimizer_config(optimizer))
-    return CompiledPlan(plan, optimizer, loss_op, int(in_features), variables)
+    return CompiledPlan(plan, optimizer, loss_op, int(in_features), variables, has_dropout)
 
 
 def compile_plan(model):
@@ -195,6 +199,9 @@ def compile_plan(model):
     it is not supported by plans (the model then trains eagerly)."""
     from ._layers import model_steps
 
+    if getattr(model, "run_eagerly", False) or getattr(model, "_loss_weights", None) is not None \
+            or isinstance(getattr(model, "loss", None), (dict, list, tuple)):
+        return None
     try:
         in_features, steps = model_steps(model)
         return build_plan(in_features, steps, model.loss, model.optimizer)

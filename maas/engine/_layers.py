@@ -45,11 +45,23 @@ def model_steps(model):
 
 
 def _chain(model):
-    if type(model).__name__ == "Sequential" or hasattr(model, "_sequential_layers"):
+    if type(model).__name__ == "Sequential":
         return list(model.layers)
-    chain = getattr(model, "_linear_chain", None)
-    if callable(chain):
-        layers = chain()
-        if layers is not None:
-            return layers
-    raise Unsupported("not a chain of layers")
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not inputs or not outputs or len(inputs) != 1 or len(outputs) != 1:
+        raise Unsupported("not a single-input, single-output graph")
+    # walk back from the output through nodes of exactly one input
+    layers, seen, t = [], set(), outputs[0]
+    while True:
+        layer, node_index, _ = t._keras_history
+        if id(layer) in seen:
+            raise Unsupported("a layer used twice")
+        seen.add(id(layer))
+        layers.append(layer)
+        if t is inputs[0]:
+            break
+        node = layer._inbound_nodes[node_index]
+        if len(node.input_tensors) != 1:
+            raise Unsupported("a layer with several inputs")
+        t = node.input_tensors[0]
+    return layers[::-1]
