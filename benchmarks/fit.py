@@ -10,8 +10,11 @@ shapes of MNIST; the speed does not depend on the values).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -89,32 +92,75 @@ def bench_keras(x, y, batch, epochs, repeats):
     return len(x) * epochs / statistics.median(times), f"keras {keras.__version__} ({keras.backend.backend()})"
 
 
+def run_one(framework, batch, rows, epochs, repeats, threads):
+    """Measures one framework at one batch size in this process."""
+    if framework == "maas":
+        import maas
+
+        maas.set_num_threads(threads)
+        x, y = data(rows)
+        rate, planned = bench_maas(x, y, batch, epochs, repeats)
+        return {"rate": rate, "note": "" if planned else " (eager)"}
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        x, y = data(rows)
+        return {"rate": bench_torch(x, y, batch, epochs, repeats), "note": ""}
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    x, y = data(rows)
+    rate, note = bench_keras(x, y, batch, epochs, repeats)
+    return {"rate": rate, "note": note}
+
+
+def measure(framework, python, batch, args):
+    """Runs run_one in a fresh interpreter, so that no two runtimes' thread
+    pools share a process."""
+    cmd = [python, os.path.abspath(__file__), "--child", framework, "--batch", str(batch),
+           "--rows", str(args.rows), "--epochs", str(args.epochs), "--repeats", str(args.repeats),
+           "--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"rate": None, "note": f"failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keras-python", default=sys.executable,
+                    help="the interpreter that has keras and tensorflow-cpu (e.g. another venv)")
     ap.add_argument("--no-keras", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
-    import torch
-
-    import maas
-
-    maas.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
-    x, y = data(2048 if args.quick else 8192)
-    epochs = 1 if args.quick else 2
-    print(f"fit, MLP 784-256-128-10, Adam, {len(x)} rows x {epochs} epochs, {args.threads} threads, "
-          f"median of {args.repeats}\n")
+    if args.child:
+        print(json.dumps(run_one(args.child, args.batch, args.rows, args.epochs, args.repeats, args.threads)))
+        return
+    if args.quick:
+        args.rows, args.epochs, args.repeats = 2048, 1, 1
+    print(f"fit, MLP 784-256-128-10, Adam, {args.rows} rows x {args.epochs} epochs, {args.threads} threads, "
+          f"median of {args.repeats}, each framework in its own process\n")
     print("| batch | maas samples/s | PyTorch samples/s | Keras samples/s | maas/PyTorch | maas/Keras |")
     print("|---|---|---|---|---|---|")
+    keras_note = ""
     for batch in (32, 128):
-        m, planned = bench_maas(x, y, batch, epochs, args.repeats)
-        t = bench_torch(x, y, batch, epochs, args.repeats)
-        k, note = (None, "skipped") if args.no_keras else bench_keras(x, y, batch, epochs, args.repeats)
-        kcol = f"{k:,.0f}" if k else note
-        kr = f"{m / k:.2f}x" if k else "-"
-        print(f"| {batch} | {m:,.0f}{'' if planned else ' (eager)'} | {t:,.0f} | {kcol} | {m / t:.2f}x | {kr} |")
+        m = measure("maas", sys.executable, batch, args)
+        t = measure("torch", sys.executable, batch, args)
+        k = {"rate": None, "note": "skipped"} if args.no_keras else measure("keras", args.keras_python, batch, args)
+        keras_note = k["note"]
+        fmt = lambda r: f"{r['rate']:,.0f}" if r["rate"] else r["note"]
+        ratio = lambda a, b: f"{a['rate'] / b['rate']:.2f}x" if a["rate"] and b["rate"] else "-"
+        print(f"| {batch} | {fmt(m)}{m['note'] if m['rate'] else ''} | {fmt(t)} | {fmt(k)} | "
+              f"{ratio(m, t)} | {ratio(m, k)} |")
+    if keras_note:
+        print(f"\nKeras: {keras_note}")
 
 
 if __name__ == "__main__":
