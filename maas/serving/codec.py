@@ -70,7 +70,7 @@ def _find_bad(data, path="data"):
         if isinstance(v, list):
             for i in range(len(v) - 1, -1, -1):
                 stack.append((v[i], f"{p}[{i}]"))
-        elif v is None or isinstance(v, (str, dict, bool)) or not isinstance(v, (int, float)):
+        elif v is None or isinstance(v, (str, dict)) or not isinstance(v, (int, float)):
             return p, _jtype(v)
     return None
 
@@ -96,8 +96,8 @@ def _nested_shape_problem(data, path="data"):
 
 
 def to_array(data, what: str = "data", datatype: str | None = None, allow_bool: bool = False) -> np.ndarray:
-    """Nested JSON lists of numbers -> an ndarray (float64, or the datatype's
-    dtype), refusing strings, nulls, objects, booleans and ragged lists."""
+    """Nested JSON lists of numbers -> an ndarray, refusing strings, nulls,
+    objects and ragged lists (true/false are taken as 1/0, as NumPy does)."""
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         data = [data]
     if not isinstance(data, list):
@@ -108,7 +108,7 @@ def to_array(data, what: str = "data", datatype: str | None = None, allow_bool: 
         prob = _nested_shape_problem(data, what)
         raise ServingError(400, f"{what} is a ragged nested list: {prob}" if prob else
                                 f"{what} is not a rectangular array of numbers") from None
-    if arr.dtype.kind == "b" and (allow_bool or datatype == "BOOL"):
+    if arr.dtype.kind == "b":  # JSON true/false count as 1/0, as in NumPy
         return arr
     if arr.dtype.kind not in "iuf" or arr.dtype == object:
         bad = _find_bad(data, what)
@@ -133,7 +133,8 @@ def check_values(arr: np.ndarray, what: str, allow_nan: bool, datatype: str | No
         info = np.iinfo(DATATYPES[datatype])
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise ServingError(400, f"{what}: a value is out of range for datatype {datatype}")
-    out = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32, copy=False)
     if arr.dtype.kind == "f" and not allow_nan:
         finite = np.isfinite(arr)
         if not finite.all():
