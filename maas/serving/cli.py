@@ -93,6 +93,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         return 2
     opts = _options(a)
     if a.dev:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
         os.environ[OPTIONS_ENV] = json.dumps(opts)
         app = app_from_env()
         app.run(host=a.host, port=a.port, threaded=True, use_reloader=False)
