@@ -7,7 +7,8 @@ collecting until ``max_batch_size`` rows are queued or ``max_delay_ms`` has
 passed since it took the first one, runs the model once on the concatenated
 rows (a compiled plan releases the GIL for the whole pass), and hands each
 request its slice. A request with more rows than ``max_batch_size`` runs on
-its own. When more than ``max_queue_rows`` rows wait, new requests are
+its own. The wait is skipped when no other request for the model is in
+the server (a lone client pays no delay). When more than ``max_queue_rows`` rows wait, new requests are
 refused with 503 rather than letting latency grow without bound.
 """
 from __future__ import annotations
@@ -38,7 +39,8 @@ class _Pending:
 class Batcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 32,
                  max_delay_ms: float = 2.0, max_queue_rows: int = 4096, name: str = "model",
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None,
+                 in_flight: Callable[[], int] | None = None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, received {max_batch_size}")
         self.predict = predict
@@ -46,6 +48,7 @@ class Batcher:
         self.max_delay = max(0.0, float(max_delay_ms)) / 1000.0
         self.max_queue_rows = int(max_queue_rows)
         self.on_batch = on_batch
+        self.in_flight = in_flight  # requests inside the server for this model
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
         self._cv = threading.Condition()
@@ -89,6 +92,10 @@ class Batcher:
                     batch.append(nxt)
                     rows += len(nxt.x)
                     continue
+                # nobody else is inside the server for this model: waiting
+                # for more rows would only add latency
+                if self.in_flight is not None and self.in_flight() <= len(batch):
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stopped:
                     break

@@ -152,7 +152,7 @@ class LoadedVersion:
         if config.batching:
             cb = None if on_batch is None else (lambda n: on_batch(model.name, model.version, n))
             self.batcher = Batcher(model.predict, name=f"{model.name}-{model.version}", on_batch=cb,
-                                   **config.batching)
+                                   in_flight=lambda: self.inflight, **config.batching)
         self._on_batch = on_batch
 
     def run(self, x):
