@@ -1,0 +1,540 @@
+"""The Flask app and Blueprint: Open Inference Protocol V2, TF Serving REST,
+the simple /predict form, /metrics, API keys and the audit log.
+
+Every refused request gets a 4xx and ``{"error": "..."}`` saying what is
+wrong; an unexpected failure gets a 500 with the request id and no stack
+trace (the traceback goes to the ``maas.serving`` logger).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from .codec import (DATATYPES, check_fields, check_rows, check_values, parse_json, parse_shape,
+                    to_array)
+from .errors import ServingError
+from .metrics import get_metrics
+from .model import ServedModel, resolve_loader
+from .repository import ModelConfig, Registry
+
+log = logging.getLogger("maas.serving")
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _json(obj, status=200, headers=None) -> Response:
+    return Response(json.dumps(obj), status=status, mimetype="application/json", headers=headers)
+
+
+class _Server:
+    """What one blueprint serves and how."""
+
+    def __init__(self, models, *, loader=None, config=None, batching=None, allow_nan=False,
+                 max_rows=8192, api_keys=None, audit_log=None, poll_interval=2.0,
+                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas"):
+        self.metrics = get_metrics()
+        defaults = ModelConfig(batching=batching, allow_nan=allow_nan, max_rows=max_rows)
+        self.registry = Registry(resolve_loader(loader), defaults, on_batch=self.metrics.on_batch,
+                                 on_change=self.metrics.on_change)
+        config = config or {}
+        if isinstance(models, (str, os.PathLike)) and os.path.isdir(models) and not _is_model_folder(models):
+            self.registry.set_repository(os.fspath(models))
+        elif isinstance(models, dict):
+            for name, m in models.items():
+                self.registry.add_object(str(name), m, config.get(name))
+        elif isinstance(models, (str, os.PathLike)):
+            name = os.path.splitext(os.path.basename(os.fspath(models).rstrip("/")))[0] or "model"
+            self.registry.add_object(name, models, config.get(name))
+        else:
+            name = models.name if isinstance(models, ServedModel) else "model"
+            self.registry.add_object(name, models, config.get(name))
+        self.registry.start_polling(poll_interval)
+        if api_keys is None and os.environ.get("MAAS_API_KEYS"):
+            api_keys = [k.strip() for k in os.environ["MAAS_API_KEYS"].split(",") if k.strip()]
+        if isinstance(api_keys, str):
+            api_keys = [api_keys]
+        self.key_digests = [hashlib.sha256(k.encode()).digest() for k in (api_keys or [])]
+        self.max_body = int(max_body_bytes)
+        self.server_name = server_name
+        self.audit = _audit_logger(audit_log)
+
+    # -- request plumbing ----------------------------------------------
+    def authorized(self) -> bool:
+        if not self.key_digests:
+            return True
+        key = request.headers.get("X-API-Key")
+        auth = request.headers.get("Authorization", "")
+        if key is None and auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+        got = hashlib.sha256((key or "").encode("utf-8", "replace")).digest()
+        ok = False
+        for d in self.key_digests:  # no early exit: the time does not depend on which key
+            ok |= hmac.compare_digest(got, d)
+        return ok and key is not None
+
+    def body(self) -> bytes:
+        n = request.content_length
+        if n is not None and n > self.max_body:
+            raise ServingError(413, f"the request body is {n} bytes, over the limit of "
+                                    f"{self.max_body} bytes")
+        data = request.stream.read(self.max_body + 1)
+        if len(data) > self.max_body:
+            raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")
+        return data
+
+    def model_config(self, lv):
+        return lv.config
+
+
+def _is_model_folder(path) -> bool:
+    """A folder of version folders (one model), not a repository."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return any(n.isdigit() for n in names) and not any(
+        os.path.isdir(os.path.join(path, n)) and not n.isdigit() and not n.startswith(".") for n in names)
+
+
+def _audit_logger(target):
+    if target is None or target is False:
+        return None
+    lg = logging.getLogger(f"maas.serving.audit.{uuid.uuid4().hex[:8]}")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    h = logging.StreamHandler(sys.stderr) if target in ("-", "stderr", True) else logging.FileHandler(target)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    lg.addHandler(h)
+    return lg
+
+
+def _handled(server: _Server, protocol: str, open_: bool = False):
+    """Request id, API key, errors as JSON, metrics and the audit line."""
+    def deco(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            rid = request.headers.get("X-Request-ID", "")
+            if not _RID.match(rid):
+                rid = uuid.uuid4().hex
+            g.maas = {"model": kwargs.get("name"), "version": None, "rows": None}
+            try:
+                if not open_ and not server.authorized():
+                    resp = _json({"error": "missing or wrong API key; send it as 'Authorization: "
+                                           "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
+                                 {"WWW-Authenticate": 'Bearer realm="maas"'})
+                else:
+                    resp = view(*args, **kwargs)
+            except ServingError as e:
+                resp = _json({"error": e.message}, e.status)
+            except HTTPException as e:
+                resp = _json({"error": e.description or e.name}, e.code or 500)
+            except Exception:
+                log.exception("request %s %s %s failed", rid, request.method, request.path)
+                resp = _json({"error": f"internal server error (request id {rid}); the server's "
+                                       f"log has the details"}, 500)
+            resp.headers["X-Request-ID"] = rid
+            dt = time.perf_counter() - t0
+            info = g.maas
+            model = info.get("model") or "-"
+            version = "-" if info.get("version") is None else str(info["version"])
+            if protocol != "health":
+                try:
+                    server.metrics.requests.labels(model if info.get("version") is not None else "-",
+                                                   version, protocol, str(resp.status_code)).inc()
+                    server.metrics.latency.labels(model if info.get("version") is not None else "-",
+                                                  protocol).observe(dt)
+                except Exception:
+                    log.exception("metrics update failed")
+            if server.audit is not None:
+                server.audit.info(json.dumps({
+                    "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "request_id": rid, "method": request.method, "path": request.path,
+                    "protocol": protocol, "model": info.get("model"), "version": info.get("version"),
+                    "status": resp.status_code, "latency_ms": round(dt * 1000, 3),
+                    "rows": info.get("rows"), "client": request.remote_addr}))
+            return resp
+        return wrapper
+    return deco
+
+
+def _note(lv, rows):
+    g.maas["model"] = lv.model.name
+    g.maas["version"] = lv.model.version
+    g.maas["rows"] = rows
+
+
+def _io(m: ServedModel, shape, name):
+    return {"name": name, "datatype": "FP32", "shape": [-1] + [-1 if d is None else d for d in shape]}
+
+
+def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: dict | None = None,
+              batching=None, allow_nan: bool = False, max_rows: int = 8192, api_keys=None,
+              audit_log=None, poll_interval: float = 2.0, max_body_bytes: int = DEFAULT_MAX_BODY,
+              ) -> Blueprint:
+    """A Flask Blueprint serving ``models`` (see :func:`create_app`).
+
+    >>> from flask import Flask
+    >>> app = Flask(__name__)
+    >>> app.register_blueprint(blueprint(served_model), url_prefix="/ml")  # doctest: +SKIP
+    """
+    server = _Server(models, loader=loader, config=config, batching=batching, allow_nan=allow_nan,
+                     max_rows=max_rows, api_keys=api_keys, audit_log=audit_log,
+                     poll_interval=poll_interval, max_body_bytes=max_body_bytes)
+    reg = server.registry
+    bp = Blueprint(name, __name__)
+    bp.maas_server = server  # for tests and the CLI
+
+    def route(rule, protocol, methods=("GET",), open_=False, **kw):
+        def deco(f):
+            h = _handled(server, protocol, open_)(f)
+            for i, r in enumerate([rule] if isinstance(rule, str) else rule):
+                bp.add_url_rule(r, endpoint=f"{f.__name__}_{i}", view_func=h,
+                                methods=list(methods), **kw)
+            return h
+        return deco
+
+    # ---------------- Open Inference Protocol (V2) ----------------------
+    @route("/v2", "v2")
+    def v2_server_metadata():
+        from .. import __version__
+        return _json({"name": server.server_name, "version": __version__,
+                      "extensions": ["binary_tensor_data", "model_repository_index"]})
+
+    @route("/v2/health/live", "health", open_=True)
+    def v2_live():
+        return _json({"live": True})
+
+    @route("/v2/health/ready", "health", open_=True)
+    def v2_ready():
+        ready = reg.ready
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    def model_metadata(name, version=None):
+        e = reg.entry(name)
+        lv = reg.lookup(name, version)
+        _note(lv, None)
+        m = lv.model
+        return {"name": name, "versions": [str(v) for v in sorted(e.versions)],
+                "platform": m.platform, "inputs": [_io(m, m.input_shape, m.input_name)],
+                "outputs": [_io(m, m.output_shape, m.output_name)]}
+
+    @route(["/v2/models/<name>", "/v2/models/<name>/versions/<version>"], "v2")
+    def v2_model_metadata(name, version=None):
+        return _json(model_metadata(name, version))
+
+    @route(["/v2/models/<name>/ready", "/v2/models/<name>/versions/<version>/ready"], "v2")
+    def v2_model_ready(name, version=None):
+        try:
+            lv = reg.lookup(name, version)
+        except ServingError as e:
+            if e.status == 503:
+                return _json({"name": name, "ready": False}, 503)
+            raise
+        _note(lv, None)
+        return _json({"name": name, "ready": True})
+
+    @route("/v2/repository/index", "v2", methods=("POST", "GET"))
+    def v2_repository_index():
+        out = []
+        for n, e in sorted(reg.entries.items()):
+            for v in sorted(e.versions):
+                out.append({"name": n, "version": str(v), "state": "READY"})
+            for v, (_, msg) in sorted(e.errors.items()):
+                out.append({"name": n, "version": str(v), "state": "UNAVAILABLE", "reason": msg})
+        return _json(out)
+
+    @route(["/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer"], "v2",
+           methods=("POST",))
+    def v2_infer(name, version=None):
+        body = server.body()
+        hlen = request.headers.get("Inference-Header-Content-Length")
+        binary = b""
+        if hlen is not None:
+            try:
+                n = int(hlen)
+                if n < 0 or n > len(body):
+                    raise ValueError
+            except ValueError:
+                raise ServingError(400, f"Inference-Header-Content-Length is {hlen!r}; it must be "
+                                        f"the JSON header's length, at most the body's {len(body)} "
+                                        f"bytes") from None
+            body, binary = body[:n], body[n:]
+        req = parse_json(body)
+        check_fields(req, "the request", ["inputs"], ["id", "parameters", "outputs"])
+        rid = req.get("id")
+        if rid is not None and not isinstance(rid, str):
+            raise ServingError(400, "the request's 'id' must be a string")
+        params = req.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ServingError(400, "the request's 'parameters' must be an object")
+        with reg.acquire(name, version) as lv:
+            m, cfg = lv.model, lv.config
+            _note(lv, None)
+            inputs = req["inputs"]
+            if not isinstance(inputs, list) or not inputs:
+                raise ServingError(400, "'inputs' must be a non-empty array of input tensors")
+            if len(inputs) != 1:
+                raise ServingError(400, f"model {name!r} takes 1 input ({m.input_name!r}), the "
+                                        f"request has {len(inputs)}")
+            inp = inputs[0]
+            if not isinstance(inp, dict):
+                raise ServingError(400, "inputs[0] must be an object with name, shape, datatype, data")
+            check_fields(inp, "inputs[0]", ["name", "shape", "datatype"], ["data", "parameters"])
+            if inp["name"] != m.input_name:
+                raise ServingError(400, f"unknown input {inp['name']!r}; model {name!r} has the "
+                                        f"input {m.input_name!r}")
+            dt = inp["datatype"]
+            if dt not in DATATYPES:
+                raise ServingError(400, f"inputs[0].datatype {dt!r} is not supported; use one of "
+                                        f"{', '.join(DATATYPES)}")
+            shape = parse_shape(inp["shape"], "inputs[0]")
+            iparams = inp.get("parameters") or {}
+            if not isinstance(iparams, dict):
+                raise ServingError(400, "inputs[0].parameters must be an object")
+            count = int(np.prod(shape)) if shape else 1
+            if "binary_data_size" in iparams:
+                if "data" in inp:
+                    raise ServingError(400, "inputs[0] has both 'data' and binary_data_size; send one")
+                size = iparams["binary_data_size"]
+                need = count * DATATYPES[dt].itemsize
+                if not isinstance(size, int) or size != need:
+                    raise ServingError(400, f"inputs[0]: datatype {dt} with shape {list(shape)} is "
+                                            f"{need} bytes, binary_data_size says {size}")
+                if len(binary) != size:
+                    raise ServingError(400, f"inputs[0]: binary_data_size is {size} bytes, the body "
+                                            f"carries {len(binary)} bytes after the JSON header")
+                arr = np.frombuffer(binary, dtype=DATATYPES[dt]).reshape(shape)
+            else:
+                if "data" not in inp:
+                    raise ServingError(400, "inputs[0] is missing the field 'data' (or "
+                                            "parameters.binary_data_size with binary data)")
+                if binary:
+                    raise ServingError(400, f"the body has {len(binary)} bytes of binary data that "
+                                            f"no input claims")
+                arr = to_array(inp["data"], "inputs[0].data", dt)
+                if arr.size != count:
+                    raise ServingError(400, f"inputs[0]: shape {list(shape)} needs {count} values, "
+                                            f"data has {arr.size}")
+                arr = arr.reshape(shape)
+            x = check_values(arr, "inputs[0]", cfg.allow_nan, dt)
+            x = check_rows(x, m.input_shape, "inputs[0]", cfg.max_rows)
+            want = req.get("outputs")
+            bin_all = bool(params.get("binary_data_output", False))
+            bin_out = bin_all
+            if want is not None:
+                if not isinstance(want, list):
+                    raise ServingError(400, "'outputs' must be an array of {\"name\": ...}")
+                for i, o in enumerate(want):
+                    if not isinstance(o, dict):
+                        raise ServingError(400, f"outputs[{i}] must be an object with a name")
+                    check_fields(o, f"outputs[{i}]", ["name"], ["parameters"])
+                    if o["name"] != m.output_name:
+                        raise ServingError(400, f"unknown output {o['name']!r}; model {name!r} has "
+                                                f"the output {m.output_name!r}")
+                    op = o.get("parameters") or {}
+                    if not isinstance(op, dict):
+                        raise ServingError(400, f"outputs[{i}].parameters must be an object")
+                    bin_out = bool(op.get("binary_data", bin_all))
+            _note(lv, int(x.shape[0]))
+            y = lv.run(x)
+        out = {"name": m.output_name, "datatype": "FP32", "shape": list(y.shape)}
+        resp = {"model_name": name, "model_version": str(m.version)}
+        if rid is not None:
+            resp["id"] = rid
+        if bin_out:
+            raw = np.ascontiguousarray(y, dtype="<f4").tobytes()
+            out["parameters"] = {"binary_data_size": len(raw)}
+            resp["outputs"] = [out]
+            head = json.dumps(resp).encode()
+            return Response(head + raw, 200, mimetype="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(len(head))})
+        out["data"] = y.ravel().tolist()
+        resp["outputs"] = [out]
+        return _json(resp)
+
+    # ---------------- TensorFlow Serving REST ---------------------------
+    tf_path = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+                         r"(?::(?P<verb>[a-z]+)|/(?P<meta>metadata))?$")
+
+    def tf_parse(rest):
+        mt = tf_path.match(rest)
+        if not mt:
+            raise ServingError(404, f"no such endpoint /v1/models/{rest}; use "
+                                    f"/v1/models/NAME[/versions/N][:predict|/metadata]")
+        return mt.group("name"), mt.group("version"), mt.group("verb"), mt.group("meta")
+
+    @route("/v1/models/<path:rest>", "tfserving", methods=("GET", "POST"))
+    def tf_models(rest):
+        name, version, verb, meta = tf_parse(rest)
+        g.maas["model"] = name
+        if request.method == "GET":
+            if verb:
+                raise ServingError(405, f":{verb} takes POST")
+            if meta:
+                md = model_metadata(name, version)
+                return _json({"model_spec": {"name": name, "signature_name": "",
+                                             "version": str(g.maas["version"])},
+                              "metadata": {"signature_def": {"signature_def": {"serving_default": {
+                                  "inputs": {i["name"]: {"dtype": "DT_FLOAT", "tensor_shape": i["shape"]}
+                                             for i in md["inputs"]},
+                                  "outputs": {o["name"]: {"dtype": "DT_FLOAT", "tensor_shape": o["shape"]}
+                                              for o in md["outputs"]},
+                                  "method_name": "tensorflow/serving/predict"}}}}})
+            e = reg.entry(name)
+            if version is not None:
+                lv = reg.lookup(name, version)
+                versions = [lv.model.version]
+            else:
+                versions = sorted(e.versions)
+            st = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                  for v in versions]
+            if version is None:
+                st += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN",
+                                                                      "error_message": msg}}
+                       for v, (_, msg) in sorted(e.errors.items())]
+            return _json({"model_version_status": st})
+        if meta or verb is None:
+            raise ServingError(405, "POST to /v1/models/NAME[/versions/N]:predict")
+        if verb != "predict":
+            raise ServingError(400, f":{verb} is not supported; maas serves :predict")
+        req = parse_json(server.body())
+        check_fields(req, "the request", [], ["signature_name", "instances", "inputs"])
+        if ("instances" in req) == ("inputs" in req):
+            raise ServingError(400, "send exactly one of 'instances' (row form) or 'inputs' "
+                                    "(columnar form)")
+        sig = req.get("signature_name", "serving_default")
+        if sig not in ("serving_default", "", None):
+            raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
+        with reg.acquire(name, version) as lv:
+            m, cfg = lv.model, lv.config
+            _note(lv, None)
+            if "instances" in req:
+                rows = req["instances"]
+                if not isinstance(rows, list):
+                    raise ServingError(400, "'instances' must be a list of rows")
+                if rows and all(isinstance(r, dict) for r in rows):
+                    for i, r in enumerate(rows):
+                        if set(r) != {m.input_name}:
+                            raise ServingError(400, f"instances[{i}] names {sorted(r)}; the model's "
+                                                    f"only input is {m.input_name!r}")
+                    rows = [r[m.input_name] for r in rows]
+                what = "instances"
+                data = rows
+            else:
+                data = req["inputs"]
+                if isinstance(data, dict):
+                    if set(data) != {m.input_name}:
+                        raise ServingError(400, f"'inputs' names {sorted(data)}; the model's only "
+                                                f"input is {m.input_name!r}")
+                    data = data[m.input_name]
+                what = "inputs"
+            x = check_values(to_array(data, what), what, cfg.allow_nan)
+            x = check_rows(x, m.input_shape, what, cfg.max_rows)
+            _note(lv, int(x.shape[0]))
+            y = lv.run(x)
+        key = "predictions" if what == "instances" else "outputs"
+        return _json({key: y.tolist()})
+
+    # ---------------- the simple form -----------------------------------
+    def default_model():
+        names = sorted(reg.entries)
+        if len(names) == 1:
+            return names[0]
+        if "model" in reg.entries:
+            return "model"
+        raise ServingError(400 if names else 404, f"several models are served ({', '.join(names)}); "
+                                                  f"POST to /models/NAME/predict")
+
+    @route(["/predict", "/models/<name>/predict", "/models/<name>/versions/<version>/predict"],
+           "simple", methods=("POST",))
+    def simple_predict(name=None, version=None):
+        req = parse_json(server.body())
+        check_fields(req, "the request", [], ["x", "instances", "classes"])
+        if ("x" in req) == ("instances" in req):
+            raise ServingError(400, "send the rows as exactly one of 'x' or 'instances', e.g. "
+                                    "{\"x\": [[0.1, 0.2, ...]]}")
+        classes = req.get("classes", False)
+        if not isinstance(classes, bool):
+            raise ServingError(400, "'classes' must be true or false")
+        what = "x" if "x" in req else "instances"
+        name = name or default_model()
+        g.maas["model"] = name
+        with reg.acquire(name, version) as lv:
+            m, cfg = lv.model, lv.config
+            _note(lv, None)
+            x = check_values(to_array(req[what], what), what, cfg.allow_nan)
+            x = check_rows(x, m.input_shape, what, cfg.max_rows)
+            _note(lv, int(x.shape[0]))
+            y = lv.run(x)
+        out = {"predictions": y.tolist(), "model": name, "version": str(m.version)}
+        if classes:
+            out["classes"] = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
+        return _json(out)
+
+    @route("/models", "simple")
+    def list_models():
+        return _json({"models": [{"name": n, "versions": [str(v) for v in sorted(e.versions)],
+                                  "ready": e.ready} for n, e in sorted(reg.entries.items())]})
+
+    @route("/metrics", "metrics")
+    def metrics():
+        data, ctype = server.metrics.exposition()
+        return Response(data, 200, content_type=ctype)
+
+    return bp
+
+
+def create_app(models: Any, **kwargs) -> Flask:
+    """A Flask app serving ``models``: one model (served as ``"model"``), a
+    dict ``name -> model or model file/folder``, or a model repository
+    folder ``REPO/<name>/<version>/``.
+
+    Keyword arguments (all optional): ``loader`` (``callable(path) ->
+    model`` or ``"module:function"``; default ``maas.load_model``),
+    ``config`` (``name -> config dict``, as in config.json), ``batching``
+    (default for every model: ``True`` or ``{"max_batch_size": 32,
+    "max_delay_ms": 2}``), ``allow_nan``, ``max_rows``, ``api_keys`` (or
+    ``MAAS_API_KEYS``), ``audit_log`` (a path, or ``"-"`` for stderr),
+    ``poll_interval`` (seconds between repository scans; 0 turns hot reload
+    off), ``max_body_bytes`` (default 16 MB).
+
+    >>> import numpy as np
+    >>> from maas.serving import ServedModel, create_app
+    >>> app = create_app(ServedModel("double", 1, lambda x: 2 * x, (2,), (2,)))
+    >>> app.test_client().post("/predict", json={"x": [[1, 2]]}).json["predictions"]
+    [[2.0, 4.0]]
+    """
+    app = Flask("maas.serving")
+    max_body = kwargs.get("max_body_bytes", DEFAULT_MAX_BODY)
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+    bp = blueprint(models, **kwargs)
+    app.register_blueprint(bp)
+    app.maas_server = bp.maas_server
+
+    @app.errorhandler(HTTPException)
+    def http_error(e):
+        return _json({"error": f"{e.name}: {e.description}" if e.code != 404 else
+                      f"no such endpoint: {request.method} {request.path}"}, e.code or 500)
+
+    @app.errorhandler(Exception)
+    def any_error(e):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json({"error": "internal server error; the server's log has the details"}, 500)
+
+    return app
