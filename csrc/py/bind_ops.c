@@ -1136,6 +1136,34 @@ static PyObject *py_fill_random(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* share_memory(dst, src): dst (a Tensor or Variable) becomes a view of src's
+ * memory, keeping its own requires_grad. Used by loading to wrap a Variable
+ * around a memory-mapped file without copying. Shapes must be equal. */
+static PyObject *py_share_memory(PyObject *m, PyObject *args)
+{
+    PyObject *dobj, *sobj;
+    if (!PyArg_ParseTuple(args, "OO:share_memory", &dobj, &sobj))
+        return NULL;
+    module_state *st = state_of_module(m);
+    maas_tensor *d = inplace_arg(st, dobj, "share_memory", "the target");
+    maas_tensor *s = d ? inplace_arg(st, sobj, "share_memory", "the source") : NULL;
+    if (!s)
+        return NULL;
+    if (!maas_same_shape(d, s)) {
+        char a[160], b[160];
+        return PyErr_Format(PyExc_ValueError, "share_memory: source shape %s does not match %s",
+                            SHAPE(s, a), SHAPE(d, b));
+    }
+    maas_tensor *v = maas_tensor_view(s, 0, s->ndim, s->shape);
+    if (!v)
+        return raise_status(MAAS_ERR_NOMEM);
+    v->requires_grad = d->requires_grad;
+    v->version = d->version + 1;
+    ((TensorObject *)dobj)->t = v;
+    maas_tensor_decref(d);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- threads */
 
 static PyObject *py_set_num_threads(PyObject *m, PyObject *arg)
@@ -1180,6 +1208,7 @@ PyMethodDef bind_ops_methods[] = {
     {"rmsprop_update", py_rmsprop_update, METH_VARARGS,
      "rmsprop_update(p, g, v, avg, mom, lr, rho, momentum, eps, centered, wd)"},
     {"assign", py_assign, METH_VARARGS, "assign(dst, src, mode=0): =, +=, -= in place"},
+    {"share_memory", py_share_memory, METH_VARARGS, "share_memory(dst, src): dst views src's memory"},
     {"sum_squares", py_sum_squares, METH_O, "sum_squares(x) -> float (double accumulation)"},
     {"scale_", py_scale_, METH_VARARGS, "scale_(x, s): x *= s in place"},
     {"clip_", py_clip_, METH_VARARGS, "clip_(x, lo, hi) in place"},
