@@ -16,6 +16,7 @@
  *   autodiff.c        the tape: reverse-mode recording and gradient
  *   grad_fns.c        the backward function of each recorded op
  *   plan.c            compiled plans: a whole training step in one call
+ *   format.c          the model file: safetensors read (mmap) and written
  *   ops/dense.c       matmul and the fused dense op
  *   ops/activation.c  unary elementwise ops, softmax, log_softmax
  *   ops/elementwise.c broadcasting binary ops
@@ -466,6 +467,65 @@ maas_status maas_plan_predict(maas_plan *plan, const float *x, int64_t N,
 /* The last train step's predictions (N, out_features), valid until the next
  * call. */
 const float *maas_plan_last_output(const maas_plan *plan, int64_t *N);
+
+/* -------------------------------------------------------------- format.c */
+
+/* The model file is a safetensors file: an 8-byte little-endian header
+ * length, a JSON header {name: {"dtype", "shape", "data_offsets"}, ...,
+ * "__metadata__": {str: str}}, then the raw little-endian data. maas
+ * writes float32 ("F32") tensors, pads the header with spaces so the data
+ * starts 64-byte aligned, and replaces the target atomically (temporary
+ * file in the same folder, fsync, rename, fsync of the folder).
+ *
+ * A file is untrusted: every malformed header, truncation, dtype other
+ * than F32, size mismatch, overlap, gap or out-of-bounds offset gives
+ * MAAS_ERR_FORMAT with a message saying what is wrong. Headers above
+ * MAAS_ST_HEADER_CAP bytes are refused. I/O failures give MAAS_ERR_IO
+ * (errno in maas_st_last_errno()). */
+#define MAAS_ST_HEADER_CAP (100 * 1000 * 1000)
+
+typedef struct {
+    const char *name;      /* UTF-8, NUL-terminated (may hold NULs: use name_len) */
+    size_t name_len;
+    const char *dtype;     /* always "F32" once loaded */
+    size_t dtype_len;
+    int ndim;
+    int64_t shape[MAAS_MAX_DIMS];
+    int64_t begin, end;    /* byte offsets in the data section */
+} maas_st_info;
+
+typedef struct maas_st_file maas_st_file;
+
+/* Writes tensors[i] under names[i] (name_lens[i] bytes of UTF-8, unique, not
+ * "__metadata__"), in the given order, with `metadata_json` (a JSON object
+ * of string -> string, or NULL for none) as "__metadata__". */
+maas_status maas_st_save(const char *path, int64_t n, const char *const *names,
+                         const size_t *name_lens, maas_tensor *const *tensors,
+                         const char *metadata_json);
+/* Checks that json[0..len) is a JSON object of string -> string with no
+ * duplicate keys (MAAS_ERR_FORMAT otherwise). */
+maas_status maas_st_check_metadata(const char *json, size_t len);
+/* Opens, validates and loads a file. use_mmap != 0: the file is mapped
+ * (private, copy-on-write: writes to a tensor never reach the file) and
+ * each tensor wraps the mapping without copying; the mapping is unmapped
+ * when the file and every tensor are released. use_mmap == 0: each tensor
+ * is a copy read with pread. Everything is read within this call, so a
+ * binding may release the GIL around it. */
+maas_status maas_st_load(const char *path, int use_mmap, maas_st_file **out);
+void maas_st_close(maas_st_file *f);
+/* Entries sorted by data offset, so that the tensors in order cover the
+ * data section exactly. */
+int64_t maas_st_count(const maas_st_file *f);
+const maas_st_info *maas_st_info_at(const maas_st_file *f, int64_t i);
+/* Borrowed; maas_tensor_incref to keep it beyond maas_st_close. */
+maas_tensor *maas_st_tensor(const maas_st_file *f, int64_t i);
+/* The header's __metadata__ as JSON text ("{}" when absent). */
+const char *maas_st_metadata(const maas_st_file *f, size_t *len);
+/* The whole-file mapping (NULL when copied) and where the data starts. */
+const void *maas_st_mapping(const maas_st_file *f, size_t *len);
+int64_t maas_st_data_start(const maas_st_file *f);
+/* errno of the last MAAS_ERR_IO from this thread's format call (0 if none). */
+int maas_st_last_errno(void);
 
 #ifdef __cplusplus
 }

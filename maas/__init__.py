@@ -11,7 +11,7 @@ from ._blas import load as _load_blas
 _load_blas()
 
 from . import _core  # noqa: E402
-from . import errors, losses, ops, optimizers, random  # noqa: E402
+from . import errors, losses, ops, optimizers, random, saving  # noqa: E402
 from .autodiff import GradientTape  # noqa: E402
 from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402
 from . import activations, initializers, regularizers, metrics, callbacks  # noqa: E402
@@ -33,7 +33,7 @@ def get_num_threads() -> int:
 
 
 __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_numpy",
-           "GradientTape", "ops", "losses", "optimizers", "random", "errors",
+           "GradientTape", "ops", "losses", "optimizers", "random", "errors", "saving",
            "set_num_threads", "get_num_threads", "activations", "initializers",
            "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
            "Model", "Sequential"]

@@ -74,6 +74,9 @@ int record_node(const maas_node *nd);
 /* bind_plan.c */
 int plan_type_init(PyObject *module);
 
+/* bind_format.c: save_safetensors, load_safetensors */
+extern PyMethodDef bind_format_methods[];
+
 /* Runs `stmt` with the GIL released when `big` is true. */
 #define MAAS_NOGIL_IF(big, stmt)                                               \
     do {                                                                       \

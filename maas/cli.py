@@ -1,0 +1,91 @@
+"""The ``maas`` command line.
+
+    maas inspect FILE   the architecture (when the file holds one), the
+                        metadata, and the tensors with dtypes and shapes
+    maas verify FILE    checks the file's structure and its SHA-256
+
+Both exit 1 with the error on a bad file (2 on a usage error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import ModelFormatError
+
+
+def _architecture(config_json: str) -> list[str]:
+    """A best-effort summary of a Keras-style config: class and layers."""
+    try:
+        cfg = json.loads(config_json)
+    except ValueError:
+        return [f"  (not JSON) {config_json[:200]}"]
+    lines = []
+    if isinstance(cfg, dict):
+        lines.append(f"  model: {cfg.get('class_name', '?')}"
+                     + (f" {cfg['config'].get('name')!r}" if isinstance(cfg.get("config"), dict)
+                        and cfg["config"].get("name") else ""))
+        inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else cfg
+        for layer in inner.get("layers", []) if isinstance(inner.get("layers"), list) else []:
+            if isinstance(layer, dict):
+                lc = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+                extra = ", ".join(f"{k}={lc[k]!r}" for k in ("units", "activation", "rate") if k in lc)
+                lines.append(f"    {layer.get('class_name', '?')} {lc.get('name', '')}"
+                             + (f" ({extra})" if extra else ""))
+    return lines or ["  " + json.dumps(cfg)[:200]]
+
+
+def _inspect(path: str, out) -> None:
+    from .saving.safetensors import CONFIG_KEY, load_tensors
+
+    tensors, metadata = load_tensors(path, mmap=True, verify=False)
+    size = os.path.getsize(path)
+    print(f"file: {path} ({size:,} bytes, safetensors)", file=out)
+    if CONFIG_KEY in metadata:
+        print("architecture:", file=out)
+        for line in _architecture(metadata[CONFIG_KEY]):
+            print(line, file=out)
+    print(f"metadata: {len(metadata)} key(s)", file=out)
+    for k in sorted(metadata):
+        v = metadata[k]
+        if k == CONFIG_KEY and len(v) > 200:
+            v = v[:200] + f"... ({len(metadata[k]):,} characters)"
+        print(f"  {k}: {v}", file=out)
+    n_params = sum(t.size for t in tensors.values())
+    print(f"tensors: {len(tensors)}, {n_params:,} parameters, {4 * n_params:,} bytes", file=out)
+    width = max((len(n) for n in tensors), default=4)
+    for name, t in tensors.items():
+        print(f"  {name:<{width}}  F32  {str(tuple(t.shape)):<16}  {4 * t.size:,} bytes", file=out)
+
+
+def _verify(path: str, out) -> None:
+    from .saving.safetensors import CHECKSUM_KEY, verify_file
+
+    tensors, metadata = verify_file(path, require_checksum=True)
+    n_bytes = 4 * sum(t.size for t in tensors.values())
+    print(f"OK: {path}: {len(tensors)} tensors, {n_bytes:,} bytes of data, "
+          f"sha256 {metadata[CHECKSUM_KEY]}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``maas`` command (``[project.scripts]``)."""
+    parser = argparse.ArgumentParser(prog="maas", description="maas: model files and models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("inspect", help="print a model file's architecture, metadata and tensors")
+    p.add_argument("file")
+    p = sub.add_parser("verify", help="check a model file's structure and SHA-256 checksum")
+    p.add_argument("file")
+    args = parser.parse_args(argv)
+    run = {"inspect": _inspect, "verify": _verify}[args.command]
+    try:
+        run(args.file, sys.stdout)
+    except (ModelFormatError, OSError) as e:
+        print(f"maas {args.command}: error: {e}", file=sys.stderr)  # names the file
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
