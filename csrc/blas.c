@@ -103,6 +103,57 @@ static void install_callback(void)
 #define ENSURE_CALLBACK() ((void)0)
 #endif
 
+/* y (n elements, stride incy) = 0, so that a beta = 0 call never reads the
+ * uninitialized output (0 * NaN would stay NaN in BLAS's scaling). */
+static void zero_strided(float *y, int64_t n, int64_t incy)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i * incy] = 0.0f;
+}
+
+/* Matrix-vector shapes go to GEMV/GER: OpenBLAS's GEMM packs whole panels
+ * of both operands even when one of them is a single row or column, which
+ * made a batch-1 dense layer (1x784 @ 784x256) about twice as slow as a
+ * GEMV. Returns 1 when the product was done here. */
+static int sgemm_as_level2(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
+                           float alpha, const float *A, int64_t lda, const float *B,
+                           int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (K == 0)
+        return 0;
+    if (M == 1) { /* C (1,N) row = op(B)^T a, a = op(A) (1,K) */
+        int64_t inca = ta ? lda : 1;
+        if (beta == 0.0f)
+            zero_strided(C, N, 1);
+        if (!tb) /* B (K,N) */
+            MAAS_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha,
+                                   B, (blasint)ldb, A, (blasint)inca, beta, C, 1);
+        else /* B stored (N,K) */
+            MAAS_BLAS(cblas_sgemv)(CblasRowMajor, CblasNoTrans, (blasint)N, (blasint)K, alpha,
+                                   B, (blasint)ldb, A, (blasint)inca, beta, C, 1);
+        return 1;
+    }
+    if (N == 1) { /* C (M,1) column = op(A) b, b = op(B) (K,1) */
+        int64_t incb = tb ? 1 : ldb;
+        if (beta == 0.0f)
+            zero_strided(C, M, ldc);
+        if (!ta) /* A (M,K) */
+            MAAS_BLAS(cblas_sgemv)(CblasRowMajor, CblasNoTrans, (blasint)M, (blasint)K, alpha,
+                                   A, (blasint)lda, B, (blasint)incb, beta, C, (blasint)ldc);
+        else /* A stored (K,M) */
+            MAAS_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (blasint)K, (blasint)M, alpha,
+                                   A, (blasint)lda, B, (blasint)incb, beta, C, (blasint)ldc);
+        return 1;
+    }
+    if (K == 1 && beta == 1.0f) { /* C += alpha * a b^T, a = op(A) (M,1), b = op(B) (1,N) */
+        MAAS_BLAS(cblas_sger)(CblasRowMajor, (blasint)M, (blasint)N, alpha, A,
+                              (blasint)(ta ? 1 : lda), B, (blasint)(tb ? ldb : 1), C,
+                              (blasint)ldc);
+        return 1;
+    }
+    return 0;
+}
+
 void maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
                 float alpha, const float *A, int64_t lda, const float *B,
                 int64_t ldb, float beta, float *C, int64_t ldc)
@@ -110,6 +161,8 @@ void maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
     if (M == 0 || N == 0)
         return;
     ENSURE_CALLBACK();
+    if (sgemm_as_level2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return;
     MAAS_BLAS(cblas_sgemm)(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                            tb ? CblasTrans : CblasNoTrans, (blasint)M,
                            (blasint)N, (blasint)K, alpha, A, (blasint)lda, B,
