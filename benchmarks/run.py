@@ -290,6 +290,12 @@ def main(argv=None) -> int:
 
     maas.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
+    try:  # NumPy's own OpenBLAS gets the same thread count
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(limits=args.threads, user_api="blas")
+        np_threads = str(args.threads)
+    except ImportError:
+        np_threads = "its default (threadpoolctl not installed)"
 
     info = lscpu()
     cores = os.cpu_count() or 1
@@ -303,7 +309,7 @@ def main(argv=None) -> int:
           f"threads/core){', ' + info['Hypervisor vendor'] + ' VM' if 'Hypervisor vendor' in info else ''}")
     print(f"- rough peak: {peak_text}")
     print(f"- threads: {args.threads} (maas.get_num_threads()={maas.get_num_threads()}, "
-          f"torch.get_num_threads()={torch.get_num_threads()})")
+          f"torch.get_num_threads()={torch.get_num_threads()}, NumPy BLAS {np_threads})")
     print(f"- Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}, "
           f"maas {maas.__version__}")
     print(f"- maas BLAS: {blas['config'].strip()} (threads {blas['num_threads']})")
