@@ -78,6 +78,9 @@ int maas_shape_size(int ndim, const int64_t *shape, int64_t *out);
 /* Aligned (64-byte) allocation of `n` floats; NULL with MAAS_ERR_NOMEM set
  * on failure. n == 0 returns a valid small block. */
 float *maas_alloc_floats(int64_t n);
+/* Frees a block of maas_alloc_floats (and only those; NULL is a no-op).
+ * Large blocks may be kept in a small cache for the next allocation of the
+ * same size (status.c). */
 void maas_free(void *p);
 
 /* ----------------------------------------------------------------- threads */

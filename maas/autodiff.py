@@ -111,7 +111,11 @@ class GradientTape:
             raise RuntimeError(
                 "A non-persistent GradientTape can only be used to compute one set of "
                 "gradients; use GradientTape(persistent=True) to call gradient() again")
-        flat = _flatten(sources, [])
+        st = type(sources)
+        # a flat list or tuple of tensors (the usual tape.gradient(loss,
+        # params)) needs no flattening and no re-packing
+        simple = (st is list or st is tuple) and all(isinstance(s, Tensor) for s in sources)
+        flat = list(sources) if simple else _flatten(sources, [])
         targets = target if isinstance(target, (list, tuple)) else [target]
         grads = None
         for t in targets:
@@ -126,6 +130,8 @@ class GradientTape:
             self._tape.release()
         for s, g in zip(flat, grads):
             s.grad = g
+        if simple:
+            return grads if st is list else tuple(grads)
         if isinstance(sources, (list, tuple, dict)):
             return _pack(sources, grads, [0])
         return grads[0]

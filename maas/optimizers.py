@@ -17,6 +17,8 @@ import numpy as np
 from . import _core
 from .tensor import Tensor, Variable
 
+_adam_update = _core.adam_update
+
 
 class Optimizer:
     """Base class: slots per variable, the iteration counter, gradient
@@ -68,11 +70,16 @@ class Optimizer:
 
     def slot(self, var, name: str) -> Variable:
         """The optimizer's state tensor `name` for `var` (created as zeros)."""
-        slots = self._slots.setdefault(id(var), {"__var__": var})
-        if name not in slots:
-            slots[name] = Variable(np.zeros(var.shape, np.float32), trainable=False,
+        slots = self._slots.get(id(var))
+        if slots is None:
+            slots = self._slots[id(var)] = {"__var__": var}
+        else:
+            s = slots.get(name)
+            if s is not None:  # the common case, once per variable per step
+                return s
+        s = slots[name] = Variable(np.zeros(var.shape, np.float32), trainable=False,
                                    name=f"{getattr(var, 'name', 'var')}/{name}")
-        return slots[name]
+        return s
 
     @property
     def variables(self) -> list:
@@ -101,10 +108,13 @@ class Optimizer:
     def apply_gradients(self, grads_and_vars) -> None:
         """Applies (gradient, variable) pairs; pairs whose gradient is None are
         skipped, as in Keras."""
-        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
-        if not pairs:
-            return
-        self.apply([g for g, _ in pairs], [v for _, v in pairs])
+        grads, variables = [], []
+        for g, v in grads_and_vars:
+            if g is not None:
+                grads.append(g)
+                variables.append(v)
+        if grads:
+            self.apply(grads, variables)
 
     def apply(self, grads, trainable_variables) -> None:
         """Applies a list of gradients to a list of variables of the same length."""
@@ -118,8 +128,9 @@ class Optimizer:
         grads = self._clip(grads)
         lr = self.learning_rate
         self.iterations += 1
+        update_step = self.update_step
         for g, v in zip(grads, variables):
-            self.update_step(g, v, lr)
+            update_step(g, v, lr)
 
     def update_step(self, gradient, variable, learning_rate: float) -> None:
         raise NotImplementedError
@@ -171,10 +182,11 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
 
     def update_step(self, g, v, lr):
-        vhat = self.slot(v, "velocity_hat") if self.amsgrad else None
-        _core.adam_update(v, g, self.slot(v, "momentum"), self.slot(v, "velocity"), vhat, lr,
-                          self.beta_1, self.beta_2, self.epsilon, self.iterations,
-                          self._decay_for(v))
+        slot = self.slot
+        vhat = slot(v, "velocity_hat") if self.amsgrad else None
+        _adam_update(v, g, slot(v, "momentum"), slot(v, "velocity"), vhat, lr,
+                     self.beta_1, self.beta_2, self.epsilon, self.iterations,
+                     self._decay_for(v) if self.weight_decay else 0.0)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
