@@ -434,3 +434,54 @@ class LambdaCallback(Callback):
         for name, fn in hooks.items():
             if fn is not None:
                 setattr(self, name, fn)
+
+
+class ModelCheckpoint(Callback):
+    """Saves the model (or its weights) at the end of each epoch.
+
+    ``filepath`` may hold ``str.format`` fields filled from the epoch
+    (1-based) and the logs, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.maas"``.
+    With ``save_best_only`` the file is written only when ``monitor``
+    improves (``mode`` "min", "max", or "auto" from the metric's name).
+
+    >>> cb = maas.callbacks.ModelCheckpoint("best.maas", monitor="val_loss", save_best_only=True)
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
+        super().__init__()
+        if save_freq != "epoch":
+            raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported, received {save_freq!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"ModelCheckpoint: mode must be 'auto', 'min' or 'max', received {mode!r}")
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or monitor.endswith("auc") or "precision" in monitor
+                             or "recall" in monitor or "f1" in monitor) else "min"
+        self.mode = mode
+        default = math.inf if mode == "min" else -math.inf
+        self.best = default if initial_value_threshold is None else initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(f"Can save best model only with {self.monitor} available; "
+                              f"available metrics are: {','.join(logs)}")
+                return
+            better = current < self.best if self.mode == "min" else current > self.best
+            if not better:
+                return
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                      f"{current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)

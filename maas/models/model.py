@@ -151,6 +151,29 @@ class Model(Trainer, Layer):
         return None
 
     # -- summary and config
+    # -- saving (maas.saving.model_file holds the format)
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """Writes the model (architecture, weights, optimizer state) to one
+        safetensors file; ``maas.load_model(filepath)`` brings it back.
+
+        >>> model.save("digits.maas")  # doctest: +SKIP
+        """
+        from ..saving import save_model
+
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Writes the weights alone (safetensors, named ``layer/variable``)."""
+        from ..saving import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch=False, name_map=None):
+        """Loads weights by name; see :func:`maas.saving.load_weights`."""
+        from ..saving import load_weights
+
+        load_weights(self, filepath, skip_mismatch=skip_mismatch, name_map=name_map)
+
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
                 show_trainable=False, layer_range=None):
         """Prints Keras's table: layer (type), output shape, params, totals."""
