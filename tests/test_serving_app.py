@@ -397,6 +397,29 @@ def test_fast_path_answers_like_flask_and_yields_to_app_hooks(plan_model):
     assert [f.status_code for f in fast] == [200, 200, 200, 200, 400, 404]
 
 
+@pytest.mark.parametrize("fast_json", [True, False])
+def test_json_codec_with_and_without_orjson(plan_model, monkeypatch, fast_json):
+    """orjson (optional) and json give the same answers: what orjson refuses
+    (NaN literals, UTF-16 bodies, ints over 64 bits) goes to json."""
+    from maas.serving import codec
+
+    if not fast_json:
+        monkeypatch.setattr(codec, "_orjson", None)
+    c = create_app(plan_model, poll_interval=0, config={"model": {"allow_nan": True}}).test_client()
+    r = c.post("/predict", data=json.dumps({"x": X[:2].tolist()}))
+    np.testing.assert_allclose(r.json["predictions"], plan_model.predict(X[:2]), rtol=1e-6)
+    r = c.post("/predict", data='{"x": [[NaN, 1, 2, 3]]}')
+    assert r.status_code == 200 and b"NaN" in r.data  # NaN out, as json writes it
+    r = c.post("/predict", data=json.dumps({"x": X[:1].tolist()}).encode("utf-16"))
+    assert r.status_code == 200
+    r = c.post("/predict", data='{"x": [[%d, 1, 2, 3]]}' % 2 ** 70)
+    assert r.status_code == 400 and "out of range" in r.json["error"]  # json keeps it an int
+    r = c.post("/predict", data='{"x": [[%d, 1, 2, 3]]}' % (2 ** 63 - 1))
+    assert r.status_code == 200
+    r = c.post("/predict", data='{"x": [[1, 2, 3, 4]')
+    assert r.status_code == 400 and "not valid JSON" in r.json["error"] and "line 1" in r.json["error"]
+
+
 # ---------------------------------------------------------------- batching
 def test_dynamic_batching_groups_concurrent_requests():
     plan = sf.PlanMLP(sf.weights(0))

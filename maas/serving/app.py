@@ -27,8 +27,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
-from .codec import (DATATYPES, check_fields, check_rows, check_values, parse_json, parse_shape,
-                    to_array)
+from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, parse_json,
+                    parse_shape, to_array)
 from .errors import ServingError
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
@@ -59,7 +59,7 @@ class _Reply:
 
 
 def _json(obj, status=200, headers=None) -> _Reply:
-    return _Reply(json.dumps(obj).encode(), status, "application/json", headers)
+    return _Reply(dumps(obj), status, "application/json", headers)
 
 
 class _Call:
@@ -421,7 +421,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             raw = np.ascontiguousarray(y, dtype="<f4").tobytes()
             out["parameters"] = {"binary_data_size": len(raw)}
             resp["outputs"] = [out]
-            head = json.dumps(resp).encode()
+            head = dumps(resp)
             return _Reply(head + raw, 200, "application/octet-stream",
                           headers={"Inference-Header-Content-Length": str(len(head))})
         out["data"] = y.ravel().tolist()
