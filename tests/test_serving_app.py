@@ -367,6 +367,59 @@ def test_blueprint_in_a_users_app(plan_model):
     assert c.get("/ml/v2/health/ready").json == {"ready": True}
 
 
+def test_fast_path_answers_like_flask_and_yields_to_app_hooks(plan_model):
+    """create_app serves the POST inference routes without Flask's request
+    machinery; the answers are the same, and an app customized with a hook
+    goes back through Flask (the hook runs)."""
+    from flask import request
+
+    app = create_app(plan_model, poll_interval=0)
+    c = app.test_client()
+    bodies = [("/predict", {"x": X[:2].tolist(), "classes": True}),
+              ("/models/model/versions/1/predict", {"instances": X[:1].tolist()}),
+              ("/v2/models/model/infer", {"id": "a", "inputs": [{"name": "input", "shape": [2, 4],
+                                                                "datatype": "FP32",
+                                                                "data": X[:2].ravel().tolist()}]}),
+              ("/v1/models/model:predict", {"instances": X[:2].tolist()}),
+              ("/predict", {"x": [[1, 2]]}), ("/models/nope/predict", {"x": [[1, 2, 3, 4]]})]
+    fp, served = app.wsgi_app, []
+    serve = fp.serve
+    fp.serve = lambda *a: served.append(a[2]) or serve(*a)
+    fast = [c.post(u, json=b, headers={"X-Request-ID": "r1"}) for u, b in bodies]
+    assert served == [u for u, _ in bodies]
+    seen = []
+    app.before_request(lambda: seen.append(request.path))
+    slow = [c.post(u, json=b, headers={"X-Request-ID": "r1"}) for u, b in bodies]
+    assert seen == [u for u, _ in bodies] and len(served) == len(bodies)
+    for f, s in zip(fast, slow):
+        assert (f.status_code, f.json, f.content_type) == (s.status_code, s.json, s.content_type)
+        assert f.headers["X-Request-ID"] == s.headers["X-Request-ID"] == "r1"
+    assert [f.status_code for f in fast] == [200, 200, 200, 200, 400, 404]
+
+
+@pytest.mark.parametrize("fast_json", [True, False])
+def test_json_codec_with_and_without_orjson(plan_model, monkeypatch, fast_json):
+    """orjson (optional) and json give the same answers: what orjson refuses
+    (NaN literals, UTF-16 bodies, ints over 64 bits) goes to json."""
+    from maas.serving import codec
+
+    if not fast_json:
+        monkeypatch.setattr(codec, "_orjson", None)
+    c = create_app(plan_model, poll_interval=0, config={"model": {"allow_nan": True}}).test_client()
+    r = c.post("/predict", data=json.dumps({"x": X[:2].tolist()}))
+    np.testing.assert_allclose(r.json["predictions"], plan_model.predict(X[:2]), rtol=1e-6)
+    r = c.post("/predict", data='{"x": [[NaN, 1, 2, 3]]}')
+    assert r.status_code == 200 and b"NaN" in r.data  # NaN out, as json writes it
+    r = c.post("/predict", data=json.dumps({"x": X[:1].tolist()}).encode("utf-16"))
+    assert r.status_code == 200
+    r = c.post("/predict", data='{"x": [[%d, 1, 2, 3]]}' % 2 ** 70)
+    assert r.status_code == 400 and "out of range" in r.json["error"]  # json keeps it an int
+    r = c.post("/predict", data='{"x": [[%d, 1, 2, 3]]}' % (2 ** 63 - 1))
+    assert r.status_code == 200
+    r = c.post("/predict", data='{"x": [[1, 2, 3, 4]')
+    assert r.status_code == 400 and "not valid JSON" in r.json["error"] and "line 1" in r.json["error"]
+
+
 # ---------------------------------------------------------------- batching
 def test_dynamic_batching_groups_concurrent_requests():
     plan = sf.PlanMLP(sf.weights(0))

@@ -1,15 +1,20 @@
 """Dynamic batching: concurrent requests for one model version are grouped
 into one forward pass.
 
-A :class:`Batcher` owns one thread. Request threads :meth:`~Batcher.submit`
-their rows and wait; the thread takes the first waiting request, keeps
-collecting until ``max_batch_size`` rows are queued or ``max_delay_ms`` has
-passed since it took the first one, runs the model once on the concatenated
-rows (a compiled plan releases the GIL for the whole pass), and hands each
-request its slice. A request with more rows than ``max_batch_size`` runs on
-its own. The wait is skipped when no other request for the model is in
-the server (a lone client pays no delay). When more than ``max_queue_rows`` rows wait, new requests are
-refused with 503 rather than letting latency grow without bound.
+There is no batching thread: the request threads take turns as the
+*leader*. A request that finds no leader becomes it: it takes the waiting
+requests from the head of the queue (its own first), keeps gathering until
+``max_batch_size`` rows are queued or ``max_delay_ms`` has passed, runs the
+model once on the concatenated rows (a compiled plan releases the GIL for the
+whole pass), hands every request its slice, passes the leadership on to the
+next waiting request (if any) and returns its own answer. The others sleep
+on a lock of their own until their slice (or the leadership) arrives, so a
+batch costs one wake-up per follower and none for a thread in between, and a
+lone request runs the model on its own thread at once. A request with more
+rows than ``max_batch_size`` runs on its own. The wait for more rows is
+skipped when no other request for the model is in the server (a lone client
+pays no delay). When more than ``max_queue_rows`` rows wait, new requests
+are refused with 503 rather than letting latency grow without bound.
 """
 from __future__ import annotations
 
@@ -25,15 +30,21 @@ from .errors import ServingError
 
 log = logging.getLogger("maas.serving")
 
+_allocate_lock = threading.Lock
+
 
 class _Pending:
-    __slots__ = ("x", "done", "result", "error")
+    __slots__ = ("x", "n", "wake", "result", "error", "lead", "abandoned")
 
     def __init__(self, x):
         self.x = x
-        self.done = threading.Event()
+        self.n = len(x)
+        self.wake = _allocate_lock()  # held until the answer (or the leadership) is handed over
+        self.wake.acquire()
         self.result = None
         self.error = None
+        self.lead = False
+        self.abandoned = False
 
 
 class Batcher:
@@ -44,6 +55,7 @@ class Batcher:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, received {max_batch_size}")
         self.predict = predict
+        self.name = name
         self.max_batch_size = int(max_batch_size)
         self.max_delay = max(0.0, float(max_delay_ms)) / 1000.0
         self.max_queue_rows = int(max_queue_rows)
@@ -51,83 +63,112 @@ class Batcher:
         self.in_flight = in_flight  # requests inside the server for this model
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
-        self._cv = threading.Condition()
+        self._cv = threading.Condition()  # guards all the state below
+        self._busy = False       # a leader is at work; when False the queue is empty
+        self._gathering = False  # the leader waits for more rows
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"maas-batcher-{name}", daemon=True)
-        self._thread.start()
 
     def submit(self, x: np.ndarray, timeout: float = 60.0) -> np.ndarray:
         p = _Pending(x)
         with self._cv:
             if self._stopped:
                 raise ServingError(503, "the model is being unloaded; retry")
-            if self._queued_rows + len(x) > self.max_queue_rows and self._queue:
+            if self._queued_rows + p.n > self.max_queue_rows and self._queue:
                 raise ServingError(503, f"the batching queue is full ({self._queued_rows} rows "
                                         f"waiting); retry later")
             self._queue.append(p)
-            self._queued_rows += len(x)
-            self._cv.notify()
-        if not p.done.wait(timeout):
-            raise ServingError(503, f"the model did not answer within {timeout:g} s")
+            self._queued_rows += p.n
+            if self._busy:
+                if self._gathering:
+                    self._cv.notify()
+                lead = False
+            else:
+                self._busy = lead = True
+        if not lead:
+            if not p.wake.acquire(True, timeout):
+                with self._cv:
+                    if not p.wake.acquire(False):  # nothing arrived in the meantime
+                        p.abandoned = True
+                        try:
+                            self._queue.remove(p)
+                            self._queued_rows -= p.n
+                        except ValueError:
+                            pass  # in a running batch; its slice is dropped
+                        raise ServingError(503, f"the model did not answer within {timeout:g} s")
+            if not p.lead:
+                if p.error is not None:
+                    raise p.error
+                return p.result
+        self._lead()
         if p.error is not None:
             raise p.error
         return p.result
 
-    def _take(self):
-        """Blocks for the first request, then gathers until full or late."""
+    def _take(self) -> list[_Pending]:
+        """The head of the queue (the leader's own request first), gathering
+        until full or late."""
         with self._cv:
-            while not self._queue and not self._stopped:
-                self._cv.wait()
-            if not self._queue:
-                return None
             first = self._queue.popleft()
-            batch, rows = [first], len(first.x)
-            deadline = time.monotonic() + self.max_delay
+            batch, rows = [first], first.n
+            deadline = None
             while rows < self.max_batch_size:
                 if self._queue:
                     nxt = self._queue[0]
-                    if rows + len(nxt.x) > self.max_batch_size:
+                    if rows + nxt.n > self.max_batch_size:
                         break
                     self._queue.popleft()
                     batch.append(nxt)
-                    rows += len(nxt.x)
+                    rows += nxt.n
                     continue
                 # nobody else is inside the server for this model: waiting
                 # for more rows would only add latency
                 if self.in_flight is not None and self.in_flight() <= len(batch):
                     break
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_delay
+                left = deadline - now
                 if left <= 0 or self._stopped:
                     break
+                self._gathering = True
                 self._cv.wait(left)
+                self._gathering = False
             self._queued_rows -= rows
             return batch
 
-    def _run(self):
-        while True:
+    def _lead(self):
+        """Runs one batch, answers it, then hands the leadership on."""
+        batch = []
+        try:
             batch = self._take()
-            if batch is None:
-                return
-            try:
-                x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
-                y = self.predict(x)
-                if self.on_batch is not None:
-                    self.on_batch(len(x))
-                start = 0
-                for p in batch:
-                    n = len(p.x)
-                    p.result = y[start:start + n]
-                    start += n
-            except BaseException as e:  # handed to the request threads, which log it
-                for p in batch:
-                    p.error = e
+            x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+            y = self.predict(x)
+            if self.on_batch is not None:
+                self.on_batch(len(x))
+            start = 0
             for p in batch:
-                p.done.set()
+                p.result = y[start:start + p.n]
+                start += p.n
+        except BaseException as e:  # handed to every request of the batch, which log it
+            for p in batch:
+                p.error = e
+        finally:
+            with self._cv:
+                if self._queue:
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.wake.release()
+                else:
+                    self._busy = False
+                    self._cv.notify_all()  # for stop(wait=True)
+            for p in batch[1:]:
+                p.wake.release()
 
-    def stop(self, wait: bool = True):
-        """Stops after the queued requests have been answered."""
+    def stop(self, wait: bool = True, timeout: float = 30.0):
+        """Refuses new requests; the queued ones are still answered (with
+        ``wait``, before this returns)."""
         with self._cv:
             self._stopped = True
             self._cv.notify_all()
-        if wait and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+            if wait:
+                self._cv.wait_for(lambda: not self._busy, timeout)

@@ -28,8 +28,24 @@ class Metrics:
         self.loaded = Gauge("maas_models_loaded", "Model versions loaded (per worker, max)",
                             registry=r, **gauge_kw)
 
+        # labelled children, looked up once: labels() validates and locks
+        # on every call, which costs more than the observation itself
+        self._children = {}
+
+    def _child(self, metric, labels):
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def on_request(self, model, version, protocol, status, seconds):
+        """One request: counted by status, its latency observed."""
+        self._child(self.requests, (model, version, protocol, str(status))).inc()
+        self._child(self.latency, (model, protocol)).observe(seconds)
+
     def on_batch(self, model, version, n):
-        self.batch.labels(model, str(version)).observe(n)
+        self._child(self.batch, (model, str(version))).observe(n)
 
     def on_change(self, registry):
         self.loaded.set(sum(len(e.versions) for e in registry.entries.values()))

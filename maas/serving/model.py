@@ -31,8 +31,8 @@ class ServedModel:
 
     ``thread_safe=False`` (the default) serializes calls to ``predict_fn``
     with a lock: a compiled plan owns its activation buffers, so two threads
-    may not run it at once. With dynamic batching on, only the batcher
-    thread calls it anyway.
+    may not run it at once. With dynamic batching on, only the batch's
+    leader calls it, one batch at a time, anyway.
     """
 
     def __init__(self, name: str, version: int | str, predict_fn: Callable[[np.ndarray], Any],
