@@ -17,7 +17,7 @@ import pytest
 import maas
 import serving_fixture as sf
 from maas.serving import ServedModel, blueprint, create_app, from_model
-from maas.serving.model import LoaderUnavailable, default_loader
+from maas.serving.model import default_loader
 
 RNG = np.random.default_rng(42)
 X = RNG.normal(size=(5, sf.IN)).astype(np.float32)
@@ -63,13 +63,14 @@ def test_from_model_reads_shapes_and_probes():
         from_model(42)
 
 
-def test_default_loader_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.delattr(maas, "load_model", raising=False)
-    import maas as _m
-    monkeypatch.setitem(__import__("sys").modules, "maas.saving", None)
-    with pytest.raises(LoaderUnavailable, match="loader="):
-        default_loader(str(tmp_path))
-    assert _m is maas
+def test_default_loader_loads_a_saved_model_file(tmp_path):
+    model = maas.Sequential([maas.Input((4,)), maas.layers.Dense(3, activation="softmax")])
+    model.build((None, 4))
+    os.makedirs(tmp_path / "1")
+    model.save(tmp_path / "1" / "model.maas")
+    loaded = default_loader(str(tmp_path / "1"))
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 # ---------------------------------------------------------------- protocols
@@ -515,14 +516,13 @@ def test_repository_bad_config_and_failed_load_are_not_ready(tmp_path):
     assert {"name": "ok", "version": "1", "state": "READY"} in idx
 
 
-def test_repository_without_a_loader_says_so(tmp_path, monkeypatch):
-    monkeypatch.delattr(maas, "load_model", raising=False)
-    monkeypatch.setitem(__import__("sys").modules, "maas.saving", None)
+def test_a_version_without_a_model_file_is_not_ready_and_says_why(tmp_path, monkeypatch):
     monkeypatch.delenv("MAAS_SERVING_LOADER", raising=False)
-    sf.save_version(str(tmp_path), "m", 1, 0)
+    sf.save_version(str(tmp_path), "m", 1, 0)  # weights.npz only: no model.maas
     c = create_app(str(tmp_path), poll_interval=0).test_client()
+    assert c.get("/v2/health/ready").status_code == 503
     r = c.post("/models/m/predict", json={"x": [[1, 2, 3, 4]]})
-    assert r.status_code == 503 and "maas.load_model is not available" in r.json["error"]
+    assert r.status_code == 503 and "FileNotFoundError: [Errno 2] cannot open" in r.json["error"]
 
 
 def test_hot_reload_under_load(tmp_path, monkeypatch):

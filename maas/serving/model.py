@@ -19,11 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ServedModel", "from_model", "default_loader", "resolve_loader", "LoaderUnavailable"]
-
-
-class LoaderUnavailable(RuntimeError):
-    """No model loader: ``maas.load_model`` is missing and none was given."""
+__all__ = ["ServedModel", "from_model", "default_loader", "resolve_loader"]
 
 
 class ServedModel:
@@ -156,23 +152,11 @@ def from_model(model: Any, name: str = "model", version: int = 1,
 def default_loader(path: str):
     """Loads a model file with ``maas.load_model``; a version folder means
     its ``model.maas``."""
-    import maas
+    from ..saving import load_model
 
-    load = getattr(maas, "load_model", None)
-    if load is None:
-        try:
-            from maas import saving  # noqa: F401
-            load = getattr(maas, "load_model", None) or getattr(saving, "load_model", None)
-        except ImportError:
-            load = None
-    if load is None:
-        raise LoaderUnavailable(
-            "maas.load_model is not available in this build of maas, so model files cannot be "
-            "loaded; pass loader=callable(path) -> model to create_app/blueprint "
-            "(or --loader module:function / MAAS_SERVING_LOADER on the command line)")
     if os.path.isdir(path):
         path = os.path.join(path, "model.maas")
-    return load(path)
+    return load_model(path)
 
 
 def resolve_loader(loader: Callable[[str], Any] | str | None) -> Callable[[str], Any]:
