@@ -70,9 +70,21 @@ def _verify(path: str, out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``maas`` command (``[project.scripts]``)."""
+    """Entry point of the ``maas`` command (``[project.scripts]``): ``demo``,
+    ``serve``, ``inspect``, ``verify``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "serve":
+        from .serving.cli import serve_main
+
+        return serve_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     parser = argparse.ArgumentParser(prog="maas", description="maas: model files and models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("demo", help="train a digits model, serve it on 127.0.0.1:8080 and ask it once")
+    sub.add_parser("serve", help="serve a model repository over HTTP (maas serve REPO --help)")
     p = sub.add_parser("inspect", help="print a model file's architecture, metadata and tensors")
     p.add_argument("file")
     p = sub.add_parser("verify", help="check a model file's structure and SHA-256 checksum")
