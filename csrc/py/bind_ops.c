@@ -945,6 +945,19 @@ static int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots
     return 0;
 }
 
+/* The common end of an optimizer binding: releases the gradient, reports a
+ * shape error (already set) or a kernel status, and marks the write. */
+static PyObject *finish_update(maas_tensor *g, maas_tensor *p, int bad, maas_status s)
+{
+    maas_tensor_decref(g);
+    if (bad)
+        return NULL;
+    if (s != MAAS_OK)
+        return raise_status(s);
+    p->version++;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_sgd_update(PyObject *m, PyObject *args)
 {
     PyObject *po, *go, *vo;
@@ -964,13 +977,7 @@ static PyObject *py_sgd_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       s = maas_sgd_update(p->data, v ? v->data : NULL, g->data, p->size, lr,
                                           momentum, nesterov, wd));
-    maas_tensor_decref(g);
-    if (bad)
-        return NULL;
-    if (s != MAAS_OK)
-        return raise_status(s);
-    p->version++;
-    Py_RETURN_NONE;
+    return finish_update(g, p, bad, s);
 }
 
 static PyObject *py_adam_update(PyObject *m, PyObject *args)
@@ -997,13 +1004,7 @@ static PyObject *py_adam_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       s = maas_adam_update(p->data, mm->data, v->data, h ? h->data : NULL,
                                            g->data, p->size, lr, b1, b2, eps, step, wd));
-    maas_tensor_decref(g);
-    if (bad)
-        return NULL;
-    if (s != MAAS_OK)
-        return raise_status(s);
-    p->version++;
-    Py_RETURN_NONE;
+    return finish_update(g, p, bad, s);
 }
 
 static PyObject *py_rmsprop_update(PyObject *m, PyObject *args)
@@ -1031,13 +1032,7 @@ static PyObject *py_rmsprop_update(PyObject *m, PyObject *args)
                       s = maas_rmsprop_update(p->data, v->data, a ? a->data : NULL,
                                               mm ? mm->data : NULL, g->data, p->size, lr, rho,
                                               momentum, eps, centered, wd));
-    maas_tensor_decref(g);
-    if (bad)
-        return NULL;
-    if (s != MAAS_OK)
-        return raise_status(s);
-    p->version++;
-    Py_RETURN_NONE;
+    return finish_update(g, p, bad, s);
 }
 
 /* assign(dst, src, mode): dst = src (0), dst += src (1), dst -= src (2);
