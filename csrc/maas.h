@@ -454,6 +454,14 @@ maas_status maas_plan_add_dense(maas_plan *plan, maas_tensor *w, maas_tensor *b,
 maas_status maas_plan_add_unary(maas_plan *plan, maas_unary_op op, float alpha);
 maas_status maas_plan_add_softmax(maas_plan *plan, int log);
 maas_status maas_plan_add_dropout(maas_plan *plan, float rate);
+/* Graphs: each step reads the output of the step added before it unless
+ * maas_plan_set_input names another step (-1: the plan's input x); a merge
+ * reads two steps' outputs (same width; concat joins the feature axis). */
+typedef enum { MAAS_MERGE_ADD = 0, MAAS_MERGE_SUB, MAAS_MERGE_MUL, MAAS_MERGE_CONCAT } maas_merge_op;
+maas_status maas_plan_set_input(maas_plan *plan, int step);
+maas_status maas_plan_add_merge(maas_plan *plan, maas_merge_op op, int a, int b);
+/* The step the next step would read (the last added, or set_input's). */
+int maas_plan_cursor(const maas_plan *plan);
 maas_status maas_plan_set_loss(maas_plan *plan, maas_loss_op op, int from_logits);
 maas_status maas_plan_set_optimizer(maas_plan *plan, const maas_optim_config *cfg);
 int64_t maas_plan_out_features(const maas_plan *plan);

@@ -18,7 +18,7 @@ typedef struct {
     int decay;
 } param;
 
-typedef enum { ST_DENSE, ST_UNARY, ST_SOFTMAX, ST_DROPOUT } step_kind;
+typedef enum { ST_DENSE, ST_UNARY, ST_SOFTMAX, ST_DROPOUT, ST_MERGE } step_kind;
 
 typedef struct {
     step_kind kind;
@@ -28,12 +28,17 @@ typedef struct {
     float alpha;        /* unary */
     int log;            /* softmax */
     float rate;         /* dropout */
+    maas_merge_op merge; /* merge */
+    int in0, in1;       /* the steps whose outputs are the inputs; -1: x */
+    int64_t in1_w;      /* merge: the second input's width */
     float *act, *gact, *mask; /* (cap_n, out_w) buffers */
-    const float *in;    /* this step's input in the last forward */
+    const float *in, *in1p; /* this step's inputs in the last forward */
 } step;
 
+static void merge_forward(step *s, int64_t n);
 struct maas_plan {
     int64_t in_features, width;
+    int cursor; /* the step whose output the next step reads; -1: x */
     step *steps;
     int nsteps, cap_steps;
     param *params;
@@ -45,6 +50,8 @@ struct maas_plan {
     int64_t cap_n, last_n;
     float *ploss, *gloss;
 };
+
+static step *new_step(maas_plan *p, step_kind kind);
 
 maas_plan *maas_plan_new(int64_t in_features)
 {
@@ -58,6 +65,7 @@ maas_plan *maas_plan_new(int64_t in_features)
         return NULL;
     }
     p->in_features = p->width = in_features;
+    p->cursor = -1;
     return p;
 }
 
@@ -93,6 +101,47 @@ void maas_plan_free(maas_plan *p)
 
 int64_t maas_plan_out_features(const maas_plan *p) { return p->width; }
 
+int maas_plan_cursor(const maas_plan *p) { return p->cursor; }
+
+static int64_t width_of(const maas_plan *p, int id)
+{
+    return id < 0 ? p->in_features : p->steps[id].out_w;
+}
+
+maas_status maas_plan_set_input(maas_plan *p, int id)
+{
+    if (id < -1 || id >= p->nsteps)
+        return maas_error(MAAS_ERR_VALUE, "plan: no step %d to read from", id);
+    p->cursor = id;
+    p->width = width_of(p, id);
+    return MAAS_OK;
+}
+
+maas_status maas_plan_add_merge(maas_plan *p, maas_merge_op op, int a, int b)
+{
+    if (a < -1 || a >= p->nsteps || b < -1 || b >= p->nsteps)
+        return maas_error(MAAS_ERR_VALUE, "plan: merge of steps %d and %d that do not exist", a, b);
+    int64_t wa = width_of(p, a), wb = width_of(p, b);
+    if (op != MAAS_MERGE_CONCAT && wa != wb)
+        return maas_error(MAAS_ERR_SHAPE, "plan: merging widths %lld and %lld", (long long)wa,
+                          (long long)wb);
+    if (op < MAAS_MERGE_ADD || op > MAAS_MERGE_CONCAT)
+        return maas_error(MAAS_ERR_VALUE, "plan: unknown merge %d", (int)op);
+    maas_status st = maas_plan_set_input(p, a);
+    if (st != MAAS_OK)
+        return st;
+    step *s = new_step(p, ST_MERGE);
+    if (!s)
+        return MAAS_ERR_NOMEM;
+    s->merge = op;
+    s->in1 = b;
+    s->in_w = wa;
+    s->in1_w = wb;
+    s->out_w = op == MAAS_MERGE_CONCAT ? wa + wb : wa;
+    p->width = s->out_w;
+    return MAAS_OK;
+}
+
 static step *new_step(maas_plan *p, step_kind kind)
 {
     if (p->nsteps == p->cap_steps) {
@@ -111,6 +160,9 @@ static step *new_step(maas_plan *p, step_kind kind)
     s->kind = kind;
     s->in_w = s->out_w = p->width;
     s->pw = s->pb = -1;
+    s->in0 = p->cursor;
+    s->in1 = -1;
+    p->cursor = p->nsteps - 1;
     return s;
 }
 
@@ -271,7 +323,9 @@ static maas_status forward(maas_plan *p, const float *x, int64_t n, int training
     maas_status st = MAAS_OK;
     for (int i = 0; i < p->nsteps && st == MAAS_OK; i++) {
         step *s = &p->steps[i];
+        cur = s->in0 < 0 ? x : p->steps[s->in0].act;
         s->in = cur;
+        s->in1p = s->in1 < 0 ? (s->kind == ST_MERGE ? x : NULL) : p->steps[s->in1].act;
         int64_t cnt = n * s->out_w;
         switch (s->kind) {
         case ST_DENSE: {
@@ -294,11 +348,81 @@ static maas_status forward(maas_plan *p, const float *x, int64_t n, int training
             st = maas_dropout_forward(s->act, s->mask, cur, cnt, s->rate, seed,
                                       stream * 1024u + (uint64_t)i);
             break;
+        case ST_MERGE:
+            merge_forward(s, n);
+            break;
         }
         cur = s->act;
     }
     *out = cur;
     return st;
+}
+
+static void merge_forward(step *s, int64_t n)
+{
+    const float *a = s->in, *b = s->in1p;
+    float *o = s->act;
+    int64_t cnt = n * s->out_w;
+    switch (s->merge) {
+    case MAAS_MERGE_ADD:
+        for (int64_t j = 0; j < cnt; j++)
+            o[j] = a[j] + b[j];
+        break;
+    case MAAS_MERGE_SUB:
+        for (int64_t j = 0; j < cnt; j++)
+            o[j] = a[j] - b[j];
+        break;
+    case MAAS_MERGE_MUL:
+        for (int64_t j = 0; j < cnt; j++)
+            o[j] = a[j] * b[j];
+        break;
+    case MAAS_MERGE_CONCAT:
+        for (int64_t r = 0; r < n; r++) {
+            memcpy(o + r * s->out_w, a + r * s->in_w, (size_t)s->in_w * sizeof(float));
+            memcpy(o + r * s->out_w + s->in_w, b + r * s->in1_w, (size_t)s->in1_w * sizeof(float));
+        }
+        break;
+    }
+}
+
+/* ga, gb (either NULL) += the merge's input gradients; accumulates. */
+static void merge_backward(const step *s, float *ga, float *gb, int64_t n)
+{
+    const float *g = s->gact, *a = s->in, *b = s->in1p;
+    int64_t cnt = n * s->out_w;
+    switch (s->merge) {
+    case MAAS_MERGE_ADD:
+    case MAAS_MERGE_SUB:
+        if (ga)
+            maas_accumulate(ga, g, cnt);
+        if (gb) {
+            if (s->merge == MAAS_MERGE_ADD)
+                maas_accumulate(gb, g, cnt);
+            else
+                for (int64_t j = 0; j < cnt; j++)
+                    gb[j] -= g[j];
+        }
+        break;
+    case MAAS_MERGE_MUL:
+        for (int64_t j = 0; j < cnt; j++) {
+            if (ga)
+                ga[j] += g[j] * b[j];
+            if (gb)
+                gb[j] += g[j] * a[j];
+        }
+        break;
+    case MAAS_MERGE_CONCAT:
+        for (int64_t r = 0; r < n; r++) {
+            const float *gr = g + r * s->out_w;
+            if (ga)
+                for (int64_t j = 0; j < s->in_w; j++)
+                    ga[r * s->in_w + j] += gr[j];
+            if (gb)
+                for (int64_t j = 0; j < s->in1_w; j++)
+                    gb[r * s->in1_w + j] += gr[s->in_w + j];
+        }
+        break;
+    }
 }
 
 static double regularize(param *q)
@@ -370,9 +494,11 @@ maas_status maas_plan_train_step(maas_plan *p, const float *x, const float *y, c
     total /= (double)n;
     p->last_n = n;
 
-    /* backward: gradient w.r.t. each step's output, then its input */
+    /* backward: every step's output gradient starts at zero and each step
+     * accumulates into its inputs' (a step read twice gets both parts) */
+    for (int i = 0; i < p->nsteps; i++)
+        memset(p->steps[i].gact, 0, (size_t)(n * p->steps[i].out_w) * sizeof(float));
     step *last = &p->steps[p->nsteps - 1];
-    memset(last->gact, 0, (size_t)(n * C) * sizeof(float));
     if ((st = maas_loss_backward(p->loss, last->gact, p->gloss, y, out, n, C, p->from_logits)) != MAAS_OK)
         return st;
     for (int i = 0; i < p->nparams; i++)
@@ -380,10 +506,8 @@ maas_status maas_plan_train_step(maas_plan *p, const float *x, const float *y, c
             memset(p->params[i].grad, 0, (size_t)p->params[i].t->size * sizeof(float));
     for (int i = p->nsteps - 1; i >= 0 && st == MAAS_OK; i--) {
         step *s = &p->steps[i];
-        float *gin = i > 0 ? p->steps[i - 1].gact : NULL;
+        float *gin = s->in0 >= 0 ? p->steps[s->in0].gact : NULL;
         int64_t cnt = n * s->in_w;
-        if (gin)
-            memset(gin, 0, (size_t)cnt * sizeof(float));
         switch (s->kind) {
         case ST_DENSE: {
             param *w = &p->params[s->pw], *b = s->pb >= 0 ? &p->params[s->pb] : NULL;
@@ -403,6 +527,9 @@ maas_status maas_plan_train_step(maas_plan *p, const float *x, const float *y, c
         case ST_DROPOUT:
             if (gin)
                 st = maas_dropout_backward(gin, s->gact, s->mask, cnt);
+            break;
+        case ST_MERGE:
+            merge_backward(s, gin, s->in1 >= 0 ? p->steps[s->in1].gact : NULL, n);
             break;
         }
     }

@@ -192,7 +192,19 @@ def _functional_chain():
     return maas.Model(inp, maas.layers.Dense(10)(maas.layers.Flatten()(h)))
 
 
-@pytest.mark.parametrize("build", [_sequential, _functional_chain], ids=["sequential", "functional-chain"])
+def _functional_branches():
+    inp = maas.Input((64,))
+    h = maas.layers.Dense(24, activation="relu")(inp)
+    skip = maas.layers.Dense(24)(inp)
+    added = maas.layers.Add()([h, skip])                          # fan-out of inp and a merge
+    gated = maas.layers.Multiply()([added, maas.layers.Dense(24, activation="sigmoid")(h)])
+    diff = maas.layers.Subtract()([gated, skip])
+    joined = maas.layers.Concatenate()([diff, maas.layers.Activation("tanh")(added)])
+    return maas.Model(inp, maas.layers.Dense(10)(joined))
+
+
+@pytest.mark.parametrize("build", [_sequential, _functional_chain, _functional_branches],
+                         ids=["sequential", "functional-chain", "functional-branches"])
 def test_fit_runs_on_the_plan_and_matches_the_eager_path(build):
     planned, w_plan, h_plan = _fit_weights(build, False, sample_weight=np.linspace(0.5, 1.5, 512))
     eager, w_eager, h_eager = _fit_weights(build, True, sample_weight=np.linspace(0.5, 1.5, 512))
@@ -208,6 +220,8 @@ def test_fit_runs_on_the_plan_and_matches_the_eager_path(build):
 def test_models_the_plan_cannot_run_train_eagerly():
     inp = maas.Input((64,))
     h = maas.layers.Dense(16, activation="relu")(inp)
-    out = maas.layers.Dense(10)(maas.layers.Add()([h, maas.layers.Dense(16)(inp)]))
-    model, _, hist = _fit_weights(lambda: maas.Model(inp, out), False)
-    assert model._plan is None and len(hist["loss"]) == 2
+    model = maas.Model(inp, [maas.layers.Dense(10)(h), maas.layers.Dense(10)(h)])
+    model.compile(optimizer="adam", loss=[maas.losses.SparseCategoricalCrossentropy(from_logits=True)] * 2)
+    x, y = _digits()
+    hist = model.fit(x, [y, y], epochs=2, verbose=0)
+    assert model._plan is None and len(hist.history["loss"]) == 2

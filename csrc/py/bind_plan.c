@@ -111,6 +111,24 @@ static PyObject *plan_add_dropout(PlanObject *self, PyObject *args)
     return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
 }
 
+static PyObject *plan_set_input(PlanObject *self, PyObject *args)
+{
+    int id;
+    if (!PyArg_ParseTuple(args, "i:set_input", &id))
+        return NULL;
+    maas_status s = maas_plan_set_input(self->plan, id);
+    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
+}
+
+static PyObject *plan_add_merge(PlanObject *self, PyObject *args)
+{
+    int op, a, b;
+    if (!PyArg_ParseTuple(args, "iii:add_merge", &op, &a, &b))
+        return NULL;
+    maas_status s = maas_plan_add_merge(self->plan, (maas_merge_op)op, a, b);
+    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
+}
+
 static PyObject *plan_set_loss(PlanObject *self, PyObject *args)
 {
     int op, from_logits = 0;
@@ -274,6 +292,10 @@ static PyMethodDef plan_methods[] = {
     {"add_unary", (PyCFunction)plan_add_unary, METH_VARARGS, "add_unary(op, alpha=0.0)"},
     {"add_softmax", (PyCFunction)plan_add_softmax, METH_VARARGS, "add_softmax(log=False)"},
     {"add_dropout", (PyCFunction)plan_add_dropout, METH_VARARGS, "add_dropout(rate)"},
+    {"set_input", (PyCFunction)plan_set_input, METH_VARARGS,
+     "set_input(step): the next step reads that step's output (-1: x)"},
+    {"add_merge", (PyCFunction)plan_add_merge, METH_VARARGS,
+     "add_merge(op, a, b): 0 add, 1 subtract, 2 multiply, 3 concatenate two steps' outputs"},
     {"set_loss", (PyCFunction)plan_set_loss, METH_VARARGS, "set_loss(op, from_logits=False)"},
     {"set_optimizer", (PyCFunction)(void (*)(void))plan_set_optimizer, METH_VARARGS | METH_KEYWORDS,
      "set_optimizer(kind, **hyperparameters)"},
@@ -284,7 +306,13 @@ static PyMethodDef plan_methods[] = {
      "The last training batch's predictions (a copy), or None."},
     {NULL}};
 
+static PyObject *plan_cursor(PlanObject *self, void *c)
+{
+    return PyLong_FromLong(maas_plan_cursor(self->plan));
+}
+
 static PyGetSetDef plan_getset[] = {
+    {"cursor", (getter)plan_cursor, NULL, "The step the next step reads (-1: x).", NULL},
     {"out_features", (getter)plan_out_features, NULL, "The width of the output.", NULL},
     {NULL}};
 

@@ -158,14 +158,28 @@ class CompiledPlan:
 def build_plan(in_features: int, steps, loss, optimizer) -> CompiledPlan:
     """Compiles a chain of steps. Each step is one of
     ``("dense", kernel, bias_or_None[, trainable, kernel_regularizer, bias_regularizer])``,
-    ``("activation", name_or_function)``, ``("dropout", rate)``.
+    ``("activation", name_or_function)``, ``("dropout", rate)``; each reads
+    the previous step's output. Graphs name values: ``("use", key)`` makes
+    the next step read the value ``key`` (``"input"`` is x), ``("mark",
+    key)`` names the last step's output, ``("merge", op, key_a, key_b)``
+    with op "add", "subtract", "multiply" or "concatenate" (feature axis).
     Raises :class:`Unsupported` for anything the plan cannot run."""
     plan = _c.Plan(int(in_features))
     names = _slot_names(optimizer)
     variables, has_dropout = [], False
+    values = {"input": -1}
+    merges = {"add": 0, "subtract": 1, "multiply": 2, "concatenate": 3}
     for spec in steps:
         kind = spec[0]
-        if kind == "dense":
+        if kind == "use":
+            plan.set_input(values[spec[1]])
+        elif kind == "mark":
+            values[spec[1]] = plan.cursor
+        elif kind == "merge":
+            if spec[1] not in merges:
+                raise Unsupported(f"merge {spec[1]!r}")
+            plan.add_merge(merges[spec[1]], values[spec[2]], values[spec[3]])
+        elif kind == "dense":
             kernel, bias = spec[1], spec[2]
             trainable = bool(spec[3]) if len(spec) > 3 else True
             kr = _reg(spec[4] if len(spec) > 4 else None)
