@@ -97,6 +97,29 @@ int main(void)
     CHECK(maas_plan_train_step(plan, x->data, y->data, NULL, 0, 0.5f, 2, 0, 0, &loss) == MAAS_ERR_VALUE);
     maas_plan_free(plan);
 
+    /* a graph: out = concat(x @ w + b, x) - read twice, merged, then mse */
+    plan = maas_plan_new(C);
+    CHECK(plan != NULL);
+    CHECK_OK(maas_plan_add_dense(plan, w, b, 1, reg, none, none, decay));
+    int first = maas_plan_cursor(plan);
+    CHECK_OK(maas_plan_add_merge(plan, MAAS_MERGE_CONCAT, first, -1));
+    CHECK(maas_plan_out_features(plan) == U + C);
+    CHECK(maas_plan_add_merge(plan, MAAS_MERGE_ADD, 0, -1) == MAAS_ERR_SHAPE);
+    CHECK_OK(maas_plan_set_loss(plan, MAAS_L_MSE, 0));
+    CHECK_OK(maas_plan_set_optimizer(plan, &cfg));
+    float ycat[4 * 5] = {0}, pcat[4 * 5];
+    CHECK_OK(maas_plan_predict(plan, x->data, N, 2, pcat));
+    CHECK_OK(maas_dense_forward(out, x->data, w->data, b->data, N, C, U));
+    for (int64_t r = 0; r < N; r++) {
+        for (int64_t u = 0; u < U; u++)
+            CHECK_CLOSE(pcat[r * (U + C) + u], out[r * U + u], 1e-6);
+        for (int64_t c = 0; c < C; c++)
+            CHECK_CLOSE(pcat[r * (U + C) + U + c], x->data[r * C + c], 1e-6);
+    }
+    CHECK_OK(maas_plan_train_step(plan, x->data, ycat, NULL, N, 0.1f, 1, 0, 0, &loss));
+    CHECK(loss > 0.0);
+    maas_plan_free(plan);
+
     maas_tensor_decref(x);
     maas_tensor_decref(w);
     maas_tensor_decref(b);
