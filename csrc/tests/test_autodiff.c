@@ -110,11 +110,11 @@ int main(void)
     float ycat[4 * 5] = {0}, pcat[4 * 5];
     CHECK_OK(maas_plan_predict(plan, x->data, N, 2, pcat));
     CHECK_OK(maas_dense_forward(out, x->data, w->data, b->data, N, C, U));
-    for (int64_t r = 0; r < N; r++) {
+    for (int64_t row = 0; row < N; row++) {
         for (int64_t u = 0; u < U; u++)
-            CHECK_CLOSE(pcat[r * (U + C) + u], out[r * U + u], 1e-6);
+            CHECK_CLOSE(pcat[row * (U + C) + u], out[row * U + u], 1e-6);
         for (int64_t c = 0; c < C; c++)
-            CHECK_CLOSE(pcat[r * (U + C) + U + c], x->data[r * C + c], 1e-6);
+            CHECK_CLOSE(pcat[row * (U + C) + U + c], x->data[row * C + c], 1e-6);
     }
     CHECK_OK(maas_plan_train_step(plan, x->data, ycat, NULL, N, 0.1f, 1, 0, 0, &loss));
     CHECK(loss > 0.0);
