@@ -225,3 +225,18 @@ def test_models_the_plan_cannot_run_train_eagerly():
     x, y = _digits()
     hist = model.fit(x, [y, y], epochs=2, verbose=0)
     assert model._plan is None and len(hist.history["loss"]) == 2
+
+
+def test_a_reshape_to_several_axes_is_not_treated_as_flat_rows():
+    """Dense after Reshape((4, 16)) acts on the last axis: the plan (which
+    sees flat rows) must leave such a model to the eager path."""
+    model = maas.Sequential([maas.Input((64,)), maas.layers.Reshape((4, 16)), maas.layers.Dense(3),
+                             maas.layers.Flatten(), maas.layers.Dense(10)])
+    model.compile("sgd", maas.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _digits()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model._plan is None
+    flat = maas.Sequential([maas.Input((64,)), maas.layers.Reshape((64,)), maas.layers.Dense(10)])
+    flat.compile("sgd", maas.losses.SparseCategoricalCrossentropy(from_logits=True))
+    flat.fit(x, y, epochs=1, verbose=0)
+    assert flat._plan is not None

@@ -52,7 +52,7 @@ _LOSS_CLASSES = {
 
 def _activation(plan, fn):
     name = fn if isinstance(fn, str) else getattr(fn, "__name__", None)
-    if name in (None, "linear") and (fn is None or name == "linear"):
+    if fn is None or name == "linear":
         return
     if name == "softmax":
         plan.add_softmax(False)
@@ -141,10 +141,7 @@ class CompiledPlan:
         # so that shuffling downstream sees the same sequence on both paths
         seed, stream = _random.next_stream() if self.has_dropout else (0, 0)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float32)
-        y = self._y(y)
-        if self.loss_op != _c.L_SCCE and y.ndim == 1:
-            y = y.reshape(-1, 1)
-        return self._plan.train_step(self._x(x), y, sw, lr, opt.iterations, seed, stream)
+        return self._plan.train_step(self._x(x), self._y(y), sw, lr, opt.iterations, seed, stream)
 
     def outputs(self):
         """The last training batch's predictions as an ndarray."""

@@ -13,50 +13,30 @@ def model_steps(model):
     otherwise."""
     if type(model).__name__ != "Sequential":
         return _graph_steps(model)
-    layers = _chain(model)
     steps, in_features = [], None
-    for layer in layers:
-        kind = type(layer).__name__
-        if getattr(layer, "activity_regularizer", None) is not None:
-            raise Unsupported("activity regularizers")
-        if kind == "InputLayer":
+    for layer in model.layers:
+        if _passthrough(layer):
             continue
-        if kind in ("Flatten", "Reshape"):
-            continue  # activations are (N, features) rows: a no-op
-        if kind == "Dense":
-            if layer.kernel is None:
-                raise Unsupported("an unbuilt Dense layer")
-            if in_features is None:
-                in_features = layer.kernel.shape[0]
-            steps.append(("dense", layer.kernel, layer.bias if layer.use_bias else None,
-                          layer.trainable, layer.kernel_regularizer, layer.bias_regularizer))
-            steps.append(("activation", layer.activation))
-        elif kind == "Activation":
-            steps.append(("activation", layer.activation))
-        elif kind == "Dropout":
-            if getattr(layer, "noise_shape", None) is not None:
-                raise Unsupported("dropout noise_shape")
-            steps.append(("dropout", float(layer.rate)))
-        else:
-            raise Unsupported(f"layer {kind}")
+        if in_features is None and type(layer).__name__ == "Dense" and layer.kernel is not None:
+            in_features = layer.kernel.shape[0]
+        steps += _layer_steps(layer)
     if in_features is None:
         raise Unsupported("a model without a Dense layer")
-    # a model whose input is not (N, in_features) after flattening is not a chain we know
-    shape = getattr(model, "_plan_input_shape", None)
-    if shape is not None and math.prod(s for s in shape if s) != in_features:
-        raise Unsupported("input width")
     return in_features, steps
 
 
-def _chain(model):
-    return list(model.layers)
+def _passthrough(layer):
+    """Layers that leave (N, features) rows as they are: the input, Flatten,
+    and a Reshape to one flat axis."""
+    if getattr(layer, "activity_regularizer", None) is not None:
+        raise Unsupported("activity regularizers")
+    kind = type(layer).__name__
+    return kind in ("InputLayer", "Flatten") or (kind == "Reshape" and len(layer.target_shape) == 1)
 
 
 def _layer_steps(layer):
     """The plan steps of a one-input layer (Unsupported for others)."""
     kind = type(layer).__name__
-    if getattr(layer, "activity_regularizer", None) is not None:
-        raise Unsupported("activity regularizers")
     if kind == "Dense":
         if layer.kernel is None:
             raise Unsupported("an unbuilt Dense layer")
@@ -93,7 +73,7 @@ def _graph_steps(model):
         if any(id(t) not in key for t in ins) or len(node.output_tensors) != 1:
             raise Unsupported("a graph the plan cannot order")
         out = id(node.output_tensors[0])
-        if kind == "Flatten" or (kind == "Reshape" and len(layer.target_shape) == 1):
+        if _passthrough(layer):
             key[out] = key[id(ins[0])]  # rows of features already: a no-op
             continue
         if kind in _MERGES:
