@@ -118,7 +118,9 @@ def reduce_weighted(losses, sample_weight=None, reduction="sum_over_batch_size")
     if reduction == "sum":
         return losses.sum()
     if reduction == "mean" and sample_weight is not None:
-        return losses.sum() / max(float(np.sum(np.broadcast_to(np.asarray(sample_weight, np.float32).reshape(-1)[:losses.size] if np.size(sample_weight) >= losses.size else sample_weight, losses.shape))), 1e-12)
+        # the weighted mean: divide by the total weight over the losses' shape
+        total = float(np.sum(np.broadcast_to(np.asarray(w), losses.shape)))
+        return losses.sum() / max(total, 1e-12)
     return losses.mean()
 
 

@@ -263,8 +263,9 @@ def _pair_weights(model, tensors, metadata, prefix=""):
     if order is not None:
         try:
             order = json.loads(order)
-            assert isinstance(order, list) and all(isinstance(n, str) for n in order)
-        except (ValueError, AssertionError):
+        except ValueError:
+            order = None
+        if not (isinstance(order, list) and all(isinstance(n, str) for n in order)):
             return [], [f"the metadata {ORDER_KEY!r} is not a list of names"]
     else:
         order = [k[len(prefix):] for k in tensors if k.startswith(prefix)]
