@@ -10,7 +10,7 @@
  * exception (MemoryError, ValueError, TypeError, ...).
  *
  *   status.c          status codes, thread-local message, checked size math
- *   tensor.c          maas_tensor: float32, C-contiguous, refcounted, views
+ *   tensor.c          maas_tensor: typed, C-contiguous, refcounted, views
  *   blas.c            the one place that calls cblas_* (OpenBLAS)
  *   threads.c         the thread-count setting shared by OpenMP and OpenBLAS
  *   autodiff.c        the tape: reverse-mode recording and gradient
@@ -93,9 +93,30 @@ int maas_get_num_threads(void);
 
 #define MAAS_MAX_DIMS 8
 
+/* Element types. Kernels say which they accept; float32 is the default of
+ * every constructor without a dtype argument. */
+typedef enum {
+    MAAS_F32 = 0,
+    MAAS_I32,
+    MAAS_I64,
+    MAAS_I8,
+    MAAS_U8,
+    MAAS_BOOL,   /* one byte, 0 or 1 */
+    MAAS_DTYPE_COUNT
+} maas_dtype;
+
+/* Bytes per element (0 for an invalid dtype) and the NumPy-style name
+ * ("float32", "int64", ...; "?" for an invalid dtype). */
+size_t maas_dtype_size(maas_dtype dt);
+const char *maas_dtype_name(maas_dtype dt);
+
 typedef struct maas_tensor maas_tensor;
 struct maas_tensor {
-    float *data;
+    union {
+        void *ptr;             /* the elements, of type `dtype` */
+        float *data;           /* the same pointer, for float32 tensors */
+    };
+    maas_dtype dtype;
     int ndim;
     int64_t shape[MAAS_MAX_DIMS];
     int64_t size;              /* product of shape; 1 for 0-d */
@@ -107,7 +128,10 @@ struct maas_tensor {
     uint64_t version;          /* bumped by in-place writes (assign) */
 };
 
-/* New tensor owning a fresh, uninitialized (or zeroed) buffer. */
+/* New tensor owning a fresh, uninitialized (or zeroed) buffer. The
+ * functions without a dtype make float32 tensors; *_like keep t's dtype. */
+maas_tensor *maas_tensor_new_typed(maas_dtype dt, int ndim, const int64_t *shape);
+maas_tensor *maas_tensor_zeros_typed(maas_dtype dt, int ndim, const int64_t *shape);
 maas_tensor *maas_tensor_new(int ndim, const int64_t *shape);
 maas_tensor *maas_tensor_zeros(int ndim, const int64_t *shape);
 maas_tensor *maas_tensor_new_like(const maas_tensor *t);
@@ -116,7 +140,11 @@ maas_tensor *maas_tensor_zeros_like(const maas_tensor *t);
  * goes. The caller guarantees data holds shape's product of floats. */
 maas_tensor *maas_tensor_wrap(float *data, int ndim, const int64_t *shape,
                               void *owner, void (*release)(void *));
-/* A view sharing base's memory from element `offset` with a new shape. */
+maas_tensor *maas_tensor_wrap_typed(void *data, maas_dtype dt, int ndim,
+                                    const int64_t *shape, void *owner,
+                                    void (*release)(void *));
+/* A view sharing base's memory from element `offset` with a new shape (and
+ * base's dtype). */
 maas_tensor *maas_tensor_view(maas_tensor *base, int64_t offset, int ndim,
                               const int64_t *shape);
 void maas_tensor_incref(maas_tensor *t);

@@ -1,4 +1,4 @@
-/* tensor.c -- maas_tensor: float32, C-contiguous, N-d, reference counted.
+/* tensor.c -- maas_tensor: typed (maas_dtype), C-contiguous, N-d, reference counted.
  * A tensor owns its buffer, wraps external memory (released through a
  * callback), or is a view on a base tensor. */
 #include "maas.h"
@@ -7,8 +7,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-static maas_tensor *tensor_header(int ndim, const int64_t *shape)
+static const struct {
+    size_t size;
+    const char *name;
+} dtypes[MAAS_DTYPE_COUNT] = {
+    [MAAS_F32] = {4, "float32"}, [MAAS_I32] = {4, "int32"}, [MAAS_I64] = {8, "int64"},
+    [MAAS_I8] = {1, "int8"},     [MAAS_U8] = {1, "uint8"},  [MAAS_BOOL] = {1, "bool"},
+};
+
+size_t maas_dtype_size(maas_dtype dt)
 {
+    return (unsigned)dt < MAAS_DTYPE_COUNT ? dtypes[dt].size : 0;
+}
+
+const char *maas_dtype_name(maas_dtype dt)
+{
+    return (unsigned)dt < MAAS_DTYPE_COUNT ? dtypes[dt].name : "?";
+}
+
+static maas_tensor *tensor_header(maas_dtype dt, int ndim, const int64_t *shape)
+{
+    if ((unsigned)dt >= MAAS_DTYPE_COUNT) {
+        maas_error(MAAS_ERR_TYPE, "unknown dtype code %d", (int)dt);
+        return NULL;
+    }
     if (ndim < 0 || ndim > MAAS_MAX_DIMS) {
         maas_error(MAAS_ERR_VALUE, "tensors have 0 to %d dimensions, got %d",
                    MAAS_MAX_DIMS, ndim);
@@ -30,6 +52,7 @@ static maas_tensor *tensor_header(int ndim, const int64_t *shape)
         maas_error(MAAS_ERR_NOMEM, "out of memory allocating a tensor");
         return NULL;
     }
+    t->dtype = dt;
     t->ndim = ndim;
     for (int d = 0; d < ndim; d++)
         t->shape[d] = shape[d];
@@ -38,41 +61,79 @@ static maas_tensor *tensor_header(int ndim, const int64_t *shape)
     return t;
 }
 
-maas_tensor *maas_tensor_new(int ndim, const int64_t *shape)
+/* Number of floats (the allocation unit) that hold n elements of dt. */
+static int64_t float_units(maas_dtype dt, int64_t n)
 {
-    maas_tensor *t = tensor_header(ndim, shape);
+    int64_t bytes;
+    if (maas_mul_size(n, (int64_t)maas_dtype_size(dt), &bytes) != 0)
+        return -1;
+    return (bytes + 3) / 4;
+}
+
+maas_tensor *maas_tensor_new_typed(maas_dtype dt, int ndim, const int64_t *shape)
+{
+    maas_tensor *t = tensor_header(dt, ndim, shape);
     if (!t)
         return NULL;
-    t->data = maas_alloc_floats(t->size);
-    if (!t->data) {
+    int64_t units = float_units(dt, t->size);
+    if (units < 0) {
+        free(t);
+        maas_error(MAAS_ERR_NOMEM, "tensor size overflows");
+        return NULL;
+    }
+    t->ptr = maas_alloc_floats(units);
+    if (!t->ptr) {
         free(t);
         return NULL;
     }
     return t;
 }
 
+maas_tensor *maas_tensor_zeros_typed(maas_dtype dt, int ndim, const int64_t *shape)
+{
+    maas_tensor *t = maas_tensor_new_typed(dt, ndim, shape);
+    if (t)
+        memset(t->ptr, 0, (size_t)t->size * maas_dtype_size(dt));
+    return t;
+}
+
+maas_tensor *maas_tensor_new(int ndim, const int64_t *shape)
+{
+    return maas_tensor_new_typed(MAAS_F32, ndim, shape);
+}
+
 maas_tensor *maas_tensor_zeros(int ndim, const int64_t *shape)
 {
-    maas_tensor *t = maas_tensor_new(ndim, shape);
-    if (t)
-        memset(t->data, 0, (size_t)t->size * sizeof(float));
-    return t;
+    return maas_tensor_zeros_typed(MAAS_F32, ndim, shape);
 }
 
 maas_tensor *maas_tensor_new_like(const maas_tensor *t)
 {
-    return maas_tensor_new(t->ndim, t->shape);
+    return maas_tensor_new_typed(t->dtype, t->ndim, t->shape);
 }
 
 maas_tensor *maas_tensor_zeros_like(const maas_tensor *t)
 {
-    return maas_tensor_zeros(t->ndim, t->shape);
+    return maas_tensor_zeros_typed(t->dtype, t->ndim, t->shape);
+}
+
+maas_tensor *maas_tensor_wrap_typed(void *data, maas_dtype dt, int ndim,
+                                    const int64_t *shape, void *owner,
+                                    void (*release)(void *))
+{
+    maas_tensor *t = tensor_header(dt, ndim, shape);
+    if (!t)
+        return NULL;
+    t->ptr = data;
+    t->owner = owner;
+    t->release = release;
+    return t;
 }
 
 maas_tensor *maas_tensor_wrap(float *data, int ndim, const int64_t *shape,
                               void *owner, void (*release)(void *))
 {
-    maas_tensor *t = tensor_header(ndim, shape);
+    maas_tensor *t = tensor_header(MAAS_F32, ndim, shape);
     if (!t)
         return NULL;
     t->data = data;
@@ -84,7 +145,7 @@ maas_tensor *maas_tensor_wrap(float *data, int ndim, const int64_t *shape,
 maas_tensor *maas_tensor_view(maas_tensor *base, int64_t offset, int ndim,
                               const int64_t *shape)
 {
-    maas_tensor *t = tensor_header(ndim, shape);
+    maas_tensor *t = tensor_header(base->dtype, ndim, shape);
     if (!t)
         return NULL;
     if (offset < 0 || offset > base->size || t->size > base->size - offset) {
@@ -92,7 +153,7 @@ maas_tensor *maas_tensor_view(maas_tensor *base, int64_t offset, int ndim,
         maas_error(MAAS_ERR_VALUE, "view out of bounds of its base tensor");
         return NULL;
     }
-    t->data = base->data + offset;
+    t->ptr = (char *)base->ptr + offset * (int64_t)maas_dtype_size(base->dtype);
     t->base = base;
     maas_tensor_incref(base);
     return t;
