@@ -100,10 +100,12 @@ maas_tape *maas_tape_new(void)
 
 static void node_release(maas_node *nd)
 {
-    for (int i = 0; i < nd->ninputs; i++)
+    for (int i = 0; i < nd->nin; i++)
         maas_tensor_decref(nd->in[i]);
-    maas_tensor_decref(nd->out);
-    maas_tensor_decref(nd->saved);
+    for (int k = 0; k < nd->nout; k++)
+        maas_tensor_decref(nd->out[k]);
+    for (int k = 0; k < nd->nsaved; k++)
+        maas_tensor_decref(nd->saved[k]);
 }
 
 void maas_tape_free(maas_tape *tape)
@@ -140,28 +142,41 @@ maas_status maas_tape_watch(maas_tape *tape, maas_tensor *t) { return track(tape
 
 maas_status maas_tape_record(maas_tape *tape, const maas_node *node)
 {
-    if (node->ninputs < 0 || node->ninputs > MAAS_NODE_MAX_IN || !node->out ||
-        !node->backward)
-        return maas_error(MAAS_ERR_STATE, "malformed tape node for %s",
-                          node->name ? node->name : "?");
+    const maas_op_def *def = maas_op_get(node->op);
+    if (!def || node->nin < 0 || node->nin > MAAS_OP_MAX_IN || node->nout < 1 ||
+        node->nout > MAAS_OP_MAX_OUT || node->nsaved < 0 || node->nsaved > MAAS_OP_MAX_SAVED)
+        return maas_error(MAAS_ERR_STATE, "malformed tape node for %s", def ? def->name : "?");
+    for (int k = 0; k < node->nout; k++)
+        if (!node->out[k])
+            return maas_error(MAAS_ERR_STATE, "malformed tape node for %s", def->name);
     if (tape->n == tape->cap) {
         int64_t ncap = tape->cap ? tape->cap * 2 : 64;
         maas_node *nn = realloc(tape->nodes, (size_t)ncap * sizeof *nn);
         if (!nn)
-            return maas_error(MAAS_ERR_NOMEM, "out of memory recording %s", node->name);
+            return maas_error(MAAS_ERR_NOMEM, "out of memory recording %s", def->name);
         tape->nodes = nn;
         tape->cap = ncap;
     }
-    maas_status s = track(tape, node->out);
-    if (s != MAAS_OK)
-        return s;
+    for (int k = 0; k < node->nout; k++) {
+        maas_status s = track(tape, node->out[k]);
+        if (s != MAAS_OK)
+            return s;
+    }
     maas_node *nd = &tape->nodes[tape->n++];
     *nd = *node;
-    for (int i = 0; i < nd->ninputs; i++)
+    for (int i = 0; i < nd->nin; i++)
         maas_tensor_incref(nd->in[i]);
-    maas_tensor_incref(nd->out);
-    maas_tensor_incref(nd->saved);
+    for (int k = 0; k < nd->nout; k++)
+        maas_tensor_incref(nd->out[k]);
+    for (int k = 0; k < nd->nsaved; k++)
+        maas_tensor_incref(nd->saved[k]);
     return MAAS_OK;
+}
+
+const maas_node *maas_tape_nodes(const maas_tape *tape, int64_t *n)
+{
+    *n = tape->n;
+    return tape->nodes;
 }
 
 static void free_grads(ptrmap *g)
@@ -198,20 +213,24 @@ maas_status maas_tape_gradient(maas_tape *tape, maas_tensor *target,
 
     for (int64_t k = tape->n - 1; k >= 0; k--) {
         const maas_node *nd = &tape->nodes[k];
-        slot *os = map_find(&g, nd->out);
-        if (!os || !os->val)
+        int reached = 0;
+        for (int j = 0; j < nd->nout && !reached; j++) {
+            slot *os = map_find(&g, nd->out[j]);
+            reached = os && os->val;
+        }
+        if (!reached)
             continue;
-        maas_tensor *gin[MAAS_NODE_MAX_IN] = {NULL, NULL, NULL};
+        const maas_op_def *def = maas_op_get(nd->op);
+        maas_tensor *gin[MAAS_OP_MAX_IN] = {NULL};
         int any = 0;
-        for (int i = 0; i < nd->ninputs; i++) {
-            if (!maas_tape_tracks(tape, nd->in[i]))
+        for (int i = 0; i < nd->nin && def->backward; i++) {
+            if ((nd->nograd >> i & 1u) || !maas_tape_tracks(tape, nd->in[i]))
                 continue;
             slot *is = map_insert(&g, nd->in[i]);
             if (!is) {
                 s = MAAS_ERR_NOMEM;
                 goto done;
             }
-            os = map_find(&g, nd->out); /* the insert may have moved slots */
             if (!is->val && !(is->val = maas_tensor_zeros_like(nd->in[i]))) {
                 s = MAAS_ERR_NOMEM;
                 goto done;
@@ -219,13 +238,24 @@ maas_status maas_tape_gradient(maas_tape *tape, maas_tensor *target,
             gin[i] = is->val;
             any = 1;
         }
-        if (any && (s = nd->backward(nd, os->val, gin)) != MAAS_OK)
+        /* looked up after the inserts, which may move slots */
+        const maas_tensor *gout[MAAS_OP_MAX_OUT] = {NULL};
+        for (int j = 0; j < nd->nout; j++) {
+            slot *os = map_find(&g, nd->out[j]);
+            gout[j] = os ? os->val : NULL;
+        }
+        if (any && (s = def->backward(nd, gout, gin)) != MAAS_OK)
             goto done;
         /* each tensor is the output of one node: its gradient is complete and
          * no longer needed, unless it was asked for */
-        if (!is_source(nd->out, nsources, sources)) {
-            maas_tensor_decref(os->val);
-            os->val = NULL;
+        for (int j = 0; j < nd->nout; j++) {
+            if (is_source(nd->out[j], nsources, sources))
+                continue;
+            slot *os = map_find(&g, nd->out[j]);
+            if (os && os->val) {
+                maas_tensor_decref(os->val);
+                os->val = NULL;
+            }
         }
     }
     for (int i = 0; i < nsources; i++) {

@@ -13,9 +13,11 @@
  *   tensor.c          maas_tensor: typed, C-contiguous, refcounted, views
  *   blas.c            the one place that calls cblas_* (OpenBLAS)
  *   threads.c         the thread-count setting shared by OpenMP and OpenBLAS
+ *   optable.c         the op table: every op's attributes, shape and dtype
+ *                     inference, forward and backward, in one entry
  *   autodiff.c        the tape: reverse-mode recording and gradient
- *   grad_fns.c        the backward function of each recorded op
- *   plan.c            compiled plans: a whole training step in one call
+ *   plan.c            compiled plans: a frozen trace, a whole training step
+ *                     in one call
  *   format.c          the model file: safetensors read (mmap) and written
  *   ops/dense.c       matmul and the fused dense op
  *   ops/activation.c  unary elementwise ops, softmax, log_softmax
@@ -167,26 +169,130 @@ void maas_blas_set_num_threads(int n);
 int maas_blas_get_num_threads(void);
 const char *maas_blas_name(void);
 
-/* -------------------------------------------------------------------- tape */
+/* ---------------------------------------------------------------- op table
+ *
+ * How to add an op
+ * ----------------
+ * 1. Write its kernels in csrc/ops/<family>.c: maas_<op>_forward and
+ *    maas_<op>_backward on plain pointers and sizes, with the shape
+ *    contract in a comment (see "Kernel conventions" above); declare them
+ *    in this header under their family.
+ * 2. Add one entry to the table in csrc/optable.c: an id in maas_op_id
+ *    below, the attribute struct (the arguments a caller gives first, then
+ *    the sizes that infer derives from the input shapes), its field list
+ *    (what the generic binding parses), and three functions:
+ *      infer(node, outs, saved)  checks dtypes, shapes and attributes,
+ *                                completes the derived attributes, and
+ *                                gives the shape and dtype of each output
+ *                                and each saved tensor (scratch the forward
+ *                                fills and the backward reads);
+ *      forward(node)             calls the forward kernel;
+ *      backward(node, gout, gin) calls the backward kernel; gin[i] is NULL
+ *                                when input i needs no gradient.
+ *    Flags: MAAS_OPF_VIEW (the output shares the input's memory from
+ *    outs[0].view_offset: reshape, slices), MAAS_OPF_RANDOM (the attribute
+ *    struct starts with `uint64_t seed, stream;`, which a plan sets anew on
+ *    every step).
+ * 3. A Python wrapper in maas/ops.py (or a layer) calling
+ *    `_core.op(_core.OP_<NAME>, inputs, *attributes)`.
+ * 4. Tests: forward against float64 NumPy, gradients against central
+ *    finite differences and PyTorch, every error message.
+ * The tape (eager), the plan (compiled) and the binding all dispatch
+ * through the table, so nothing else changes. */
 
-#define MAAS_NODE_MAX_IN 8
+#define MAAS_OP_MAX_IN 32
+#define MAAS_OP_MAX_OUT 4
+#define MAAS_OP_MAX_SAVED 4
+#define MAAS_OP_ATTR_BYTES 256
 
-typedef struct maas_node maas_node;
-/* Accumulates the input gradients of one node. gin[i] is NULL when input i
- * needs no gradient; otherwise it has input i's shape and is added into. */
-typedef maas_status (*maas_backward_fn)(const maas_node *node,
-                                         const maas_tensor *gout,
-                                         maas_tensor *const *gin);
-struct maas_node {
-    maas_backward_fn backward;
+typedef enum {
+    MAAS_OP_UNARY = 0,   /* elementwise f(x) (maas_unary_op) */
+    MAAS_OP_BINARY,      /* broadcasting a (op) b (maas_binary_op) */
+    MAAS_OP_SOFTMAX,     /* softmax / log_softmax over an axis */
+    MAAS_OP_REDUCE,      /* sum/mean/max/min over one axis or all */
+    MAAS_OP_MATMUL,      /* batched matrix product, transposes folded in */
+    MAAS_OP_DENSE,       /* x @ w + b */
+    MAAS_OP_VIEW,        /* reshape / int index / contiguous slice: a view */
+    MAAS_OP_ROWS,        /* strided slice of the first axis (a copy) */
+    MAAS_OP_TAKE,        /* rows gathered by an int64 index tensor */
+    MAAS_OP_TRANSPOSE,   /* swap the last two axes */
+    MAAS_OP_CONCAT,      /* join along an axis */
+    MAAS_OP_LOSS,        /* per-sample losses (maas_loss_op) */
+    MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
+    MAAS_OP_COUNT
+} maas_op_id;
+
+typedef struct {
+    maas_dtype dtype;
+    int ndim;
+    int64_t shape[MAAS_MAX_DIMS];
+    int64_t view_offset;       /* MAAS_OPF_VIEW: element offset into in[0] */
+} maas_tensor_spec;
+
+/* One application of an op: its inputs, outputs, saved tensors and
+ * attributes. A node on a tape or in a plan holds a reference to each
+ * tensor it names. */
+typedef struct maas_node {
+    int op;                    /* maas_op_id */
+    int nin, nout, nsaved;
+    uint32_t nograd;           /* bit i set: input i never gets a gradient */
+    maas_tensor *in[MAAS_OP_MAX_IN];
+    maas_tensor *out[MAAS_OP_MAX_OUT];
+    maas_tensor *saved[MAAS_OP_MAX_SAVED];
+    _Alignas(8) unsigned char attr[MAAS_OP_ATTR_BYTES];
+} maas_node;
+
+typedef maas_status (*maas_infer_fn)(maas_node *nd, maas_tensor_spec *outs,
+                                     maas_tensor_spec *saved);
+typedef maas_status (*maas_forward_fn)(maas_node *nd);
+/* Accumulates the input gradients of one node: gout[k] has out[k]'s shape
+ * (NULL when no gradient reached that output), gin[i] is NULL when input i
+ * needs no gradient, else it has in[i]'s shape and is added into. */
+typedef maas_status (*maas_backward_fn)(const maas_node *nd,
+                                        const maas_tensor *const *gout,
+                                        maas_tensor *const *gin);
+
+/* An attribute the generic binding parses: 'l' int64_t, 'd' double,
+ * 'u' uint64_t, 'S' a shape (int64_t ndim then int64_t dims[8]). */
+typedef struct {
     const char *name;
-    int ninputs;
-    maas_tensor *in[MAAS_NODE_MAX_IN];
-    maas_tensor *out;
-    maas_tensor *saved;        /* an extra tensor the backward needs, or NULL */
-    double f[4];               /* float attributes (alpha, rate, ...) */
-    int64_t i[8];              /* integer attributes (axis sizes, flags, ...) */
-};
+    char type;
+    size_t offset;
+} maas_attr_field;
+
+#define MAAS_OPF_VIEW 1u
+#define MAAS_OPF_RANDOM 2u
+
+typedef struct {
+    const char *name;
+    int min_in, max_in;
+    size_t attr_size;
+    unsigned flags;
+    const maas_attr_field *fields; /* given attributes, {NULL} terminated */
+    maas_infer_fn infer;
+    maas_forward_fn forward;
+    maas_backward_fn backward;     /* NULL: no gradient */
+} maas_op_def;
+
+/* The table (optable.c); NULL for an id out of range. */
+const maas_op_def *maas_op_get(int op);
+
+/* Eager execution of a node whose op, inputs and given attributes are set:
+ * infers, allocates the outputs (views for view ops) and saved tensors
+ * (new references in nd->out / nd->saved), and runs the forward kernel.
+ * maas_op_setup does the first two only, maas_op_forward the last; the
+ * binding runs maas_op_forward with the GIL released when the work is
+ * large. On failure nothing is left allocated. */
+maas_status maas_op_setup(maas_node *nd);
+maas_status maas_op_forward(maas_node *nd);
+maas_status maas_op_run(maas_node *nd);
+/* Rough element count of a node's work (for the GIL-release threshold). */
+double maas_op_work(const maas_node *nd);
+/* Drops the references a node holds to its outputs and saved tensors
+ * (not its inputs, which belong to the caller of maas_op_setup). */
+void maas_node_release_outputs(maas_node *nd);
+
+/* -------------------------------------------------------------------- tape */
 
 typedef struct maas_tape maas_tape;
 maas_tape *maas_tape_new(void);
@@ -196,7 +302,7 @@ maas_status maas_tape_watch(maas_tape *tape, maas_tensor *t);
 /* 1 if t is tracked by the tape: requires_grad, watched, or produced by a
  * recorded node. */
 int maas_tape_tracks(const maas_tape *tape, const maas_tensor *t);
-/* Records a node (copied; references to in/out/saved are taken). */
+/* Records a node (copied; a reference to each tensor it names is taken). */
 maas_status maas_tape_record(maas_tape *tape, const maas_node *node);
 /* Gradients of sum(target) with respect to each source; grads[i] is a new
  * reference, or NULL when target does not depend on sources[i]. Touches no
@@ -205,37 +311,9 @@ maas_status maas_tape_gradient(maas_tape *tape, maas_tensor *target,
                                int nsources, maas_tensor *const *sources,
                                maas_tensor **grads);
 int64_t maas_tape_size(const maas_tape *tape);
-
-/* ------------------------------------------------------------ grad_fns.c */
-
-/* Backward functions for recorded nodes; the attribute layout each expects:
- *   unary      i: op              f: alpha         in: x
- *   softmax    i: outer n inner log                in: x
- *   binary     i: op                               in: a b
- *   reduce     i: op outer n inner                 in: x
- *   matmul     i: batch M N K ta tb                in: a b
- *   dense      i: N C U                            in: x w [bias]
- *   view       i: offset (the output is a view or reshape of in[0] from there)
- *   rows       i: start step count row             in: x  (strided row gather)
- *   take       i: row   saved: row indices (float) in: x  (rows gathered by index)
- *   transpose  i: batch rows cols                  in: x
- *   concat     i: outer inner, n_j in i[2..]       in: x_0 .. x_{k-1} (k <= 6)
- *   loss       i: op N C from_logits  saved: y_true in: y_pred
- *   dropout    saved: mask                         in: x
- */
-maas_status maas_grad_unary(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_softmax(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_binary(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_reduce(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_matmul(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_dense(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_view(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_rows(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_take(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_transpose(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_concat(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_loss(const maas_node *, const maas_tensor *, maas_tensor *const *);
-maas_status maas_grad_dropout(const maas_node *, const maas_tensor *, maas_tensor *const *);
+/* The recorded nodes, oldest first (borrowed; valid until the tape
+ * changes). */
+const maas_node *maas_tape_nodes(const maas_tape *tape, int64_t *n);
 
 /* ------------------------------------------------------- ops: dense.c */
 
@@ -445,12 +523,13 @@ maas_status maas_clip_inplace(float *x, int64_t n, float lo, float hi);
 
 /* ---------------------------------------------------------------- plan.c */
 
-/* A compiled plan: a chain of layer kernels over (N, features) activations
- * with every buffer allocated once for the largest batch seen. One call to
- * maas_plan_train_step runs forward, the loss, backward, regularization,
- * gradient clipping and the optimizer update, touching no Python object.
- * The plan holds references to the weights and optimizer slots it updates
- * in place, so the eager path and the plan share the same state. */
+/* A compiled plan: the node list of one traced step (a tape's), frozen. The
+ * tensors the trace made are the plan's buffers, allocated once; one call
+ * replays the forward pass, the backward pass into the parameters'
+ * gradients, clipping and the optimizer update, touching no Python object.
+ * The plan runs the same kernels in the same order as the eager path, so
+ * both give the same bits. Shapes are fixed: a batch of another size needs
+ * a plan of its own (the Python engine keeps one per batch size). */
 typedef struct maas_plan maas_plan;
 
 typedef enum { MAAS_OPT_SGD = 0, MAAS_OPT_ADAM, MAAS_OPT_RMSPROP } maas_optim_kind;
@@ -464,48 +543,49 @@ typedef struct {
     float rho;                 /* RMSprop */
     int centered;              /* RMSprop */
     float weight_decay;        /* decoupled; 0 = none */
-    float clipnorm, clipvalue, global_clipnorm; /* 0 = off */
+    double clipnorm, clipvalue, global_clipnorm; /* 0 = off; double as in Python */
 } maas_optim_config;
 
-/* A plan over inputs of `in_features` columns. */
-maas_plan *maas_plan_new(int64_t in_features);
+/* Builds a plan from `nnodes` recorded nodes. `inputs`: the placeholder
+ * tensors the caller refills before each run (leaves: no node may produce
+ * one). `outputs`: tensors whose values the caller reads after a run.
+ * `loss`: a one-element tensor to differentiate, or NULL for a forward-only
+ * plan. `params`: the variables whose gradients the plan computes (named
+ * twice, counted once: their gradients add). Only the nodes that the
+ * outputs and the loss depend on are kept. Every output, the loss and each
+ * parameter the loss depends on must be reachable (MAAS_ERR_VALUE). */
+maas_status maas_plan_build(maas_plan **out, int64_t nnodes, const maas_node *nodes,
+                            int ninputs, maas_tensor *const *inputs,
+                            int noutputs, maas_tensor *const *outputs,
+                            maas_tensor *loss, int nparams,
+                            maas_tensor *const *params);
 void maas_plan_free(maas_plan *plan);
-/* out = x @ w + b; w (C, U) with C the current width. `slots_w`/`slots_b`
- * hold the optimizer's state tensors for w and b (3 each, NULL where the
- * optimizer needs none: SGD {velocity}, Adam {m, v, vhat}, RMSprop {v,
- * avg, mom}). l1/l2: Keras regularizer factors on w and b. `decay_w/b`:
- * 1 when weight decay applies to that tensor. trainable 0 freezes both. */
-maas_status maas_plan_add_dense(maas_plan *plan, maas_tensor *w, maas_tensor *b,
-                                int trainable, const float reg[4],
-                                maas_tensor *const slots_w[3],
-                                maas_tensor *const slots_b[3], const int decay[2]);
-maas_status maas_plan_add_unary(maas_plan *plan, maas_unary_op op, float alpha);
-maas_status maas_plan_add_softmax(maas_plan *plan, int log);
-maas_status maas_plan_add_dropout(maas_plan *plan, float rate);
-/* Graphs: each step reads the output of the step added before it unless
- * maas_plan_set_input names another step (-1: the plan's input x); a merge
- * reads two steps' outputs (same width; concat joins the feature axis). */
-typedef enum { MAAS_MERGE_ADD = 0, MAAS_MERGE_SUB, MAAS_MERGE_MUL, MAAS_MERGE_CONCAT } maas_merge_op;
-maas_status maas_plan_set_input(maas_plan *plan, int step);
-maas_status maas_plan_add_merge(maas_plan *plan, maas_merge_op op, int a, int b);
-/* The step the next step would read (the last added, or set_input's). */
-int maas_plan_cursor(const maas_plan *plan);
-maas_status maas_plan_set_loss(maas_plan *plan, maas_loss_op op, int from_logits);
-maas_status maas_plan_set_optimizer(maas_plan *plan, const maas_optim_config *cfg);
-int64_t maas_plan_out_features(const maas_plan *plan);
-/* One training step on a batch: x (N, in), y (N, out) or (N) labels for
- * SCCE, sw (N) sample weights or NULL. The loss is Keras's
- * sum_over_batch_size mean plus the regularization terms. */
-maas_status maas_plan_train_step(maas_plan *plan, const float *x, const float *y,
-                                 const float *sw, int64_t N, float lr, int64_t step,
-                                 uint64_t seed, uint64_t stream, double *loss);
-/* Forward only (dropout off): out (N, out_features), in chunks of at most
- * `chunk` rows. */
-maas_status maas_plan_predict(maas_plan *plan, const float *x, int64_t N,
-                              int64_t chunk, float *out);
-/* The last train step's predictions (N, out_features), valid until the next
- * call. */
-const float *maas_plan_last_output(const maas_plan *plan, int64_t *N);
+int64_t maas_plan_num_nodes(const maas_plan *plan);
+/* Random nodes, in execution order; maas_plan_forward takes a (seed,
+ * stream) pair for each. */
+int maas_plan_num_random(const maas_plan *plan);
+int maas_plan_num_inputs(const maas_plan *plan);
+int maas_plan_num_outputs(const maas_plan *plan);
+/* Borrowed; NULL when i is out of range. */
+maas_tensor *maas_plan_input(const maas_plan *plan, int i);
+maas_tensor *maas_plan_output(const maas_plan *plan, int i);
+maas_tensor *maas_plan_loss(const maas_plan *plan);           /* borrowed */
+/* Parameter i's gradient after maas_plan_backward (borrowed; NULL when the
+ * loss does not depend on it). */
+maas_tensor *maas_plan_grad(const maas_plan *plan, int i);
+/* The optimizer the update applies: slots[3*i .. 3*i+2] are parameter i's
+ * state tensors (SGD {velocity}, Adam {m, v, vhat}, RMSprop {v, avg, mom};
+ * NULL where none), decay[i] 1 when weight decay applies to it. */
+maas_status maas_plan_set_optimizer(maas_plan *plan, const maas_optim_config *cfg,
+                                    maas_tensor *const *slots, const int *decay);
+/* Replays the forward pass; keys holds 2 * maas_plan_num_random values. */
+maas_status maas_plan_forward(maas_plan *plan, const uint64_t *keys);
+/* Gradients of the loss into the parameters' gradient buffers (zeroed
+ * first). */
+maas_status maas_plan_backward(maas_plan *plan);
+/* Clipping (clipvalue, clipnorm, global_clipnorm) and the optimizer update
+ * of every parameter with a gradient, as maas.optimizers does it. */
+maas_status maas_plan_update(maas_plan *plan, float lr, int64_t step);
 
 /* -------------------------------------------------------------- format.c */
 

@@ -1,593 +1,504 @@
-/* plan.c -- compiled execution plans: a chain of layer kernels over
- * (N, features) activations, run forward and backward with every buffer
- * allocated once, followed by regularization, clipping and the optimizer
- * update, in one call that touches no Python object. The kernels are the
- * eager path's own, so both paths give the same numbers. */
+/* plan.c -- compiled plans: a frozen trace replayed in one call.
+ *
+ * maas_plan_build takes the nodes a tape recorded during one step of a
+ * model, keeps those the outputs and the loss depend on, and works out once
+ * which values need a gradient. The tensors of the trace stay the buffers:
+ * a replay refills the placeholders (the caller copies the next batch into
+ * them), runs each node's forward kernel over the same memory, zeroes and
+ * fills the gradient buffers in reverse node order with the backward
+ * kernels, then clips and updates the parameters in place. Every kernel and
+ * every accumulation runs in the order the eager tape runs them, so a plan
+ * and the eager path give the same bits. */
 #include "maas.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    maas_tensor *t;
-    float *grad;
-    maas_tensor *slots[3];
-    int trainable;
-    float l1, l2;
-    int decay;
-} param;
-
-typedef enum { ST_DENSE, ST_UNARY, ST_SOFTMAX, ST_DROPOUT, ST_MERGE } step_kind;
-
-typedef struct {
-    step_kind kind;
-    int64_t in_w, out_w;
-    int pw, pb;         /* dense: param indices (pb -1 without bias) */
-    maas_unary_op op;   /* unary */
-    float alpha;        /* unary */
-    int log;            /* softmax */
-    float rate;         /* dropout */
-    maas_merge_op merge; /* merge */
-    int in0, in1;       /* the steps whose outputs are the inputs; -1: x */
-    int64_t in1_w;      /* merge: the second input's width */
-    float *act, *gact, *mask; /* (cap_n, out_w) buffers */
-    const float *in, *in1p; /* this step's inputs in the last forward */
-} step;
-
-static void merge_forward(step *s, int64_t n);
 struct maas_plan {
-    int64_t in_features, width;
-    int cursor; /* the step whose output the next step reads; -1: x */
-    step *steps;
-    int nsteps, cap_steps;
-    param *params;
-    int nparams, cap_params;
-    int has_loss, from_logits;
-    maas_loss_op loss;
+    maas_node *nodes;          /* kept nodes, each holding its references */
+    int64_t nnodes;
+    int32_t *in_val, *out_val; /* value index of node k's input i / output j */
+    unsigned char *backward;   /* node k takes part in the backward pass */
+    int64_t *random;           /* indices of the random nodes */
+    int nrandom;
+
+    maas_tensor **vals;        /* every tensor the plan names (borrowed) */
+    maas_tensor **vgrad;       /* gradient buffer per value, or NULL (owned) */
+    int64_t nvals;
+
+    maas_tensor **inputs, **outputs, *loss; /* references */
+    int ninputs, noutputs;
+    int32_t loss_val;
+    maas_tensor **params;      /* unique, references */
+    int32_t *param_val;
+    int nparams;
+
     int has_opt;
     maas_optim_config opt;
-    int64_t cap_n, last_n;
-    float *ploss, *gloss;
+    maas_tensor **slots;       /* 3 per parameter, references or NULL */
+    int *decay;
 };
 
-static step *new_step(maas_plan *p, step_kind kind);
-
-maas_plan *maas_plan_new(int64_t in_features)
+static int cmp_ptr(const void *a, const void *b)
 {
-    if (in_features < 0) {
-        maas_error(MAAS_ERR_VALUE, "plan: negative input width");
-        return NULL;
-    }
-    maas_plan *p = calloc(1, sizeof *p);
-    if (!p) {
-        maas_error(MAAS_ERR_NOMEM, "out of memory creating a plan");
-        return NULL;
-    }
-    p->in_features = p->width = in_features;
-    p->cursor = -1;
-    return p;
+    uintptr_t x = (uintptr_t) * (maas_tensor *const *)a, y = (uintptr_t) * (maas_tensor *const *)b;
+    return x < y ? -1 : x > y;
 }
 
-static void free_buffers(maas_plan *p)
+static int32_t find_val(const maas_plan *p, const maas_tensor *t)
 {
-    for (int i = 0; i < p->nsteps; i++) {
-        maas_free(p->steps[i].act);
-        maas_free(p->steps[i].gact);
-        maas_free(p->steps[i].mask);
-        p->steps[i].act = p->steps[i].gact = p->steps[i].mask = NULL;
+    int64_t lo = 0, hi = p->nvals - 1;
+    while (lo <= hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (p->vals[mid] == t)
+            return (int32_t)mid;
+        if ((uintptr_t)p->vals[mid] < (uintptr_t)t)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
-    maas_free(p->ploss);
-    maas_free(p->gloss);
-    p->ploss = p->gloss = NULL;
-    p->cap_n = 0;
+    return -1;
 }
 
 void maas_plan_free(maas_plan *p)
 {
     if (!p)
         return;
-    free_buffers(p);
-    for (int i = 0; i < p->nparams; i++) {
-        maas_tensor_decref(p->params[i].t);
-        maas_free(p->params[i].grad);
-        for (int k = 0; k < 3; k++)
-            maas_tensor_decref(p->params[i].slots[k]);
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        maas_node *nd = &p->nodes[k];
+        for (int i = 0; i < nd->nin; i++)
+            maas_tensor_decref(nd->in[i]);
+        maas_node_release_outputs(nd);
     }
+    for (int64_t v = 0; p->vgrad && v < p->nvals; v++)
+        maas_tensor_decref(p->vgrad[v]);
+    for (int i = 0; p->inputs && i < p->ninputs; i++)
+        maas_tensor_decref(p->inputs[i]);
+    for (int i = 0; p->outputs && i < p->noutputs; i++)
+        maas_tensor_decref(p->outputs[i]);
+    maas_tensor_decref(p->loss);
+    for (int i = 0; p->params && i < p->nparams; i++)
+        maas_tensor_decref(p->params[i]);
+    for (int i = 0; p->slots && i < 3 * p->nparams; i++)
+        maas_tensor_decref(p->slots[i]);
+    free(p->nodes);
+    free(p->in_val);
+    free(p->out_val);
+    free(p->backward);
+    free(p->random);
+    free(p->vals);
+    free(p->vgrad);
+    free(p->inputs);
+    free(p->outputs);
     free(p->params);
-    free(p->steps);
+    free(p->param_val);
+    free(p->slots);
+    free(p->decay);
     free(p);
 }
 
-int64_t maas_plan_out_features(const maas_plan *p) { return p->width; }
-
-int maas_plan_cursor(const maas_plan *p) { return p->cursor; }
-
-static int64_t width_of(const maas_plan *p, int id)
+/* Every distinct tensor named by the nodes and the arguments, sorted. */
+static maas_status collect_values(maas_plan *p, int64_t nnodes, const maas_node *nodes,
+                                  int ninputs, maas_tensor *const *inputs, int noutputs,
+                                  maas_tensor *const *outputs, maas_tensor *loss, int nparams,
+                                  maas_tensor *const *params)
 {
-    return id < 0 ? p->in_features : p->steps[id].out_w;
-}
-
-maas_status maas_plan_set_input(maas_plan *p, int id)
-{
-    if (id < -1 || id >= p->nsteps)
-        return maas_error(MAAS_ERR_VALUE, "plan: no step %d to read from", id);
-    p->cursor = id;
-    p->width = width_of(p, id);
-    return MAAS_OK;
-}
-
-maas_status maas_plan_add_merge(maas_plan *p, maas_merge_op op, int a, int b)
-{
-    if (a < -1 || a >= p->nsteps || b < -1 || b >= p->nsteps)
-        return maas_error(MAAS_ERR_VALUE, "plan: merge of steps %d and %d that do not exist", a, b);
-    int64_t wa = width_of(p, a), wb = width_of(p, b);
-    if (op != MAAS_MERGE_CONCAT && wa != wb)
-        return maas_error(MAAS_ERR_SHAPE, "plan: merging widths %lld and %lld", (long long)wa,
-                          (long long)wb);
-    if (op < MAAS_MERGE_ADD || op > MAAS_MERGE_CONCAT)
-        return maas_error(MAAS_ERR_VALUE, "plan: unknown merge %d", (int)op);
-    maas_status st = maas_plan_set_input(p, a);
-    if (st != MAAS_OK)
-        return st;
-    step *s = new_step(p, ST_MERGE);
-    if (!s)
-        return MAAS_ERR_NOMEM;
-    s->merge = op;
-    s->in1 = b;
-    s->in_w = wa;
-    s->in1_w = wb;
-    s->out_w = op == MAAS_MERGE_CONCAT ? wa + wb : wa;
-    p->width = s->out_w;
-    return MAAS_OK;
-}
-
-static step *new_step(maas_plan *p, step_kind kind)
-{
-    if (p->nsteps == p->cap_steps) {
-        int cap = p->cap_steps ? p->cap_steps * 2 : 8;
-        step *ns = realloc(p->steps, (size_t)cap * sizeof *ns);
-        if (!ns) {
-            maas_error(MAAS_ERR_NOMEM, "out of memory growing a plan");
-            return NULL;
-        }
-        p->steps = ns;
-        p->cap_steps = cap;
+    int64_t cap = ninputs + noutputs + 1 + nparams, n = 0, per;
+    if (maas_mul_size(nnodes, MAAS_OP_MAX_IN + MAAS_OP_MAX_OUT, &per) != 0 ||
+        (cap += per) < per)
+        return maas_error(MAAS_ERR_NOMEM, "plan: too many nodes");
+    maas_tensor **all = malloc((size_t)cap * sizeof *all);
+    if (!all)
+        return maas_error(MAAS_ERR_NOMEM, "out of memory building a plan");
+    for (int64_t k = 0; k < nnodes; k++) {
+        for (int i = 0; i < nodes[k].nin; i++)
+            all[n++] = nodes[k].in[i];
+        for (int j = 0; j < nodes[k].nout; j++)
+            all[n++] = nodes[k].out[j];
     }
-    free_buffers(p); /* widths changed: reallocate on the next run */
-    step *s = &p->steps[p->nsteps++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    s->in_w = s->out_w = p->width;
-    s->pw = s->pb = -1;
-    s->in0 = p->cursor;
-    s->in1 = -1;
-    p->cursor = p->nsteps - 1;
+    for (int i = 0; i < ninputs; i++)
+        all[n++] = inputs[i];
+    for (int i = 0; i < noutputs; i++)
+        all[n++] = outputs[i];
+    if (loss)
+        all[n++] = loss;
+    for (int i = 0; i < nparams; i++)
+        all[n++] = params[i];
+    qsort(all, (size_t)n, sizeof *all, cmp_ptr);
+    int64_t u = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!u || all[i] != all[u - 1])
+            all[u++] = all[i];
+    if (u > INT32_MAX) {
+        free(all);
+        return maas_error(MAAS_ERR_VALUE, "plan: too many tensors");
+    }
+    p->vals = all;
+    p->nvals = u;
+    return MAAS_OK;
+}
+
+static maas_tensor **copy_refs(int n, maas_tensor *const *ts)
+{
+    maas_tensor **r = calloc((size_t)n + 1, sizeof *r);
+    if (r)
+        for (int i = 0; i < n; i++) {
+            r[i] = ts[i];
+            maas_tensor_incref(r[i]);
+        }
+    return r;
+}
+
+maas_status maas_plan_build(maas_plan **out, int64_t nnodes, const maas_node *nodes,
+                            int ninputs, maas_tensor *const *inputs,
+                            int noutputs, maas_tensor *const *outputs,
+                            maas_tensor *loss, int nparams,
+                            maas_tensor *const *params)
+{
+    *out = NULL;
+    if (nnodes < 0 || ninputs < 0 || noutputs < 0 || nparams < 0)
+        return maas_error(MAAS_ERR_VALUE, "plan: negative count");
+    if (loss && loss->size != 1)
+        return maas_error(MAAS_ERR_VALUE, "plan: the loss must have one element, it has %lld",
+                          (long long)loss->size);
+    maas_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return maas_error(MAAS_ERR_NOMEM, "out of memory building a plan");
+    maas_status s = collect_values(p, nnodes, nodes, ninputs, inputs, noutputs, outputs, loss,
+                                   nparams, params);
+    unsigned char *need = NULL, *keep = NULL, *rg = NULL, *reach = NULL;
+    int32_t *producer = NULL;
+    if (s != MAAS_OK)
+        goto fail;
+    int64_t nv = p->nvals;
+    need = calloc((size_t)nv, 1);
+    rg = calloc((size_t)nv, 1);
+    reach = calloc((size_t)nv, 1);
+    keep = calloc((size_t)nnodes + 1, 1);
+    producer = malloc((size_t)nv * sizeof *producer);
+    p->vgrad = calloc((size_t)nv, sizeof *p->vgrad);
+    if (!need || !rg || !reach || !keep || !producer || !p->vgrad)
+        goto nomem;
+    for (int64_t v = 0; v < nv; v++)
+        producer[v] = -1;
+    for (int64_t k = 0; k < nnodes; k++)
+        for (int j = 0; j < nodes[k].nout; j++) {
+            int32_t v = find_val(p, nodes[k].out[j]);
+            if (producer[v] >= 0) {
+                s = maas_error(MAAS_ERR_VALUE, "plan: a tensor is the output of two nodes");
+                goto fail;
+            }
+            producer[v] = (int32_t)k;
+        }
+    for (int i = 0; i < ninputs; i++)
+        if (producer[find_val(p, inputs[i])] >= 0) {
+            s = maas_error(MAAS_ERR_VALUE, "plan: input %d is computed by the trace; inputs must be placeholders", i);
+            goto fail;
+        }
+
+    /* the nodes the outputs and the loss depend on */
+    for (int i = 0; i < noutputs; i++)
+        need[find_val(p, outputs[i])] = 1;
+    if (loss)
+        need[find_val(p, loss)] = 1;
+    int64_t kept = 0;
+    for (int64_t k = nnodes - 1; k >= 0; k--) {
+        int any = 0;
+        for (int j = 0; j < nodes[k].nout && !any; j++)
+            any = need[find_val(p, nodes[k].out[j])];
+        if (!any)
+            continue;
+        keep[k] = 1;
+        kept++;
+        for (int i = 0; i < nodes[k].nin; i++)
+            need[find_val(p, nodes[k].in[i])] = 1;
+    }
+    p->nodes = calloc((size_t)kept + 1, sizeof *p->nodes);
+    p->in_val = malloc(((size_t)kept + 1) * MAAS_OP_MAX_IN * sizeof *p->in_val);
+    p->out_val = malloc(((size_t)kept + 1) * MAAS_OP_MAX_OUT * sizeof *p->out_val);
+    p->backward = calloc((size_t)kept + 1, 1);
+    p->random = malloc(((size_t)kept + 1) * sizeof *p->random);
+    if (!p->nodes || !p->in_val || !p->out_val || !p->backward || !p->random)
+        goto nomem;
+    for (int64_t k = 0; k < nnodes; k++) {
+        if (!keep[k])
+            continue;
+        maas_node *nd = &p->nodes[p->nnodes];
+        *nd = nodes[k];
+        for (int i = 0; i < nd->nin; i++) {
+            maas_tensor_incref(nd->in[i]);
+            p->in_val[p->nnodes * MAAS_OP_MAX_IN + i] = find_val(p, nd->in[i]);
+        }
+        for (int j = 0; j < nd->nout; j++) {
+            maas_tensor_incref(nd->out[j]);
+            p->out_val[p->nnodes * MAAS_OP_MAX_OUT + j] = find_val(p, nd->out[j]);
+        }
+        for (int j = 0; j < nd->nsaved; j++)
+            maas_tensor_incref(nd->saved[j]);
+        if (maas_op_get(nd->op)->flags & MAAS_OPF_RANDOM)
+            p->random[p->nrandom++] = p->nnodes;
+        p->nnodes++;
+    }
+
+    /* parameters, each once */
+    p->params = calloc((size_t)nparams + 1, sizeof *p->params);
+    p->param_val = calloc((size_t)nparams + 1, sizeof *p->param_val);
+    if (!p->params || !p->param_val)
+        goto nomem;
+    for (int i = 0; i < nparams; i++) {
+        int32_t v = find_val(p, params[i]);
+        int dup = 0;
+        for (int q = 0; q < p->nparams && !dup; q++)
+            dup = p->param_val[q] == v;
+        if (dup)
+            continue;
+        if (producer[v] >= 0) {
+            s = maas_error(MAAS_ERR_VALUE, "plan: parameter %d is computed by the trace", i);
+            goto fail;
+        }
+        p->params[p->nparams] = params[i];
+        maas_tensor_incref(params[i]);
+        p->param_val[p->nparams++] = v;
+        rg[v] = 1;
+    }
+
+    /* which values need a gradient: forward from the parameters ... */
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        const maas_node *nd = &p->nodes[k];
+        int any = 0;
+        for (int i = 0; i < nd->nin && maas_op_get(nd->op)->backward; i++)
+            any |= !(nd->nograd >> i & 1u) && rg[p->in_val[k * MAAS_OP_MAX_IN + i]];
+        for (int j = 0; any && j < nd->nout; j++)
+            rg[p->out_val[k * MAAS_OP_MAX_OUT + j]] = 1;
+    }
+    /* ... and backward from the loss */
+    if (loss) {
+        p->loss_val = find_val(p, loss);
+        reach[p->loss_val] = rg[p->loss_val];
+        for (int64_t k = p->nnodes - 1; k >= 0; k--) {
+            const maas_node *nd = &p->nodes[k];
+            int any = 0;
+            for (int j = 0; j < nd->nout && !any; j++)
+                any = reach[p->out_val[k * MAAS_OP_MAX_OUT + j]];
+            if (!any)
+                continue;
+            for (int i = 0; i < nd->nin; i++) {
+                int32_t v = p->in_val[k * MAAS_OP_MAX_IN + i];
+                if (!(nd->nograd >> i & 1u) && rg[v]) {
+                    reach[v] = 1;
+                    p->backward[k] = 1;
+                }
+            }
+        }
+        for (int64_t v = 0; v < nv; v++)
+            if (rg[v] && reach[v] && !(p->vgrad[v] = maas_tensor_zeros_like(p->vals[v])))
+                goto nomem;
+    }
+    if (!(p->inputs = copy_refs(ninputs, inputs)) || !(p->outputs = copy_refs(noutputs, outputs)))
+        goto nomem;
+    p->ninputs = ninputs;
+    p->noutputs = noutputs;
+    p->loss = loss;
+    maas_tensor_incref(loss);
+    free(need);
+    free(rg);
+    free(reach);
+    free(keep);
+    free(producer);
+    *out = p;
+    return MAAS_OK;
+nomem:
+    s = maas_error(MAAS_ERR_NOMEM, "out of memory building a plan");
+fail:
+    free(need);
+    free(rg);
+    free(reach);
+    free(keep);
+    free(producer);
+    maas_plan_free(p);
     return s;
 }
 
-static int add_param(maas_plan *p, maas_tensor *t, int trainable, float l1, float l2,
-                     maas_tensor *const slots[3], int decay)
+int64_t maas_plan_num_nodes(const maas_plan *p) { return p->nnodes; }
+int maas_plan_num_random(const maas_plan *p) { return p->nrandom; }
+int maas_plan_num_inputs(const maas_plan *p) { return p->ninputs; }
+int maas_plan_num_outputs(const maas_plan *p) { return p->noutputs; }
+maas_tensor *maas_plan_input(const maas_plan *p, int i)
 {
-    if (p->nparams == p->cap_params) {
-        int cap = p->cap_params ? p->cap_params * 2 : 8;
-        param *np_ = realloc(p->params, (size_t)cap * sizeof *np_);
-        if (!np_) {
-            maas_error(MAAS_ERR_NOMEM, "out of memory growing a plan");
-            return -1;
-        }
-        p->params = np_;
-        p->cap_params = cap;
+    return i >= 0 && i < p->ninputs ? p->inputs[i] : NULL;
+}
+maas_tensor *maas_plan_output(const maas_plan *p, int i)
+{
+    return i >= 0 && i < p->noutputs ? p->outputs[i] : NULL;
+}
+maas_tensor *maas_plan_loss(const maas_plan *p) { return p->loss; }
+
+maas_tensor *maas_plan_grad(const maas_plan *p, int i)
+{
+    return i >= 0 && i < p->nparams ? p->vgrad[p->param_val[i]] : NULL;
+}
+
+maas_status maas_plan_set_optimizer(maas_plan *p, const maas_optim_config *cfg,
+                                    maas_tensor *const *slots, const int *decay)
+{
+    maas_tensor **ns = calloc((size_t)(3 * p->nparams) + 1, sizeof *ns);
+    int *nd = calloc((size_t)p->nparams + 1, sizeof *nd);
+    if (!ns || !nd) {
+        free(ns);
+        free(nd);
+        return maas_error(MAAS_ERR_NOMEM, "out of memory setting a plan's optimizer");
     }
-    param *q = &p->params[p->nparams];
-    memset(q, 0, sizeof *q);
-    if (trainable && !(q->grad = maas_alloc_floats(t->size)))
-        return -1;
-    q->t = t;
-    maas_tensor_incref(t);
-    for (int k = 0; k < 3; k++) {
-        q->slots[k] = slots ? slots[k] : NULL;
-        if (q->slots[k] && q->slots[k]->size != t->size) {
-            maas_tensor_decref(t);
-            maas_free(q->grad);
-            maas_error(MAAS_ERR_SHAPE, "plan: optimizer slot of %lld elements for a "
-                       "variable of %lld", (long long)q->slots[k]->size, (long long)t->size);
-            return -1;
-        }
-        maas_tensor_incref(q->slots[k]);
-    }
-    q->trainable = trainable;
-    q->l1 = l1;
-    q->l2 = l2;
-    q->decay = decay;
-    return p->nparams++;
-}
-
-maas_status maas_plan_add_dense(maas_plan *p, maas_tensor *w, maas_tensor *b, int trainable,
-                                const float reg[4], maas_tensor *const slots_w[3],
-                                maas_tensor *const slots_b[3], const int decay[2])
-{
-    if (w->ndim != 2 || w->shape[0] != p->width)
-        return maas_error(MAAS_ERR_SHAPE, "plan: dense kernel of %d dims with %lld rows after "
-                          "a layer of width %lld", w->ndim, (long long)(w->ndim ? w->shape[0] : 0),
-                          (long long)p->width);
-    if (b && (b->ndim != 1 || b->shape[0] != w->shape[1]))
-        return maas_error(MAAS_ERR_SHAPE, "plan: dense bias does not match %lld units",
-                          (long long)w->shape[1]);
-    int pw = add_param(p, w, trainable, reg[0], reg[1], slots_w, decay[0]);
-    if (pw < 0)
-        return MAAS_ERR_NOMEM;
-    int pb = -1;
-    if (b && (pb = add_param(p, b, trainable, reg[2], reg[3], slots_b, decay[1])) < 0)
-        return MAAS_ERR_NOMEM;
-    step *s = new_step(p, ST_DENSE);
-    if (!s)
-        return MAAS_ERR_NOMEM;
-    s->out_w = w->shape[1];
-    s->pw = pw;
-    s->pb = pb;
-    p->width = s->out_w;
-    return MAAS_OK;
-}
-
-maas_status maas_plan_add_unary(maas_plan *p, maas_unary_op op, float alpha)
-{
-    if (op < 0 || op >= MAAS_U_COUNT)
-        return maas_error(MAAS_ERR_VALUE, "plan: unknown unary op %d", (int)op);
-    step *s = new_step(p, ST_UNARY);
-    if (!s)
-        return MAAS_ERR_NOMEM;
-    s->op = op;
-    s->alpha = alpha;
-    return MAAS_OK;
-}
-
-maas_status maas_plan_add_softmax(maas_plan *p, int log)
-{
-    step *s = new_step(p, ST_SOFTMAX);
-    if (!s)
-        return MAAS_ERR_NOMEM;
-    s->log = log;
-    return MAAS_OK;
-}
-
-maas_status maas_plan_add_dropout(maas_plan *p, float rate)
-{
-    if (!(rate >= 0.0f && rate < 1.0f))
-        return maas_error(MAAS_ERR_VALUE, "plan: dropout rate must be in [0, 1), got %g", rate);
-    step *s = new_step(p, ST_DROPOUT);
-    if (!s)
-        return MAAS_ERR_NOMEM;
-    s->rate = rate;
-    return MAAS_OK;
-}
-
-maas_status maas_plan_set_loss(maas_plan *p, maas_loss_op op, int from_logits)
-{
-    if (op < 0 || op >= MAAS_L_COUNT)
-        return maas_error(MAAS_ERR_VALUE, "plan: unknown loss %d", (int)op);
-    p->loss = op;
-    p->from_logits = from_logits;
-    p->has_loss = 1;
-    return MAAS_OK;
-}
-
-maas_status maas_plan_set_optimizer(maas_plan *p, const maas_optim_config *cfg)
-{
     for (int i = 0; i < p->nparams; i++) {
-        param *q = &p->params[i];
-        if (!q->trainable)
-            continue;
-        int need0 = cfg->kind != MAAS_OPT_SGD || cfg->momentum != 0.0f;
-        int need1 = (cfg->kind == MAAS_OPT_ADAM) || (cfg->kind == MAAS_OPT_RMSPROP && cfg->centered);
-        int need2 = (cfg->kind == MAAS_OPT_ADAM && cfg->amsgrad) ||
-                    (cfg->kind == MAAS_OPT_RMSPROP && cfg->momentum > 0.0f);
-        if ((need0 && !q->slots[0]) || (need1 && !q->slots[1]) || (need2 && !q->slots[2]))
-            return maas_error(MAAS_ERR_VALUE, "plan: variable %d lacks an optimizer slot", i);
+        for (int k = 0; k < 3; k++) {
+            maas_tensor *t = slots[3 * i + k];
+            if (t && (!maas_same_shape(t, p->params[i]) || t->dtype != MAAS_F32)) {
+                char a[160], b[160];
+                free(ns);
+                free(nd);
+                return maas_error(MAAS_ERR_SHAPE, "plan: optimizer slot shape %s does not match parameter shape %s",
+                                  maas_shape_str(t->ndim, t->shape, a, sizeof a),
+                                  maas_shape_str(p->params[i]->ndim, p->params[i]->shape, b, sizeof b));
+            }
+        }
+        nd[i] = decay[i];
     }
+    /* only now, when nothing can fail, take the references */
+    for (int i = 0; i < 3 * p->nparams; i++) {
+        ns[i] = slots[i];
+        maas_tensor_incref(ns[i]);
+    }
+    for (int i = 0; p->slots && i < 3 * p->nparams; i++)
+        maas_tensor_decref(p->slots[i]);
+    free(p->slots);
+    free(p->decay);
+    p->slots = ns;
+    p->decay = nd;
     p->opt = *cfg;
     p->has_opt = 1;
     return MAAS_OK;
 }
 
-/* Buffers for at least n rows. */
-static maas_status reserve(maas_plan *p, int64_t n)
+maas_status maas_plan_forward(maas_plan *p, const uint64_t *keys)
 {
-    if (n <= p->cap_n)
-        return MAAS_OK;
-    free_buffers(p);
-    for (int i = 0; i < p->nsteps; i++) {
-        step *s = &p->steps[i];
-        int64_t sz;
-        if (maas_mul_size(n, s->out_w, &sz) != 0)
-            return maas_error(MAAS_ERR_NOMEM, "plan: buffer size overflows");
-        if (!(s->act = maas_alloc_floats(sz)) || !(s->gact = maas_alloc_floats(sz)) ||
-            (s->kind == ST_DROPOUT && !(s->mask = maas_alloc_floats(sz)))) {
-            free_buffers(p);
-            return MAAS_ERR_NOMEM;
-        }
+    for (int r = 0; r < p->nrandom; r++) {
+        uint64_t *key = (uint64_t *)(void *)p->nodes[p->random[r]].attr;
+        key[0] = keys[2 * r];
+        key[1] = keys[2 * r + 1];
     }
-    if (!(p->ploss = maas_alloc_floats(n)) || !(p->gloss = maas_alloc_floats(n))) {
-        free_buffers(p);
-        return MAAS_ERR_NOMEM;
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        maas_status s = maas_op_forward(&p->nodes[k]);
+        if (s != MAAS_OK)
+            return s;
     }
-    p->cap_n = n;
     return MAAS_OK;
 }
 
-/* Runs the steps on n rows of x; returns the output pointer. */
-static maas_status forward(maas_plan *p, const float *x, int64_t n, int training, uint64_t seed,
-                           uint64_t stream, const float **out)
+maas_status maas_plan_backward(maas_plan *p)
 {
-    const float *cur = x;
-    maas_status st = MAAS_OK;
-    for (int i = 0; i < p->nsteps && st == MAAS_OK; i++) {
-        step *s = &p->steps[i];
-        cur = s->in0 < 0 ? x : p->steps[s->in0].act;
-        s->in = cur;
-        s->in1p = s->in1 < 0 ? (s->kind == ST_MERGE ? x : NULL) : p->steps[s->in1].act;
-        int64_t cnt = n * s->out_w;
-        switch (s->kind) {
-        case ST_DENSE: {
-            param *w = &p->params[s->pw];
-            st = maas_dense_forward(s->act, cur, w->t->data, s->pb >= 0 ? p->params[s->pb].t->data : NULL,
-                                    n, s->in_w, s->out_w);
-            break;
-        }
-        case ST_UNARY:
-            st = maas_unary_forward(s->op, s->act, cur, cnt, s->alpha);
-            break;
-        case ST_SOFTMAX:
-            st = maas_softmax_forward(s->act, cur, n, s->out_w, 1, s->log);
-            break;
-        case ST_DROPOUT:
-            if (!training) {
-                memcpy(s->act, cur, (size_t)cnt * sizeof(float));
-                break;
-            }
-            st = maas_dropout_forward(s->act, s->mask, cur, cnt, s->rate, seed,
-                                      stream * 1024u + (uint64_t)i);
-            break;
-        case ST_MERGE:
-            merge_forward(s, n);
-            break;
-        }
-        cur = s->act;
+    if (!p->loss)
+        return maas_error(MAAS_ERR_STATE, "plan: this plan has no loss to differentiate");
+    for (int64_t v = 0; v < p->nvals; v++)
+        if (p->vgrad[v])
+            memset(p->vgrad[v]->data, 0, (size_t)p->vgrad[v]->size * sizeof(float));
+    maas_tensor *seed = p->vgrad[p->loss_val];
+    if (!seed)
+        return MAAS_OK; /* the loss depends on no parameter */
+    seed->data[0] = 1.0f;
+    for (int64_t k = p->nnodes - 1; k >= 0; k--) {
+        if (!p->backward[k])
+            continue;
+        const maas_node *nd = &p->nodes[k];
+        const maas_tensor *gout[MAAS_OP_MAX_OUT] = {NULL};
+        maas_tensor *gin[MAAS_OP_MAX_IN] = {NULL};
+        for (int j = 0; j < nd->nout; j++)
+            gout[j] = p->vgrad[p->out_val[k * MAAS_OP_MAX_OUT + j]];
+        for (int i = 0; i < nd->nin; i++)
+            if (!(nd->nograd >> i & 1u))
+                gin[i] = p->vgrad[p->in_val[k * MAAS_OP_MAX_IN + i]];
+        maas_status s = maas_op_get(nd->op)->backward(nd, gout, gin);
+        if (s != MAAS_OK)
+            return s;
     }
-    *out = cur;
-    return st;
+    return MAAS_OK;
 }
 
-static void merge_forward(step *s, int64_t n)
-{
-    const float *a = s->in, *b = s->in1p;
-    float *o = s->act;
-    int64_t cnt = n * s->out_w;
-    switch (s->merge) {
-    case MAAS_MERGE_ADD:
-        for (int64_t j = 0; j < cnt; j++)
-            o[j] = a[j] + b[j];
-        break;
-    case MAAS_MERGE_SUB:
-        for (int64_t j = 0; j < cnt; j++)
-            o[j] = a[j] - b[j];
-        break;
-    case MAAS_MERGE_MUL:
-        for (int64_t j = 0; j < cnt; j++)
-            o[j] = a[j] * b[j];
-        break;
-    case MAAS_MERGE_CONCAT:
-        for (int64_t r = 0; r < n; r++) {
-            memcpy(o + r * s->out_w, a + r * s->in_w, (size_t)s->in_w * sizeof(float));
-            memcpy(o + r * s->out_w + s->in_w, b + r * s->in1_w, (size_t)s->in1_w * sizeof(float));
-        }
-        break;
-    }
-}
-
-/* ga, gb (either NULL) += the merge's input gradients; accumulates. */
-static void merge_backward(const step *s, float *ga, float *gb, int64_t n)
-{
-    const float *g = s->gact, *a = s->in, *b = s->in1p;
-    int64_t cnt = n * s->out_w;
-    switch (s->merge) {
-    case MAAS_MERGE_ADD:
-    case MAAS_MERGE_SUB:
-        if (ga)
-            maas_accumulate(ga, g, cnt);
-        if (gb) {
-            if (s->merge == MAAS_MERGE_ADD)
-                maas_accumulate(gb, g, cnt);
-            else
-                for (int64_t j = 0; j < cnt; j++)
-                    gb[j] -= g[j];
-        }
-        break;
-    case MAAS_MERGE_MUL:
-        for (int64_t j = 0; j < cnt; j++) {
-            if (ga)
-                ga[j] += g[j] * b[j];
-            if (gb)
-                gb[j] += g[j] * a[j];
-        }
-        break;
-    case MAAS_MERGE_CONCAT:
-        for (int64_t r = 0; r < n; r++) {
-            const float *gr = g + r * s->out_w;
-            if (ga)
-                for (int64_t j = 0; j < s->in_w; j++)
-                    ga[r * s->in_w + j] += gr[j];
-            if (gb)
-                for (int64_t j = 0; j < s->in1_w; j++)
-                    gb[r * s->in1_w + j] += gr[s->in_w + j];
-        }
-        break;
-    }
-}
-
-static double regularize(param *q)
-{
-    double pen = 0.0;
-    const float *w = q->t->data;
-    for (int64_t j = 0; j < q->t->size; j++) {
-        if (q->l1 != 0.0f) {
-            pen += (double)q->l1 * fabs((double)w[j]);
-            q->grad[j] += q->l1 * (float)((w[j] > 0.0f) - (w[j] < 0.0f));
-        }
-        if (q->l2 != 0.0f) {
-            pen += (double)q->l2 * (double)w[j] * (double)w[j];
-            q->grad[j] += 2.0f * q->l2 * w[j];
-        }
-    }
-    return pen;
-}
-
-static maas_status update(maas_plan *p, param *q, float lr, int64_t step_no)
+static maas_status update_one(maas_plan *p, int i, float lr, int64_t step_no)
 {
     const maas_optim_config *o = &p->opt;
-    float wd = q->decay ? o->weight_decay : 0.0f;
-    float *s0 = q->slots[0] ? q->slots[0]->data : NULL;
-    float *s1 = q->slots[1] ? q->slots[1]->data : NULL;
-    float *s2 = q->slots[2] ? q->slots[2]->data : NULL;
+    maas_tensor *t = p->params[i], *g = p->vgrad[p->param_val[i]];
+    float wd = p->decay[i] ? o->weight_decay : 0.0f;
+    float *s0 = p->slots[3 * i] ? p->slots[3 * i]->data : NULL;
+    float *s1 = p->slots[3 * i + 1] ? p->slots[3 * i + 1]->data : NULL;
+    float *s2 = p->slots[3 * i + 2] ? p->slots[3 * i + 2]->data : NULL;
     maas_status st;
     switch (o->kind) {
     case MAAS_OPT_SGD:
-        st = maas_sgd_update(q->t->data, s0, q->grad, q->t->size, lr, o->momentum, o->nesterov, wd);
+        st = maas_sgd_update(t->data, s0, g->data, t->size, lr, o->momentum, o->nesterov, wd);
         break;
     case MAAS_OPT_ADAM:
-        st = maas_adam_update(q->t->data, s0, s1, o->amsgrad ? s2 : NULL, q->grad, q->t->size, lr,
+        if (!s0 || !s1)
+            return maas_error(MAAS_ERR_STATE, "plan: Adam needs its m and v slots");
+        st = maas_adam_update(t->data, s0, s1, o->amsgrad ? s2 : NULL, g->data, t->size, lr,
                               o->beta_1, o->beta_2, o->eps, step_no, wd);
         break;
-    default:
-        st = maas_rmsprop_update(q->t->data, s0, o->centered ? s1 : NULL,
-                                 o->momentum > 0.0f ? s2 : NULL, q->grad, q->t->size, lr, o->rho,
+    case MAAS_OPT_RMSPROP:
+        if (!s0)
+            return maas_error(MAAS_ERR_STATE, "plan: RMSprop needs its velocity slot");
+        st = maas_rmsprop_update(t->data, s0, o->centered ? s1 : NULL,
+                                 o->momentum > 0.0f ? s2 : NULL, g->data, t->size, lr, o->rho,
                                  o->momentum, o->eps, o->centered, wd);
+        break;
+    default:
+        return maas_error(MAAS_ERR_VALUE, "plan: unknown optimizer kind %d", (int)o->kind);
     }
-    q->t->version++;
+    t->version++;
     return st;
 }
 
-maas_status maas_plan_train_step(maas_plan *p, const float *x, const float *y, const float *sw,
-                                 int64_t n, float lr, int64_t step_no, uint64_t seed,
-                                 uint64_t stream, double *loss)
+/* Clipping as maas.optimizers.Optimizer._clip does it (the factors computed
+ * in double, applied in float), then the update, parameter by parameter. */
+maas_status maas_plan_update(maas_plan *p, float lr, int64_t step_no)
 {
-    if (!p->has_loss || !p->has_opt)
-        return maas_error(MAAS_ERR_STATE, "plan: set the loss and the optimizer first");
-    if (n <= 0 || p->nsteps == 0)
-        return maas_error(MAAS_ERR_VALUE, "plan: a training step needs at least one row and one layer");
-    maas_status st = reserve(p, n);
-    if (st != MAAS_OK)
-        return st;
-    const float *out;
-    if ((st = forward(p, x, n, 1, seed, stream, &out)) != MAAS_OK)
-        return st;
-    int64_t C = p->width;
-    if ((st = maas_loss_forward(p->loss, p->ploss, y, out, n, C, p->from_logits)) != MAAS_OK)
-        return st;
-    /* Keras's sum_over_batch_size: sum(loss * sw) / n */
-    double total = 0.0;
-    for (int64_t r = 0; r < n; r++) {
-        double w = sw ? (double)sw[r] : 1.0;
-        total += (double)p->ploss[r] * w;
-        p->gloss[r] = (float)(w / (double)n);
-    }
-    total /= (double)n;
-    p->last_n = n;
-
-    /* backward: every step's output gradient starts at zero and each step
-     * accumulates into its inputs' (a step read twice gets both parts) */
-    for (int i = 0; i < p->nsteps; i++)
-        memset(p->steps[i].gact, 0, (size_t)(n * p->steps[i].out_w) * sizeof(float));
-    step *last = &p->steps[p->nsteps - 1];
-    if ((st = maas_loss_backward(p->loss, last->gact, p->gloss, y, out, n, C, p->from_logits)) != MAAS_OK)
-        return st;
-    for (int i = 0; i < p->nparams; i++)
-        if (p->params[i].trainable)
-            memset(p->params[i].grad, 0, (size_t)p->params[i].t->size * sizeof(float));
-    for (int i = p->nsteps - 1; i >= 0 && st == MAAS_OK; i--) {
-        step *s = &p->steps[i];
-        float *gin = s->in0 >= 0 ? p->steps[s->in0].gact : NULL;
-        int64_t cnt = n * s->in_w;
-        switch (s->kind) {
-        case ST_DENSE: {
-            param *w = &p->params[s->pw], *b = s->pb >= 0 ? &p->params[s->pb] : NULL;
-            st = maas_dense_backward(gin, w->trainable ? w->grad : NULL,
-                                     b && b->trainable ? b->grad : NULL, s->gact, s->in,
-                                     w->t->data, n, s->in_w, s->out_w);
-            break;
-        }
-        case ST_UNARY:
-            if (gin)
-                st = maas_unary_backward(s->op, gin, s->gact, s->in, s->act, cnt, s->alpha);
-            break;
-        case ST_SOFTMAX:
-            if (gin)
-                st = maas_softmax_backward(gin, s->gact, s->act, n, s->out_w, 1, s->log);
-            break;
-        case ST_DROPOUT:
-            if (gin)
-                st = maas_dropout_backward(gin, s->gact, s->mask, cnt);
-            break;
-        case ST_MERGE:
-            merge_backward(s, gin, s->in1 >= 0 ? p->steps[s->in1].gact : NULL, n);
-            break;
-        }
-    }
-    if (st != MAAS_OK)
-        return st;
-
-    /* regularization (in the loss and the gradients), clipping, update */
-    for (int i = 0; i < p->nparams; i++)
-        if (p->params[i].trainable && (p->params[i].l1 != 0.0f || p->params[i].l2 != 0.0f))
-            total += regularize(&p->params[i]);
+    if (!p->has_opt)
+        return maas_error(MAAS_ERR_STATE, "plan: set the optimizer first");
     const maas_optim_config *o = &p->opt;
-    if (o->global_clipnorm > 0.0f) {
+    if (o->clipvalue > 0.0) {
+        for (int i = 0; i < p->nparams; i++) {
+            maas_tensor *g = p->vgrad[p->param_val[i]];
+            if (g)
+                maas_clip_inplace(g->data, g->size, -(float)o->clipvalue, (float)o->clipvalue);
+        }
+    } else if (o->clipnorm > 0.0) {
+        for (int i = 0; i < p->nparams; i++) {
+            maas_tensor *g = p->vgrad[p->param_val[i]];
+            if (!g)
+                continue;
+            double norm = sqrt(maas_sum_squares(g->data, g->size));
+            if (norm > o->clipnorm)
+                maas_scale_inplace(g->data, g->size, (float)(o->clipnorm / norm));
+        }
+    } else if (o->global_clipnorm > 0.0) {
         double ss = 0.0;
-        for (int i = 0; i < p->nparams; i++)
-            if (p->params[i].trainable)
-                ss += maas_sum_squares(p->params[i].grad, p->params[i].t->size);
+        for (int i = 0; i < p->nparams; i++) {
+            maas_tensor *g = p->vgrad[p->param_val[i]];
+            if (g)
+                ss += maas_sum_squares(g->data, g->size);
+        }
         double norm = sqrt(ss);
         if (norm > o->global_clipnorm)
-            for (int i = 0; i < p->nparams; i++)
-                if (p->params[i].trainable)
-                    maas_scale_inplace(p->params[i].grad, p->params[i].t->size,
-                                       (float)(o->global_clipnorm / norm));
+            for (int i = 0; i < p->nparams; i++) {
+                maas_tensor *g = p->vgrad[p->param_val[i]];
+                if (g)
+                    maas_scale_inplace(g->data, g->size, (float)(o->global_clipnorm / norm));
+            }
     }
-    for (int i = 0; i < p->nparams && st == MAAS_OK; i++) {
-        param *q = &p->params[i];
-        if (!q->trainable)
+    for (int i = 0; i < p->nparams; i++) {
+        if (!p->vgrad[p->param_val[i]])
             continue;
-        if (o->clipvalue > 0.0f)
-            maas_clip_inplace(q->grad, q->t->size, -o->clipvalue, o->clipvalue);
-        else if (o->clipnorm > 0.0f) {
-            double norm = sqrt(maas_sum_squares(q->grad, q->t->size));
-            if (norm > o->clipnorm)
-                maas_scale_inplace(q->grad, q->t->size, (float)(o->clipnorm / norm));
-        }
-        st = update(p, q, lr, step_no);
+        maas_status s = update_one(p, i, lr, step_no);
+        if (s != MAAS_OK)
+            return s;
     }
-    *loss = total;
-    return st;
-}
-
-maas_status maas_plan_predict(maas_plan *p, const float *x, int64_t n, int64_t chunk, float *out)
-{
-    if (chunk <= 0)
-        chunk = 1024;
-    maas_status st = reserve(p, n < chunk ? (n > 0 ? n : 1) : chunk);
-    int64_t C = p->width;
-    for (int64_t r = 0; r < n && st == MAAS_OK; r += chunk) {
-        int64_t m = n - r < chunk ? n - r : chunk;
-        const float *res;
-        if ((st = forward(p, x + r * p->in_features, m, 0, 0, 0, &res)) == MAAS_OK)
-            memcpy(out + r * C, res, (size_t)(m * C) * sizeof(float));
-    }
-    p->last_n = 0;
-    return st;
-}
-
-const float *maas_plan_last_output(const maas_plan *p, int64_t *n)
-{
-    *n = p->last_n;
-    return p->nsteps && p->last_n ? p->steps[p->nsteps - 1].act : NULL;
+    return MAAS_OK;
 }

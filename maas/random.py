@@ -37,6 +37,33 @@ def next_stream() -> tuple[int, int]:
     return _state["seed"], _state["stream"]
 
 
+# Traces (maas.engine) collect, in call order, the function that gives each
+# random op its (seed, stream), so that a plan asks them anew on every step
+# exactly as the eager calls would have.
+_trace_logs: list = []
+
+
+def _begin_trace() -> list:
+    log: list = []
+    _trace_logs.append(log)
+    return log
+
+
+def _end_trace(log: list) -> list:
+    _trace_logs.remove(log)
+    return log
+
+
+def draw_key(provider) -> tuple[int, int]:
+    """The (seed, stream) of one random op: ``provider()``, noted for any
+    active trace. Layers with a seed of their own pass a provider that counts
+    their calls; others pass :func:`next_stream`."""
+    key = provider()
+    for log in _trace_logs:
+        log.append(provider)
+    return key
+
+
 def numpy_rng() -> np.random.Generator:
     """A NumPy generator derived from the next stream (for shuffling)."""
     seed, stream = next_stream()
@@ -67,5 +94,5 @@ def dropout(inputs, rate: float, seed=None):
     1/(1-rate) (Keras's ``keras.random.dropout``)."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout: rate must be in [0, 1), received rate={rate}")
-    s, stream = next_stream() if seed is None else (int(seed), 0)
+    s, stream = draw_key(next_stream if seed is None else (lambda: (int(seed), 0)))
     return _core.dropout(inputs, float(rate), s, stream)

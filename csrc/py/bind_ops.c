@@ -1,25 +1,15 @@
-/* bind_ops.c -- the ops of maas._core: argument parsing, shape checks with
- * the GIL held, output allocation, the kernel (GIL released when large), and
- * recording on active tapes. Nothing else. */
+/* bind_ops.c -- the ops of maas._core. Every differentiable op runs through
+ * one generic path (run_node): inputs converted with the GIL held, the op
+ * table's infer and allocation, the forward kernel with the GIL released
+ * when the work is large, and recording on the active tapes. `_core.op`
+ * exposes that path for any table op; the named entry points below (unary,
+ * binary, reduce, matmul, getitem, ...) only parse their arguments into a
+ * node. The in-place helpers (optimizer updates, assign, fills) follow. */
 #include "common.h"
 
 #include <string.h>
 
 #define SHAPE(t, buf) maas_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
-
-/* Wraps `out` (reference stolen) after recording nd on active tapes. nd may
- * be NULL for ops without a gradient. */
-static PyObject *finish(module_state *st, maas_tensor *out, maas_node *nd)
-{
-    if (nd && tapes_active()) {
-        nd->out = out;
-        if (record_node(nd) < 0) {
-            maas_tensor_decref(out);
-            return NULL;
-        }
-    }
-    return tensor_wrap(st, out);
-}
 
 static void decref_all(maas_tensor **ts, int n)
 {
@@ -27,111 +17,215 @@ static void decref_all(maas_tensor **ts, int n)
         maas_tensor_decref(ts[i]);
 }
 
-/* A view of x (recorded, so gradients flow through it). New reference. */
-static maas_tensor *make_view(maas_tensor *x, int64_t offset, int ndim, const int64_t *shape)
+/* Runs a node whose op, inputs (borrowed) and given attributes are set.
+ * Returns a new reference to its first output, or NULL with an exception. */
+static maas_tensor *run_node(maas_node *nd)
 {
-    maas_tensor *v = maas_tensor_view(x, offset, ndim, shape);
-    if (!v) {
-        raise_status(MAAS_ERR_VALUE);
+    maas_status s = maas_op_setup(nd);
+    if (s != MAAS_OK) {
+        raise_status(s);
         return NULL;
     }
-    if (tapes_active()) {
-        maas_node nd = {.backward = maas_grad_view, .name = "view", .ninputs = 1,
-                        .in = {x}, .out = v, .i = {offset}};
-        if (record_node(&nd) < 0) {
-            maas_tensor_decref(v);
-            return NULL;
-        }
+    MAAS_NOGIL_IF(maas_op_work(nd) > MAAS_NOGIL_WORK, s = maas_op_forward(nd));
+    if (s != MAAS_OK) {
+        maas_node_release_outputs(nd);
+        raise_status(s);
+        return NULL;
     }
-    return v;
+    if (tapes_active() && maas_op_get(nd->op)->backward && record_node(nd) < 0) {
+        maas_node_release_outputs(nd);
+        return NULL;
+    }
+    maas_tensor *out = nd->out[0];
+    nd->out[0] = NULL;
+    maas_node_release_outputs(nd);
+    return out;
 }
 
-static int normalize_axis(int64_t axis, int ndim, const char *op, int *out)
+/* A node of op `op` over inputs (new references, released here). */
+static maas_tensor *run_op(int op, int nin, maas_tensor **in, const void *attr, size_t attr_size)
 {
-    int n = ndim ? ndim : 1;
-    if (axis < -n || axis >= n) {
-        PyErr_Format(PyExc_ValueError, "%s: axis %lld is out of bounds for a tensor of %d dimensions",
-                     op, (long long)axis, ndim);
-        return -1;
-    }
-    *out = (int)(axis < 0 ? axis + n : axis);
+    maas_node nd;
+    memset(&nd, 0, offsetof(maas_node, attr));
+    nd.op = op;
+    nd.nin = nin;
+    for (int i = 0; i < nin; i++)
+        nd.in[i] = in[i];
+    memset(nd.attr, 0, sizeof nd.attr);
+    memcpy(nd.attr, attr, attr_size);
+    maas_tensor *out = run_node(&nd);
+    decref_all(in, nin);
+    return out;
+}
+
+static PyObject *wrap_or_null(module_state *st, maas_tensor *t)
+{
+    return t ? tensor_wrap(st, t) : NULL;
+}
+
+/* Converts n objects; on failure releases the ones converted. */
+static int convert_inputs(module_state *st, int n, PyObject *const *objs, maas_tensor **in)
+{
+    for (int i = 0; i < n; i++)
+        if (!(in[i] = as_tensor(st, objs[i]))) {
+            decref_all(in, i);
+            return -1;
+        }
     return 0;
 }
 
-/* (outer, n, inner) of x around `axis`. */
-static void split_axis(const maas_tensor *x, int axis, int64_t *outer, int64_t *n, int64_t *inner)
+/* --------------------------------------------------- the generic entry */
+
+/* Parses positional attribute values into a node's attribute block by the
+ * op's field list. */
+static int parse_attrs(const maas_op_def *def, PyObject *const *args, Py_ssize_t n,
+                       unsigned char *attr)
 {
-    *outer = 1;
-    *inner = 1;
-    for (int d = 0; d < axis; d++)
-        *outer *= x->shape[d];
-    *n = x->ndim ? x->shape[axis] : 1;
-    for (int d = axis + 1; d < x->ndim; d++)
-        *inner *= x->shape[d];
+    Py_ssize_t k = 0;
+    for (const maas_attr_field *f = def->fields; f->name; f++, k++) {
+        if (k >= n)
+            break;
+        PyObject *o = args[k];
+        unsigned char *dst = attr + f->offset;
+        if (f->type == 'l') {
+            long long v = PyLong_AsLongLong(o);
+            if (v == -1 && PyErr_Occurred())
+                goto bad;
+            int64_t x = v;
+            memcpy(dst, &x, sizeof x);
+        } else if (f->type == 'u') {
+            unsigned long long v = PyLong_AsUnsignedLongLongMask(o);
+            if (v == (unsigned long long)-1 && PyErr_Occurred())
+                goto bad;
+            uint64_t x = v;
+            memcpy(dst, &x, sizeof x);
+        } else if (f->type == 'd') {
+            double v = PyFloat_AsDouble(o);
+            if (v == -1.0 && PyErr_Occurred())
+                goto bad;
+            memcpy(dst, &v, sizeof v);
+        } else if (f->type == 'S') {
+            PyObject *seq = PySequence_Fast(o, "a shape must be a sequence of ints");
+            if (!seq)
+                return -1;
+            Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+            if (nd > MAAS_MAX_DIMS) {
+                Py_DECREF(seq);
+                PyErr_Format(PyExc_ValueError, "%s: at most %d dimensions", def->name, MAAS_MAX_DIMS);
+                return -1;
+            }
+            int64_t v[1 + MAAS_MAX_DIMS] = {nd};
+            for (Py_ssize_t d = 0; d < nd; d++) {
+                long long x = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, d));
+                if (x == -1 && PyErr_Occurred()) {
+                    Py_DECREF(seq);
+                    return -1;
+                }
+                v[1 + d] = x;
+            }
+            Py_DECREF(seq);
+            memcpy(dst, v, sizeof v);
+        }
+        continue;
+    bad: /* the conversion's TypeError or OverflowError stands */
+        return -1;
+    }
+    if (k < n) {
+        PyErr_Format(PyExc_TypeError, "%s: takes %zd attributes, got %zd", def->name, k, n);
+        return -1;
+    }
+    return 0;
 }
 
-/* ------------------------------------------------------------ elementwise */
+/* op(op_id, inputs, *attributes) -> Tensor: any op of the table. */
+static PyObject *py_op(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2)
+        return PyErr_Format(PyExc_TypeError, "op(op_id, inputs, *attributes): got %zd arguments", nargs);
+    int op = PyLong_AsLong(args[0]);
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    const maas_op_def *def = maas_op_get(op);
+    if (!def)
+        return PyErr_Format(PyExc_ValueError, "op: unknown op id %d", op);
+    module_state *st = state_of_module(m);
+    PyObject *seq = PySequence_Fast(args[1], "op: inputs must be a sequence of tensors");
+    if (!seq)
+        return NULL;
+    Py_ssize_t nin = PySequence_Fast_GET_SIZE(seq);
+    if (nin < def->min_in || nin > def->max_in) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "%s: takes %d to %d inputs, got %zd", def->name,
+                            def->min_in, def->max_in, nin);
+    }
+    maas_node nd;
+    memset(&nd, 0, sizeof nd);
+    nd.op = op;
+    nd.nin = (int)nin;
+    if (parse_attrs(def, args + 2, nargs - 2, nd.attr) < 0 ||
+        convert_inputs(st, (int)nin, PySequence_Fast_ITEMS(seq), nd.in) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_DECREF(seq);
+    maas_tensor *in[MAAS_OP_MAX_IN];
+    memcpy(in, nd.in, sizeof in);
+    maas_tensor *out = run_node(&nd);
+    decref_all(in, (int)nin);
+    return wrap_or_null(st, out);
+}
+
+/* op_table() -> [(name, min_inputs, max_inputs, (attribute names...))] by id. */
+static PyObject *py_op_table(PyObject *m, PyObject *unused)
+{
+    PyObject *list = PyList_New(MAAS_OP_COUNT);
+    for (int op = 0; list && op < MAAS_OP_COUNT; op++) {
+        const maas_op_def *def = maas_op_get(op);
+        int nf = 0;
+        while (def->fields[nf].name)
+            nf++;
+        PyObject *names = PyTuple_New(nf);
+        for (int k = 0; names && k < nf; k++) {
+            PyObject *s = PyUnicode_FromString(def->fields[k].name);
+            if (!s) {
+                Py_CLEAR(names);
+                break;
+            }
+            PyTuple_SET_ITEM(names, k, s);
+        }
+        PyObject *row = names ? Py_BuildValue("(siiN)", def->name, def->min_in, def->max_in, names) : NULL;
+        if (!row) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, op, row);
+    }
+    return list;
+}
+
+/* ---------------------------------------------------- named entry points */
 
 PyObject *op_unary(module_state *st, maas_unary_op op, PyObject *x, float alpha)
 {
     if (!st)
         return NULL;
-    maas_tensor *a = as_tensor(st, x);
-    if (!a)
+    maas_tensor *in[1];
+    if (convert_inputs(st, 1, &x, in) < 0)
         return NULL;
-    maas_tensor *out = maas_tensor_new_like(a);
-    maas_status s = MAAS_ERR_NOMEM;
-    if (out)
-        MAAS_NOGIL_IF(a->size > MAAS_NOGIL_WORK,
-                      s = maas_unary_forward(op, out->data, a->data, a->size, alpha));
-    if (s != MAAS_OK) {
-        maas_tensor_decref(a);
-        maas_tensor_decref(out);
-        return raise_status(s);
-    }
-    maas_node nd = {.backward = maas_grad_unary, .name = "unary", .ninputs = 1,
-                    .in = {a}, .i = {op}, .f = {alpha}};
-    PyObject *r = finish(st, out, &nd);
-    maas_tensor_decref(a);
-    return r;
+    struct { int64_t op; double alpha; } a = {op, alpha};
+    return wrap_or_null(st, run_op(MAAS_OP_UNARY, 1, in, &a, sizeof a));
 }
-
-static const char *binary_names[] = {"add", "subtract", "multiply", "divide", "power",
-                                     "maximum", "minimum", "less", "less_equal",
-                                     "greater", "greater_equal", "equal", "not_equal"};
 
 PyObject *op_binary(module_state *st, maas_binary_op op, PyObject *x, PyObject *y)
 {
     if (!st)
         return NULL;
-    maas_tensor *in[2] = {as_tensor(st, x), NULL};
-    if (!in[0])
+    maas_tensor *in[2];
+    PyObject *objs[2] = {x, y};
+    if (convert_inputs(st, 2, objs, in) < 0)
         return NULL;
-    if (!(in[1] = as_tensor(st, y))) {
-        maas_tensor_decref(in[0]);
-        return NULL;
-    }
-    int on;
-    int64_t os[MAAS_MAX_DIMS];
-    maas_tensor *out = NULL;
-    maas_status s = maas_broadcast_shape(binary_names[op], in[0]->ndim, in[0]->shape,
-                                         in[1]->ndim, in[1]->shape, &on, os);
-    if (s == MAAS_OK) {
-        s = MAAS_ERR_NOMEM;
-        if ((out = maas_tensor_new(on, os)))
-            MAAS_NOGIL_IF(out->size > MAAS_NOGIL_WORK,
-                          s = maas_binary_forward(op, out, in[0], in[1]));
-    }
-    if (s != MAAS_OK) {
-        decref_all(in, 2);
-        maas_tensor_decref(out);
-        return raise_status(s);
-    }
-    maas_node nd = {.backward = maas_grad_binary, .name = binary_names[op], .ninputs = 2,
-                    .in = {in[0], in[1]}, .i = {op}};
-    PyObject *r = finish(st, out, op < MAAS_B_LT ? &nd : NULL);
-    decref_all(in, 2);
-    return r;
+    int64_t a = op;
+    return wrap_or_null(st, run_op(MAAS_OP_BINARY, 2, in, &a, sizeof a));
 }
 
 static PyObject *py_unary(PyObject *m, PyObject *args)
@@ -165,75 +259,22 @@ static PyObject *py_softmax(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "O|Lp:softmax", &x, &axis, &log))
         return NULL;
     module_state *st = state_of_module(m);
-    maas_tensor *a = as_tensor(st, x);
-    if (!a)
+    maas_tensor *in[1];
+    if (convert_inputs(st, 1, &x, in) < 0)
         return NULL;
-    int ax;
-    if (normalize_axis(axis, a->ndim, log ? "log_softmax" : "softmax", &ax) < 0) {
-        maas_tensor_decref(a);
-        return NULL;
-    }
-    int64_t outer, n, inner;
-    split_axis(a, ax, &outer, &n, &inner);
-    maas_tensor *out = maas_tensor_new_like(a);
-    maas_status s = MAAS_ERR_NOMEM;
-    if (out)
-        MAAS_NOGIL_IF(a->size > MAAS_NOGIL_WORK,
-                      s = maas_softmax_forward(out->data, a->data, outer, n, inner, log));
-    if (s != MAAS_OK) {
-        maas_tensor_decref(a);
-        maas_tensor_decref(out);
-        return raise_status(s);
-    }
-    maas_node nd = {.backward = maas_grad_softmax, .name = "softmax", .ninputs = 1,
-                    .in = {a}, .i = {outer, n, inner, log}};
-    PyObject *r = finish(st, out, &nd);
-    maas_tensor_decref(a);
-    return r;
+    int64_t a[2] = {axis, log};
+    return wrap_or_null(st, run_op(MAAS_OP_SOFTMAX, 1, in, a, sizeof a));
 }
 
 /* ------------------------------------------------------------- reductions */
 
 static const char *reduce_names[] = {"sum", "mean", "max", "min"};
 
-/* Reduces x over one axis (axis < 0: over everything). New reference. */
+/* One reduce node (axis < 0: every element). Releases x. */
 static maas_tensor *reduce_one(maas_reduce_op op, maas_tensor *x, int axis, int keepdims)
 {
-    int64_t outer, n, inner, os[MAAS_MAX_DIMS];
-    int on = 0;
-    if (axis < 0) {
-        outer = inner = 1;
-        n = x->size;
-        if (keepdims)
-            for (on = 0; on < x->ndim; on++)
-                os[on] = 1;
-    } else {
-        split_axis(x, axis, &outer, &n, &inner);
-        for (int d = 0; d < x->ndim; d++)
-            if (d != axis)
-                os[on++] = x->shape[d];
-            else if (keepdims)
-                os[on++] = 1;
-    }
-    maas_tensor *out = maas_tensor_new(on, os);
-    maas_status s = MAAS_ERR_NOMEM;
-    if (out)
-        MAAS_NOGIL_IF(x->size > MAAS_NOGIL_WORK,
-                      s = maas_reduce_forward(op, out->data, x->data, outer, n, inner));
-    if (s != MAAS_OK) {
-        maas_tensor_decref(out);
-        raise_status(s);
-        return NULL;
-    }
-    if (tapes_active()) {
-        maas_node nd = {.backward = maas_grad_reduce, .name = reduce_names[op],
-                        .ninputs = 1, .in = {x}, .out = out, .i = {op, outer, n, inner}};
-        if (record_node(&nd) < 0) {
-            maas_tensor_decref(out);
-            return NULL;
-        }
-    }
-    return out;
+    int64_t a[4] = {op, axis < 0 ? 0 : axis, axis < 0, keepdims};
+    return run_op(MAAS_OP_REDUCE, 1, &x, a, sizeof a);
 }
 
 PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *axis,
@@ -255,15 +296,22 @@ PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *
             maas_tensor_decref(cur);
             return NULL;
         }
+        int n = cur->ndim ? cur->ndim : 1;
         for (Py_ssize_t i = 0; i < k; i++) {
             long long a = PyLong_AsLongLong(seq ? PySequence_Fast_GET_ITEM(seq, i) : axis);
-            int ax;
-            if ((a == -1 && PyErr_Occurred()) ||
-                normalize_axis(a, cur->ndim, reduce_names[op], &ax) < 0) {
+            if (a == -1 && PyErr_Occurred()) {
                 Py_XDECREF(seq);
                 maas_tensor_decref(cur);
                 return NULL;
             }
+            if (a < -n || a >= n) {
+                Py_XDECREF(seq);
+                maas_tensor_decref(cur);
+                return PyErr_Format(PyExc_ValueError,
+                                    "%s: axis %lld is out of bounds for a tensor of %d dimensions",
+                                    reduce_names[op], a, cur->ndim);
+            }
+            int ax = (int)(a < 0 ? a + n : a);
             for (int j = 0; j < naxes; j++)
                 if (axes[j] == ax) {
                     Py_XDECREF(seq);
@@ -277,11 +325,8 @@ PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *
         if (cur->ndim == 0)
             naxes = 0; /* numpy: reducing a 0-d tensor over axis 0 is the identity */
     }
-    if (axis == Py_None) {
-        maas_tensor *r = reduce_one(op, cur, -1, keepdims);
-        maas_tensor_decref(cur);
-        return r ? finish(st, r, NULL) : NULL;
-    }
+    if (axis == Py_None)
+        return wrap_or_null(st, reduce_one(op, cur, -1, keepdims));
     /* one axis at a time, the highest first so that lower indices stay valid */
     for (int i = 0; i < naxes; i++)
         for (int j = i + 1; j < naxes; j++)
@@ -290,13 +335,9 @@ PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *
                 axes[i] = axes[j];
                 axes[j] = t;
             }
-    for (int i = 0; i < naxes; i++) {
-        maas_tensor *r = reduce_one(op, cur, axes[i], keepdims);
-        maas_tensor_decref(cur);
-        if (!r)
+    for (int i = 0; i < naxes; i++)
+        if (!(cur = reduce_one(op, cur, axes[i], keepdims)))
             return NULL;
-        cur = r;
-    }
     return tensor_wrap(st, cur);
 }
 
@@ -311,120 +352,59 @@ static PyObject *py_reduce(PyObject *m, PyObject *args)
     return op_reduce(state_of_module(m), (maas_reduce_op)op, x, axis, keepdims);
 }
 
-/* ----------------------------------------------------------------- matmul */
+/* ------------------------------------------------------------ views, matmul */
 
-static maas_tensor *matmul_core(maas_tensor *a, maas_tensor *b, int ta, int tb)
+/* A view node of x (released): a reshape (offset < 0) or the part from
+ * `offset` with a shape. */
+static maas_tensor *make_view(maas_tensor *x, int64_t offset, int ndim, const int64_t *shape)
 {
-    char sa[160], sb[160];
-    if (a->ndim < 2 || b->ndim < 2) {
-        PyErr_Format(PyExc_ValueError, "matmul: operands need 2 or more dimensions here, got shapes %s and %s",
-                     SHAPE(a, sa), SHAPE(b, sb));
-        return NULL;
-    }
-    int an = a->ndim, bn = b->ndim;
-    int64_t M = ta ? a->shape[an - 1] : a->shape[an - 2];
-    int64_t Ka = ta ? a->shape[an - 2] : a->shape[an - 1];
-    int64_t Kb = tb ? b->shape[bn - 1] : b->shape[bn - 2];
-    int64_t N = tb ? b->shape[bn - 2] : b->shape[bn - 1];
-    if (Ka != Kb) {
-        PyErr_Format(PyExc_ValueError,
-                     "matmul: shapes %s and %s not aligned: %lld (dim %d) != %lld (dim %d)",
-                     SHAPE(a, sa), SHAPE(b, sb), (long long)Ka, ta ? an - 2 : an - 1,
-                     (long long)Kb, tb ? bn - 1 : bn - 2);
-        return NULL;
-    }
-    int64_t batch = 1, os[MAAS_MAX_DIMS];
-    int on;
-    if (bn == 2 && an > 2 && !ta) {
-        /* (..., M, K) @ (K, N): fold the leading dims into M */
-        for (int d = 0; d < an - 2; d++)
-            M *= a->shape[d];
-        on = an;
-        memcpy(os, a->shape, sizeof(int64_t) * (size_t)an);
-    } else if (an == bn) {
-        for (int d = 0; d < an - 2; d++) {
-            if (a->shape[d] != b->shape[d]) {
-                PyErr_Format(PyExc_ValueError,
-                             "matmul: batch dimensions of shapes %s and %s do not match",
-                             SHAPE(a, sa), SHAPE(b, sb));
-                return NULL;
-            }
-            batch *= a->shape[d];
-            os[d] = a->shape[d];
-        }
-        on = an;
-        os[an - 2] = M;
-    } else {
-        PyErr_Format(PyExc_ValueError,
-                     "matmul: cannot batch shapes %s and %s: give both the same batch "
-                     "dimensions, or make the second 2-D",
-                     SHAPE(a, sa), SHAPE(b, sb));
-        return NULL;
-    }
-    os[on - 1] = N;
-    maas_tensor *out = maas_tensor_new(on, os);
-    if (!out) {
-        raise_status(MAAS_ERR_NOMEM);
-        return NULL;
-    }
-    maas_status s;
-    double work = (double)batch * (double)M * (double)N * (double)Ka;
-    MAAS_NOGIL_IF(work > MAAS_NOGIL_WORK,
-                  s = maas_matmul_forward(out->data, a->data, b->data, batch, M, N, Ka, ta, tb));
-    if (s != MAAS_OK) {
-        maas_tensor_decref(out);
-        raise_status(s);
-        return NULL;
-    }
-    if (tapes_active()) {
-        maas_node nd = {.backward = maas_grad_matmul, .name = "matmul", .ninputs = 2,
-                        .in = {a, b}, .out = out, .i = {batch, M, N, Ka, ta, tb}};
-        if (record_node(&nd) < 0) {
-            maas_tensor_decref(out);
-            return NULL;
-        }
-    }
-    return out;
+    int64_t a[3 + MAAS_MAX_DIMS] = {offset >= 0, offset < 0 ? 0 : offset, ndim};
+    memcpy(a + 3, shape, sizeof(int64_t) * (size_t)ndim);
+    return run_op(MAAS_OP_VIEW, 1, &x, a, sizeof a);
 }
 
 PyObject *op_matmul(module_state *st, PyObject *x, PyObject *y, int ta, int tb)
 {
     if (!st)
         return NULL;
-    maas_tensor *in[2] = {as_tensor(st, x), NULL}, *out = NULL;
-    if (!in[0] || !(in[1] = as_tensor(st, y))) {
-        maas_tensor_decref(in[0]);
+    maas_tensor *in[2];
+    PyObject *objs[2] = {x, y};
+    if (convert_inputs(st, 2, objs, in) < 0)
         return NULL;
-    }
     /* NumPy's 1-D rules: a vector on the left is a row, on the right a
      * column, and that axis is dropped from the result */
     int squeeze_a = in[0]->ndim == 1, squeeze_b = in[1]->ndim == 1;
     if (squeeze_a) {
-        maas_tensor *v = make_view(in[0], 0, 2, (int64_t[]){1, in[0]->shape[0]});
+        maas_tensor_incref(in[0]);
+        maas_tensor *v = make_view(in[0], -1, 2, (int64_t[]){1, in[0]->shape[0]});
         maas_tensor_decref(in[0]);
-        in[0] = v;
+        if (!(in[0] = v)) {
+            maas_tensor_decref(in[1]);
+            return NULL;
+        }
         ta = 0;
     }
-    if (squeeze_b && in[0]) {
-        maas_tensor *v = make_view(in[1], 0, 2, (int64_t[]){in[1]->shape[0], 1});
+    if (squeeze_b) {
+        maas_tensor_incref(in[1]);
+        maas_tensor *v = make_view(in[1], -1, 2, (int64_t[]){in[1]->shape[0], 1});
         maas_tensor_decref(in[1]);
-        in[1] = v;
+        if (!(in[1] = v)) {
+            maas_tensor_decref(in[0]);
+            return NULL;
+        }
         tb = 0;
     }
-    if (in[0] && in[1])
-        out = matmul_core(in[0], in[1], ta, tb);
-    decref_all(in, 2);
+    int64_t a[2] = {ta, tb};
+    maas_tensor *out = run_op(MAAS_OP_MATMUL, 2, in, a, sizeof a);
     if (out && (squeeze_a || squeeze_b)) {
         int64_t os[MAAS_MAX_DIMS];
         int on = 0;
         for (int d = 0; d < out->ndim; d++)
             if (!((squeeze_a && d == out->ndim - 2) || (squeeze_b && d == out->ndim - 1)))
                 os[on++] = out->shape[d];
-        maas_tensor *v = make_view(out, 0, on, os);
-        maas_tensor_decref(out);
-        out = v;
+        out = make_view(out, -1, on, os);
     }
-    return out ? tensor_wrap(st, out) : NULL;
+    return wrap_or_null(st, out);
 }
 
 static PyObject *py_matmul(PyObject *m, PyObject *args, PyObject *kwds)
@@ -439,63 +419,16 @@ static PyObject *py_matmul(PyObject *m, PyObject *args, PyObject *kwds)
 
 static PyObject *py_dense(PyObject *m, PyObject *args)
 {
-    PyObject *x, *w, *b = Py_None;
-    if (!PyArg_ParseTuple(args, "OO|O:dense", &x, &w, &b))
+    PyObject *objs[3] = {NULL, NULL, Py_None};
+    if (!PyArg_ParseTuple(args, "OO|O:dense", &objs[0], &objs[1], &objs[2]))
         return NULL;
     module_state *st = state_of_module(m);
-    maas_tensor *in[3] = {NULL, NULL, NULL}, *out = NULL;
-    int nin = b == Py_None ? 2 : 3;
-    PyObject *objs[3] = {x, w, b};
-    for (int i = 0; i < nin; i++)
-        if (!(in[i] = as_tensor(st, objs[i]))) {
-            decref_all(in, 3);
-            return NULL;
-        }
-    char sx[160], sw[160];
-    if (in[0]->ndim < 1 || in[1]->ndim != 2 || in[0]->shape[in[0]->ndim - 1] != in[1]->shape[0]) {
-        if (in[1]->ndim != 2 || in[0]->ndim < 1)
-            PyErr_Format(PyExc_ValueError, "dense: input shape %s and kernel shape %s: the kernel must be 2-D (in, units) and the input at least 1-D",
-                         SHAPE(in[0], sx), SHAPE(in[1], sw));
-        else
-            PyErr_Format(PyExc_ValueError,
-                         "dense: input shape %s and kernel shape %s not aligned: %lld (dim %d) != %lld (dim 0)",
-                         SHAPE(in[0], sx), SHAPE(in[1], sw),
-                         (long long)in[0]->shape[in[0]->ndim - 1], in[0]->ndim - 1,
-                         (long long)in[1]->shape[0]);
-        decref_all(in, 3);
+    maas_tensor *in[3];
+    int nin = objs[2] == Py_None ? 2 : 3;
+    if (convert_inputs(st, nin, objs, in) < 0)
         return NULL;
-    }
-    int64_t C = in[1]->shape[0], U = in[1]->shape[1];
-    if (nin == 3 && !(in[2]->ndim == 1 && in[2]->shape[0] == U)) {
-        PyErr_Format(PyExc_ValueError, "dense: bias shape %s does not match %lld units",
-                     SHAPE(in[2], sx), (long long)U);
-        decref_all(in, 3);
-        return NULL;
-    }
-    int64_t N = C ? in[0]->size / C : 1, os[MAAS_MAX_DIMS];
-    if (C == 0)
-        for (int d = 0; d < in[0]->ndim - 1; d++)
-            N = d ? N * in[0]->shape[d] : in[0]->shape[d];
-    memcpy(os, in[0]->shape, sizeof(int64_t) * (size_t)in[0]->ndim);
-    os[in[0]->ndim - 1] = U;
-    maas_status s = MAAS_ERR_NOMEM;
-    if ((out = maas_tensor_new(in[0]->ndim, os)))
-        MAAS_NOGIL_IF((double)N * (double)C * (double)U > MAAS_NOGIL_WORK,
-                      s = maas_dense_forward(out->data, in[0]->data, in[1]->data,
-                                             nin == 3 ? in[2]->data : NULL, N, C, U));
-    if (s != MAAS_OK) {
-        decref_all(in, 3);
-        maas_tensor_decref(out);
-        return raise_status(s);
-    }
-    maas_node nd = {.backward = maas_grad_dense, .name = "dense", .ninputs = nin,
-                    .in = {in[0], in[1], in[2]}, .i = {N, C, U}};
-    PyObject *r = finish(st, out, &nd);
-    decref_all(in, 3);
-    return r;
+    return wrap_or_null(st, run_op(MAAS_OP_DENSE, nin, in, "", 0));
 }
-
-/* ------------------------------------------------------------------ shape */
 
 PyObject *op_reshape(module_state *st, PyObject *x, PyObject *shape)
 {
@@ -509,44 +442,18 @@ PyObject *op_reshape(module_state *st, PyObject *x, PyObject *shape)
         Py_DECREF(seq);
         return PyErr_Format(PyExc_ValueError, "reshape: at most %d dimensions", MAAS_MAX_DIMS);
     }
-    int64_t os[MAAS_MAX_DIMS], known = 1;
-    int infer = -1;
+    int64_t os[MAAS_MAX_DIMS];
     for (Py_ssize_t d = 0; d < nd; d++) {
         long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, d));
         if (v == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
             return NULL;
         }
-        if (v == -1 && infer < 0)
-            infer = (int)d;
-        else if (v < 0) {
-            Py_DECREF(seq);
-            return PyErr_Format(PyExc_ValueError, "reshape: invalid dimension %lld", v);
-        } else if (maas_mul_size(known, v, &known) != 0) {
-            Py_DECREF(seq);
-            return PyErr_Format(PyExc_ValueError, "reshape: shape too large");
-        }
         os[d] = v;
     }
     Py_DECREF(seq);
     maas_tensor *a = as_tensor(st, x);
-    if (!a)
-        return NULL;
-    if (infer >= 0)
-        os[infer] = known ? a->size / known : 0;
-    int64_t total;
-    if (maas_shape_size((int)nd, os, &total) != 0 || total != a->size ||
-        (infer >= 0 && known == 0)) {
-        char sa[160], sb[160];
-        PyErr_Format(PyExc_ValueError, "reshape: cannot reshape a tensor of shape %s (%lld elements) into shape %s",
-                     SHAPE(a, sa), (long long)a->size,
-                     maas_shape_str((int)nd, os, sb, sizeof sb));
-        maas_tensor_decref(a);
-        return NULL;
-    }
-    maas_tensor *v = make_view(a, 0, (int)nd, os);
-    maas_tensor_decref(a);
-    return v ? tensor_wrap(st, v) : NULL;
+    return a ? wrap_or_null(st, make_view(a, -1, (int)nd, os)) : NULL;
 }
 
 static PyObject *py_reshape(PyObject *m, PyObject *args)
@@ -577,15 +484,19 @@ static int is_tensor_index_ok(PyArrayObject *a)
     return ok;
 }
 
-/* Rows of x picked by an integer array (negative indices count from the end). */
+/* Rows of x (released) picked by an integer array (negative indices count
+ * from the end): a take node with an int64 index tensor. */
 static maas_tensor *take_rows(maas_tensor *a, PyObject *key)
 {
     PyArrayObject *raw = (PyArrayObject *)PyArray_FromAny(key, NULL, 0, 1, 0, NULL);
-    if (!raw)
+    if (!raw) {
+        maas_tensor_decref(a);
         return NULL;
+    }
     char kind = PyArray_DESCR(raw)->kind;
     if (kind != 'i' && kind != 'u' && !(kind == 'f' && is_tensor_index_ok(raw))) {
         Py_DECREF(raw);
+        maas_tensor_decref(a);
         PyErr_SetString(PyExc_IndexError,
                         "arrays used as indices must be of integer type (or a maas tensor of "
                         "whole numbers)");
@@ -594,18 +505,16 @@ static maas_tensor *take_rows(maas_tensor *a, PyObject *key)
     PyArrayObject *idx = (PyArrayObject *)PyArray_FromArray(
         raw, PyArray_DescrFromType(NPY_INT64), NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST);
     Py_DECREF(raw);
-    if (!idx)
+    if (!idx) {
+        maas_tensor_decref(a);
         return NULL;
-    int64_t k = PyArray_SIZE(idx), row = a->shape[0] ? a->size / a->shape[0] : 0;
+    }
+    int64_t k = PyArray_SIZE(idx);
     const int64_t *ix = (const int64_t *)PyArray_DATA(idx);
-    int64_t os[MAAS_MAX_DIMS];
-    memcpy(os, a->shape, sizeof(int64_t) * (size_t)a->ndim);
-    os[0] = k;
-    maas_tensor *out = maas_tensor_new(a->ndim, os), *saved = maas_tensor_new(1, &k);
-    if (!out || !saved) {
+    maas_tensor *it = maas_tensor_new_typed(MAAS_I64, 1, &k);
+    if (!it) {
         Py_DECREF(idx);
-        maas_tensor_decref(out);
-        maas_tensor_decref(saved);
+        maas_tensor_decref(a);
         raise_status(MAAS_ERR_NOMEM);
         return NULL;
     }
@@ -615,24 +524,15 @@ static maas_tensor *take_rows(maas_tensor *a, PyObject *key)
             PyErr_Format(PyExc_IndexError, "index %lld is out of bounds for axis 0 with size %lld",
                          (long long)ix[r], (long long)a->shape[0]);
             Py_DECREF(idx);
-            maas_tensor_decref(out);
-            maas_tensor_decref(saved);
+            maas_tensor_decref(a);
+            maas_tensor_decref(it);
             return NULL;
         }
-        saved->data[r] = (float)i;
-        memcpy(out->data + r * row, a->data + i * row, (size_t)row * sizeof(float));
+        ((int64_t *)it->ptr)[r] = i;
     }
     Py_DECREF(idx);
-    if (tapes_active()) {
-        maas_node nd = {.backward = maas_grad_take, .name = "take", .ninputs = 1, .in = {a},
-                        .out = out, .saved = saved, .i = {row}};
-        if (record_node(&nd) < 0) {
-            maas_tensor_decref(out);
-            out = NULL;
-        }
-    }
-    maas_tensor_decref(saved);
-    return out;
+    maas_tensor *in[2] = {a, it};
+    return run_op(MAAS_OP_TAKE, 2, in, "", 0);
 }
 
 PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
@@ -653,9 +553,9 @@ PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
     /* an ndarray has nb_index too, but only a 0-d one is an int index */
     int array_key = PyList_Check(key) || is_tensor(st, key) ||
                     (PyArray_Check(key) && PyArray_NDIM((PyArrayObject *)key) > 0);
-    if (array_key) {
-        out = take_rows(a, key);
-    } else if (PyIndex_Check(key)) {
+    if (array_key)
+        return wrap_or_null(st, take_rows(a, key));
+    if (PyIndex_Check(key)) {
         Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
         if (i == -1 && PyErr_Occurred())
             goto done;
@@ -666,8 +566,9 @@ PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
                          i < 0 ? i - (Py_ssize_t)len : i, (long long)len);
             goto done;
         }
-        out = make_view(a, (int64_t)i * row, a->ndim - 1, a->shape + 1);
-    } else if (PySlice_Check(key)) {
+        return wrap_or_null(st, make_view(a, (int64_t)i * row, a->ndim - 1, a->shape + 1));
+    }
+    if (PySlice_Check(key)) {
         Py_ssize_t start, stop, step;
         if (PySlice_Unpack(key, &start, &stop, &step) < 0)
             goto done;
@@ -675,27 +576,15 @@ PyObject *op_getitem(module_state *st, PyObject *x, PyObject *key)
         int64_t os[MAAS_MAX_DIMS];
         memcpy(os, a->shape, sizeof(int64_t) * (size_t)a->ndim);
         os[0] = count;
-        if (step == 1 || count <= 1) {
-            out = make_view(a, count ? (int64_t)start * row : 0, a->ndim, os);
-        } else if ((out = maas_tensor_new(a->ndim, os))) {
-            maas_gather_rows(out->data, a->data, start, step, count, row);
-            if (tapes_active()) {
-                maas_node nd = {.backward = maas_grad_rows, .name = "slice", .ninputs = 1,
-                                .in = {a}, .out = out, .i = {start, step, count, row}};
-                if (record_node(&nd) < 0) {
-                    maas_tensor_decref(out);
-                    out = NULL;
-                }
-            }
-        } else {
-            raise_status(MAAS_ERR_NOMEM);
-        }
-    } else {
-        PyErr_Format(PyExc_IndexError,
-                     "maas tensors are indexed on their first axis by an int, a slice, or "
-                     "a list or array of ints; got %.100s (use .numpy() for general indexing)",
-                     Py_TYPE(key)->tp_name);
+        if (step == 1 || count <= 1)
+            return wrap_or_null(st, make_view(a, count ? (int64_t)start * row : 0, a->ndim, os));
+        int64_t r[3] = {start, step, count};
+        return wrap_or_null(st, run_op(MAAS_OP_ROWS, 1, &a, r, sizeof r));
     }
+    PyErr_Format(PyExc_IndexError,
+                 "maas tensors are indexed on their first axis by an int, a slice, or "
+                 "a list or array of ints; got %.100s (use .numpy() for general indexing)",
+                 Py_TYPE(key)->tp_name);
 done:
     maas_tensor_decref(a);
     return out ? tensor_wrap(st, out) : NULL;
@@ -705,30 +594,10 @@ PyObject *op_transpose(module_state *st, PyObject *x)
 {
     if (!st)
         return NULL;
-    maas_tensor *a = as_tensor(st, x);
-    if (!a)
+    maas_tensor *in[1];
+    if (convert_inputs(st, 1, &x, in) < 0)
         return NULL;
-    if (a->ndim < 2) {
-        maas_tensor_decref(a);
-        return PyErr_Format(PyExc_ValueError, "transpose: needs at least 2 dimensions, got %d",
-                            a->ndim);
-    }
-    int64_t rows = a->shape[a->ndim - 2], cols = a->shape[a->ndim - 1];
-    int64_t batch = (rows && cols) ? a->size / (rows * cols) : 0, os[MAAS_MAX_DIMS];
-    memcpy(os, a->shape, sizeof(int64_t) * (size_t)a->ndim);
-    os[a->ndim - 2] = cols;
-    os[a->ndim - 1] = rows;
-    maas_tensor *out = maas_tensor_new(a->ndim, os);
-    if (!out) {
-        maas_tensor_decref(a);
-        return raise_status(MAAS_ERR_NOMEM);
-    }
-    MAAS_NOGIL_IF(a->size > MAAS_NOGIL_WORK, maas_transpose2d(out->data, a->data, batch, rows, cols));
-    maas_node nd = {.backward = maas_grad_transpose, .name = "transpose", .ninputs = 1,
-                    .in = {a}, .i = {batch, rows, cols}};
-    PyObject *r = finish(st, out, &nd);
-    maas_tensor_decref(a);
-    return r;
+    return wrap_or_null(st, run_op(MAAS_OP_TRANSPOSE, 1, in, "", 0));
 }
 
 static PyObject *py_transpose(PyObject *m, PyObject *x) { return op_transpose(state_of_module(m), x); }
@@ -744,145 +613,36 @@ static PyObject *py_concat(PyObject *m, PyObject *args)
     if (!seq)
         return NULL;
     Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
-    if (k < 1 || k > 6) {
+    if (k < 1 || k > MAAS_OP_MAX_IN) {
         Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "concatenate: the C op takes 1 to 6 tensors, got %zd", k);
+        return PyErr_Format(PyExc_ValueError, "concatenate: the C op takes 1 to %d tensors, got %zd",
+                            MAAS_OP_MAX_IN, k);
     }
-    maas_tensor *in[MAAS_NODE_MAX_IN] = {NULL}, *out = NULL;
-    PyObject *r = NULL;
-    for (Py_ssize_t j = 0; j < k; j++)
-        if (!(in[j] = as_tensor(st, PySequence_Fast_GET_ITEM(seq, j))))
-            goto done;
-    int ax;
-    if (normalize_axis(axis, in[0]->ndim, "concatenate", &ax) < 0)
-        goto done;
-    int64_t ns[6], outer, inner, n0, os[MAAS_MAX_DIMS], total = 0;
-    split_axis(in[0], ax, &outer, &n0, &inner);
-    for (Py_ssize_t j = 0; j < k; j++) {
-        int ok = in[j]->ndim == in[0]->ndim && in[0]->ndim > 0;
-        for (int d = 0; ok && d < in[0]->ndim; d++)
-            ok = d == ax || in[j]->shape[d] == in[0]->shape[d];
-        if (!ok) {
-            char s0[160], sj[160];
-            PyErr_Format(PyExc_ValueError,
-                         "concatenate: shapes %s and %s differ outside axis %d",
-                         SHAPE(in[0], s0), SHAPE(in[j], sj), ax);
-            goto done;
-        }
-        ns[j] = in[j]->shape[ax];
-        total += ns[j];
-    }
-    memcpy(os, in[0]->shape, sizeof(int64_t) * (size_t)in[0]->ndim);
-    os[ax] = total;
-    if (!(out = maas_tensor_new(in[0]->ndim, os))) {
-        raise_status(MAAS_ERR_NOMEM);
-        goto done;
-    }
-    const float *xs[6];
-    for (Py_ssize_t j = 0; j < k; j++)
-        xs[j] = in[j]->data;
-    maas_concat_forward(out->data, xs, ns, (int)k, outer, inner);
-    maas_node nd = {.backward = maas_grad_concat, .name = "concatenate", .ninputs = (int)k,
-                    .i = {outer, inner}};
-    for (Py_ssize_t j = 0; j < k; j++) {
-        nd.in[j] = in[j];
-        nd.i[2 + j] = ns[j];
-    }
-    r = finish(st, out, &nd);
-done:
-    decref_all(in, MAAS_NODE_MAX_IN);
+    maas_tensor *in[MAAS_OP_MAX_IN];
+    int r = convert_inputs(st, (int)k, PySequence_Fast_ITEMS(seq), in);
     Py_DECREF(seq);
-    return r;
+    if (r < 0)
+        return NULL;
+    int64_t a = axis;
+    return wrap_or_null(st, run_op(MAAS_OP_CONCAT, (int)k, in, &a, sizeof a));
 }
 
 /* ---------------------------------------------------------- loss, dropout */
 
-static const char *loss_names[] = {"mean_squared_error", "mean_absolute_error",
-                                   "binary_crossentropy", "categorical_crossentropy",
-                                   "sparse_categorical_crossentropy", "hinge"};
-
-/* Shapes equal once trailing 1-dims are dropped from both. */
-static int same_up_to_trailing_ones(const maas_tensor *a, const maas_tensor *b)
-{
-    int an = a->ndim, bn = b->ndim;
-    while (an > 0 && a->shape[an - 1] == 1)
-        an--;
-    while (bn > 0 && b->shape[bn - 1] == 1)
-        bn--;
-    if (an != bn)
-        return 0;
-    for (int d = 0; d < an; d++)
-        if (a->shape[d] != b->shape[d])
-            return 0;
-    return 1;
-}
-
 static PyObject *py_loss(PyObject *m, PyObject *args)
 {
     int op, from_logits = 0;
-    PyObject *yt, *yp;
-    if (!PyArg_ParseTuple(args, "iOO|p:loss", &op, &yt, &yp, &from_logits))
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "iOO|p:loss", &op, &objs[1], &objs[0], &from_logits))
         return NULL;
     if (op < 0 || op >= MAAS_L_COUNT)
         return PyErr_Format(PyExc_ValueError, "loss: unknown op %d", op);
     module_state *st = state_of_module(m);
-    maas_tensor *in[2] = {as_tensor(st, yt), NULL}, *out = NULL;
-    if (!in[0] || !(in[1] = as_tensor(st, yp))) {
-        maas_tensor_decref(in[0]);
+    maas_tensor *in[2]; /* y_pred, y_true */
+    if (convert_inputs(st, 2, objs, in) < 0)
         return NULL;
-    }
-    maas_tensor *t = in[0], *p = in[1];
-    PyObject *r = NULL;
-    char st_[160], sp[160];
-    if (p->ndim < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: y_pred must have at least 1 dimension, got shape %s",
-                     loss_names[op], SHAPE(p, sp));
-        goto done;
-    }
-    int64_t C = p->shape[p->ndim - 1], N = C ? p->size / C : 0;
-    if (C == 0)
-        for (int d = 0; d < p->ndim - 1; d++)
-            N = d ? N * p->shape[d] : p->shape[d];
-    if (op == MAAS_L_SCCE) {
-        int ok = t->size == N;
-        int tn = t->ndim;
-        if (ok && tn == p->ndim && t->shape[tn - 1] == 1)
-            tn--;
-        ok = ok && tn == p->ndim - 1;
-        for (int d = 0; ok && d < tn; d++)
-            ok = t->shape[d] == p->shape[d];
-        if (!ok) {
-            PyErr_Format(PyExc_ValueError,
-                         "sparse_categorical_crossentropy: y_true shape %s does not fit y_pred "
-                         "shape %s: expected integer labels of shape %s (or with a trailing 1); "
-                         "for one-hot labels use categorical_crossentropy",
-                         SHAPE(t, st_), SHAPE(p, sp),
-                         maas_shape_str(p->ndim - 1, p->shape, st_ + 80, 80));
-            goto done;
-        }
-    } else if (!same_up_to_trailing_ones(t, p)) {
-        PyErr_Format(PyExc_ValueError, "%s: y_true shape %s does not match y_pred shape %s%s",
-                     loss_names[op], SHAPE(t, st_), SHAPE(p, sp),
-                     op == MAAS_L_CCE ? " (for integer labels use sparse_categorical_crossentropy)" : "");
-        goto done;
-    }
-    maas_status s = MAAS_ERR_NOMEM;
-    if ((out = maas_tensor_new(p->ndim - 1, p->shape)))
-        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
-                      s = maas_loss_forward((maas_loss_op)op, out->data, t->data, p->data, N, C,
-                                            from_logits));
-    if (s != MAAS_OK) {
-        maas_tensor_decref(out);
-        raise_status(s);
-        goto done;
-    }
-    /* y_true is kept as `saved`, not an input: no gradient flows to it */
-    maas_node nd = {.backward = maas_grad_loss, .name = loss_names[op], .ninputs = 1,
-                    .in = {p}, .saved = t, .i = {op, N, C, from_logits}};
-    r = finish(st, out, &nd);
-done:
-    decref_all(in, 2);
-    return r;
+    int64_t a[2] = {op, from_logits};
+    return wrap_or_null(st, run_op(MAAS_OP_LOSS, 2, in, a, sizeof a));
 }
 
 static PyObject *py_dropout(PyObject *m, PyObject *args)
@@ -893,27 +653,11 @@ static PyObject *py_dropout(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OfKK:dropout", &x, &rate, &seed, &stream))
         return NULL;
     module_state *st = state_of_module(m);
-    maas_tensor *a = as_tensor(st, x);
-    if (!a)
+    maas_tensor *in[1];
+    if (convert_inputs(st, 1, &x, in) < 0)
         return NULL;
-    maas_tensor *out = maas_tensor_new_like(a), *mask = maas_tensor_new_like(a);
-    maas_status s = MAAS_ERR_NOMEM;
-    if (out && mask)
-        MAAS_NOGIL_IF(a->size > MAAS_NOGIL_WORK,
-                      s = maas_dropout_forward(out->data, mask->data, a->data, a->size, rate,
-                                               seed, stream));
-    PyObject *r = NULL;
-    if (s != MAAS_OK) {
-        maas_tensor_decref(out);
-        raise_status(s);
-    } else {
-        maas_node nd = {.backward = maas_grad_dropout, .name = "dropout", .ninputs = 1,
-                        .in = {a}, .saved = mask};
-        r = finish(st, out, &nd);
-    }
-    maas_tensor_decref(mask);
-    maas_tensor_decref(a);
-    return r;
+    struct { uint64_t seed, stream; double rate; } a = {seed, stream, rate};
+    return wrap_or_null(st, run_op(MAAS_OP_DROPOUT, 1, in, &a, sizeof a));
 }
 
 /* -------------------------------------------- in-place: optimizers, fills */
@@ -921,6 +665,7 @@ static PyObject *py_dropout(PyObject *m, PyObject *args)
 /* The core tensor of a Tensor argument that is written in place. */
 static maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
 {
+    trace_note("call() writes a tensor in place (assign, an optimizer update, a random fill)");
     if (o == Py_None)
         return NULL;
     if (!is_tensor(st, o)) {
@@ -1183,8 +928,36 @@ static PyObject *py_blas_info(PyObject *m, PyObject *unused)
                          maas_blas_get_num_threads());
 }
 
+/* core_ids(tensors) -> tuple of the addresses of their core tensors: a plan
+ * holds core tensors, so a Variable given new memory (share_memory) makes
+ * a plan stale. */
+static PyObject *py_core_ids(PyObject *m, PyObject *arg)
+{
+    module_state *st = state_of_module(m);
+    PyObject *seq = PySequence_Fast(arg, "core_ids: expected a sequence of tensors");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *r = PyTuple_New(n);
+    for (Py_ssize_t i = 0; r && i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *v = is_tensor(st, o) ? PyLong_FromVoidPtr(TENSOR(o)) : PyErr_Format(
+            PyExc_TypeError, "core_ids: item %zd is not a maas Tensor", i);
+        if (!v) {
+            Py_CLEAR(r);
+            break;
+        }
+        PyTuple_SET_ITEM(r, i, v);
+    }
+    Py_DECREF(seq);
+    return r;
+}
+
 #define VARKW(f) (PyCFunction)(void (*)(void))(f)
 PyMethodDef bind_ops_methods[] = {
+    {"op", VARKW(py_op), METH_FASTCALL, "op(op_id, inputs, *attributes): run any op of the table"},
+    {"core_ids", py_core_ids, METH_O, "core_ids(tensors) -> addresses of their core tensors"},
+    {"op_table", py_op_table, METH_NOARGS, "op_table() -> [(name, min_inputs, max_inputs, attributes)]"},
     {"unary", py_unary, METH_VARARGS, "unary(op, x, alpha=0.0)"},
     {"binary", py_binary, METH_VARARGS, "binary(op, a, b) with NumPy broadcasting"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(x, axis=-1, log=False)"},
@@ -1194,7 +967,7 @@ PyMethodDef bind_ops_methods[] = {
     {"dense", py_dense, METH_VARARGS, "dense(x, kernel, bias=None) = x @ kernel + bias"},
     {"reshape", py_reshape, METH_VARARGS, "reshape(x, shape) -> a view"},
     {"transpose", py_transpose, METH_O, "transpose(x): swaps the last two axes"},
-    {"concatenate", py_concat, METH_VARARGS, "concatenate(tensors, axis=0), 1 to 6 tensors"},
+    {"concatenate", py_concat, METH_VARARGS, "concatenate(tensors, axis=0), 1 to 32 tensors"},
     {"loss", py_loss, METH_VARARGS, "loss(op, y_true, y_pred, from_logits=False) -> per sample"},
     {"dropout", py_dropout, METH_VARARGS, "dropout(x, rate, seed, stream)"},
     {"sgd_update", py_sgd_update, METH_VARARGS, "sgd_update(p, g, velocity, lr, momentum, nesterov, wd)"},

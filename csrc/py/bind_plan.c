@@ -1,32 +1,107 @@
-/* bind_plan.c -- maas._core.Plan: builds a compiled plan from the layers'
- * variables and runs whole training steps and forward passes with the GIL
- * released. A plan is used by one thread at a time (a second caller gets
- * RuntimeError rather than corrupting its buffers). */
+/* bind_plan.c -- maas._core.Plan: a tape's nodes frozen into a compiled
+ * plan (csrc/plan.c), replayed with the GIL released. A plan is used by one
+ * thread at a time: every method refuses while another thread runs it, so
+ * no buffer is freed or changed under a running step. */
 #include "common.h"
+
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
     maas_plan *plan;
-    int64_t in_features;
-    int loss_op;
+    int nparams;
     int busy;
 } PlanObject;
 
+static int check_idle(PlanObject *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this plan is running on another thread; a plan runs one step at a time");
+        return -1;
+    }
+    return 0;
+}
+
+/* A list of Tensors (None allowed when allow_none) as borrowed core
+ * pointers; *out is PyMem-allocated. */
+static int tensor_list(module_state *st, PyObject *o, const char *what, int allow_none,
+                       maas_tensor ***out, int *n)
+{
+    PyObject *seq = PySequence_Fast(o, what);
+    if (!seq)
+        return -1;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+    maas_tensor **ts = PyMem_Calloc((size_t)k + 1, sizeof *ts);
+    if (!ts) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
+        if (t == Py_None && allow_none)
+            continue;
+        if (!is_tensor(st, t)) {
+            PyErr_Format(PyExc_TypeError, "Plan: %s[%zd] must be a maas Tensor, got %.100s", what, i,
+                         Py_TYPE(t)->tp_name);
+            Py_DECREF(seq);
+            PyMem_Free(ts);
+            return -1;
+        }
+        ts[i] = TENSOR(t);
+    }
+    Py_DECREF(seq);
+    *out = ts;
+    *n = (int)k;
+    return 0;
+}
+
+/* Plan(tape, inputs, outputs, loss, params) */
 static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    long long in_features;
-    if (!PyArg_ParseTuple(args, "L:Plan", &in_features))
+    static char *kwlist[] = {"tape", "inputs", "outputs", "loss", "params", NULL};
+    PyObject *tape_o, *inputs_o, *outputs_o, *loss_o = Py_None, *params_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:Plan", kwlist, &tape_o, &inputs_o,
+                                     &outputs_o, &loss_o, &params_o))
         return NULL;
-    PlanObject *self = (PlanObject *)type->tp_alloc(type, 0);
-    if (!self)
+    module_state *st = state_of_type(type);
+    if (!st)
         return NULL;
-    if (!(self->plan = maas_plan_new(in_features))) {
-        Py_DECREF(self);
-        return raise_status(MAAS_ERR_VALUE);
+    maas_tape *tape = tape_core(tape_o, st);
+    if (!tape)
+        return NULL;
+    if (loss_o != Py_None && !is_tensor(st, loss_o))
+        return PyErr_Format(PyExc_TypeError, "Plan: loss must be a maas Tensor or None");
+    maas_tensor **in = NULL, **out = NULL, **par = NULL;
+    int nin, nout, npar;
+    PyObject *result = NULL;
+    if (tensor_list(st, inputs_o, "inputs", 0, &in, &nin) < 0 ||
+        tensor_list(st, outputs_o, "outputs", 0, &out, &nout) < 0 ||
+        tensor_list(st, params_o, "params", 0, &par, &npar) < 0)
+        goto done;
+    int64_t nnodes;
+    const maas_node *nodes = maas_tape_nodes(tape, &nnodes);
+    maas_plan *plan;
+    maas_status s = maas_plan_build(&plan, nnodes, nodes, nin, in, nout, out,
+                                    loss_o == Py_None ? NULL : TENSOR(loss_o), npar, par);
+    if (s != MAAS_OK) {
+        raise_status(s);
+        goto done;
     }
-    self->in_features = in_features;
-    self->loss_op = -1;
-    return (PyObject *)self;
+    PlanObject *self = (PlanObject *)type->tp_alloc(type, 0);
+    if (!self) {
+        maas_plan_free(plan);
+        goto done;
+    }
+    self->plan = plan;
+    self->nparams = npar;
+    result = (PyObject *)self;
+done:
+    PyMem_Free(in);
+    PyMem_Free(out);
+    PyMem_Free(par);
+    return result;
 }
 
 static void plan_dealloc(PlanObject *self)
@@ -37,287 +112,285 @@ static void plan_dealloc(PlanObject *self)
     Py_DECREF(tp);
 }
 
-static int parse_slots(module_state *st, PyObject *seq, maas_tensor *out[3])
-{
-    out[0] = out[1] = out[2] = NULL;
-    if (seq == Py_None)
-        return 0;
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 3) {
-        PyErr_SetString(PyExc_TypeError, "Plan.add_dense: slots must be a 3-tuple of Tensor or None");
-        return -1;
-    }
-    for (int k = 0; k < 3; k++) {
-        PyObject *o = PyTuple_GET_ITEM(seq, k);
-        if (o == Py_None)
-            continue;
-        if (!is_tensor(st, o)) {
-            PyErr_SetString(PyExc_TypeError, "Plan.add_dense: a slot must be a maas Tensor");
-            return -1;
-        }
-        out[k] = TENSOR(o);
-    }
-    return 0;
-}
-
-static PyObject *plan_add_dense(PlanObject *self, PyObject *args)
-{
-    PyObject *w, *b, *sw, *sb;
-    int trainable, dw, db;
-    float reg[4];
-    if (!PyArg_ParseTuple(args, "OOp(ffff)OO(pp):add_dense", &w, &b, &trainable, &reg[0], &reg[1],
-                          &reg[2], &reg[3], &sw, &sb, &dw, &db))
-        return NULL;
-    module_state *st = state_of_type(Py_TYPE(self));
-    if (!st)
-        return NULL;
-    if (!is_tensor(st, w) || (b != Py_None && !is_tensor(st, b)))
-        return PyErr_Format(PyExc_TypeError, "Plan.add_dense: kernel and bias must be maas Variables");
-    maas_tensor *slots_w[3], *slots_b[3];
-    if (parse_slots(st, sw, slots_w) < 0 || parse_slots(st, sb, slots_b) < 0)
-        return NULL;
-    int decay[2] = {dw, db};
-    maas_status s = maas_plan_add_dense(self->plan, TENSOR(w), b == Py_None ? NULL : TENSOR(b),
-                                        trainable, reg, slots_w, slots_b, decay);
-    if (s != MAAS_OK)
-        return raise_status(s);
-    Py_RETURN_NONE;
-}
-
-static PyObject *plan_add_unary(PlanObject *self, PyObject *args)
-{
-    int op;
-    float alpha = 0.0f;
-    if (!PyArg_ParseTuple(args, "i|f:add_unary", &op, &alpha))
-        return NULL;
-    maas_status s = maas_plan_add_unary(self->plan, (maas_unary_op)op, alpha);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-static PyObject *plan_add_softmax(PlanObject *self, PyObject *args)
-{
-    int log = 0;
-    if (!PyArg_ParseTuple(args, "|p:add_softmax", &log))
-        return NULL;
-    maas_status s = maas_plan_add_softmax(self->plan, log);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-static PyObject *plan_add_dropout(PlanObject *self, PyObject *args)
-{
-    float rate;
-    if (!PyArg_ParseTuple(args, "f:add_dropout", &rate))
-        return NULL;
-    maas_status s = maas_plan_add_dropout(self->plan, rate);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-static PyObject *plan_set_input(PlanObject *self, PyObject *args)
-{
-    int id;
-    if (!PyArg_ParseTuple(args, "i:set_input", &id))
-        return NULL;
-    maas_status s = maas_plan_set_input(self->plan, id);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-static PyObject *plan_add_merge(PlanObject *self, PyObject *args)
-{
-    int op, a, b;
-    if (!PyArg_ParseTuple(args, "iii:add_merge", &op, &a, &b))
-        return NULL;
-    maas_status s = maas_plan_add_merge(self->plan, (maas_merge_op)op, a, b);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-static PyObject *plan_set_loss(PlanObject *self, PyObject *args)
-{
-    int op, from_logits = 0;
-    if (!PyArg_ParseTuple(args, "i|p:set_loss", &op, &from_logits))
-        return NULL;
-    maas_status s = maas_plan_set_loss(self->plan, (maas_loss_op)op, from_logits);
-    if (s != MAAS_OK)
-        return raise_status(s);
-    self->loss_op = op;
-    Py_RETURN_NONE;
-}
-
+/* set_optimizer(kind, slots, decay, momentum=0, nesterov=False, beta_1=0.9,
+ * beta_2=0.999, epsilon=1e-7, amsgrad=False, rho=0.9, centered=False,
+ * weight_decay=0, clipnorm=0, clipvalue=0, global_clipnorm=0); slots holds 3
+ * Tensors-or-None per parameter, in the order the plan was given them. */
 static PyObject *plan_set_optimizer(PlanObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"kind", "momentum", "nesterov", "beta_1", "beta_2", "epsilon",
-                             "amsgrad", "rho", "centered", "weight_decay", "clipnorm",
-                             "clipvalue", "global_clipnorm", NULL};
-    maas_optim_config c = {0};
+    static char *kwlist[] = {"kind", "slots", "decay", "momentum", "nesterov", "beta_1",
+                             "beta_2", "epsilon", "amsgrad", "rho", "centered",
+                             "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", NULL};
+    maas_optim_config c = {.beta_1 = 0.9f, .beta_2 = 0.999f, .eps = 1e-7f, .rho = 0.9f};
     int kind;
-    c.beta_1 = 0.9f;
-    c.beta_2 = 0.999f;
-    c.eps = 1e-7f;
-    c.rho = 0.9f;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|fpfffpfpffff:set_optimizer", kwlist, &kind,
-                                     &c.momentum, &c.nesterov, &c.beta_1, &c.beta_2, &c.eps,
-                                     &c.amsgrad, &c.rho, &c.centered, &c.weight_decay, &c.clipnorm,
-                                     &c.clipvalue, &c.global_clipnorm))
+    PyObject *slots_o, *decay_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|fpfffpfpfddd:set_optimizer", kwlist, &kind,
+                                     &slots_o, &decay_o, &c.momentum, &c.nesterov, &c.beta_1,
+                                     &c.beta_2, &c.eps, &c.amsgrad, &c.rho, &c.centered,
+                                     &c.weight_decay, &c.clipnorm, &c.clipvalue,
+                                     &c.global_clipnorm))
+        return NULL;
+    if (check_idle(self) < 0)
         return NULL;
     if (kind < MAAS_OPT_SGD || kind > MAAS_OPT_RMSPROP)
         return PyErr_Format(PyExc_ValueError, "Plan.set_optimizer: unknown kind %d", kind);
     c.kind = (maas_optim_kind)kind;
-    maas_status s = maas_plan_set_optimizer(self->plan, &c);
-    return s == MAAS_OK ? Py_NewRef(Py_None) : raise_status(s);
-}
-
-/* x as a core tensor of n rows and `width` columns. */
-static maas_tensor *rows_arg(module_state *st, PyObject *o, const char *what, int64_t width,
-                             int64_t n_expected)
-{
-    maas_tensor *t = as_tensor(st, o);
-    if (!t)
-        return NULL;
-    int64_t n = t->ndim ? t->shape[0] : 1;
-    int64_t w = n ? t->size / n : 0;
-    if ((n_expected >= 0 && n != n_expected) || (t->ndim >= 1 && w != width && n != 0)) {
-        char buf[160];
-        PyErr_Format(PyExc_ValueError, "%s of shape %s does not fit: expected %lld rows of %lld values",
-                     what, maas_shape_str(t->ndim, t->shape, buf, sizeof buf),
-                     (long long)(n_expected >= 0 ? n_expected : n), (long long)width);
-        maas_tensor_decref(t);
-        return NULL;
-    }
-    return t;
-}
-
-static int enter(PlanObject *self)
-{
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this plan is running in another thread");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
-}
-
-static PyObject *plan_train_step(PlanObject *self, PyObject *args)
-{
-    PyObject *xo, *yo, *swo;
-    float lr;
-    long long step;
-    unsigned long long seed, stream;
-    if (!PyArg_ParseTuple(args, "OOOfLKK:train_step", &xo, &yo, &swo, &lr, &step, &seed, &stream))
-        return NULL;
     module_state *st = state_of_type(Py_TYPE(self));
-    if (!st)
+    maas_tensor **slots = NULL;
+    int ns;
+    if (tensor_list(st, slots_o, "slots", 1, &slots, &ns) < 0)
         return NULL;
-    maas_tensor *x = rows_arg(st, xo, "x", self->in_features, -1), *y = NULL, *sw = NULL;
+    PyObject *dseq = PySequence_Fast(decay_o, "Plan.set_optimizer: decay must be a sequence");
+    int *decay = PyMem_Calloc((size_t)self->nparams + 1, sizeof *decay);
     PyObject *r = NULL;
-    if (!x)
-        return NULL;
-    int64_t n = x->ndim ? x->shape[0] : 1;
-    int64_t ywidth = self->loss_op == MAAS_L_SCCE ? 1 : maas_plan_out_features(self->plan);
-    if (!(y = rows_arg(st, yo, "y", ywidth, n)))
+    if (!dseq || !decay)
         goto done;
-    if (swo != Py_None && !(sw = rows_arg(st, swo, "sample_weight", 1, n)))
+    if (ns != 3 * self->nparams || PySequence_Fast_GET_SIZE(dseq) != self->nparams) {
+        PyErr_Format(PyExc_ValueError, "Plan.set_optimizer: expected %d slots and %d decay flags "
+                     "for %d parameters", 3 * self->nparams, self->nparams, self->nparams);
         goto done;
-    if (enter(self) < 0)
+    }
+    for (int i = 0; i < self->nparams; i++) {
+        int b = PyObject_IsTrue(PySequence_Fast_GET_ITEM(dseq, i));
+        if (b < 0)
+            goto done;
+        decay[i] = b;
+    }
+    maas_status s = maas_plan_set_optimizer(self->plan, &c, slots, decay);
+    if (s != MAAS_OK) {
+        raise_status(s);
         goto done;
-    double loss = 0.0;
-    maas_status s;
-    maas_plan *plan = self->plan;
-    Py_BEGIN_ALLOW_THREADS
-    s = maas_plan_train_step(plan, x->data, y->data, sw ? sw->data : NULL, n, lr, step, seed,
-                             stream, &loss);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
-    r = s == MAAS_OK ? PyFloat_FromDouble(loss) : raise_status(s);
+    }
+    r = Py_None;
+    Py_INCREF(r);
 done:
-    maas_tensor_decref(x);
-    maas_tensor_decref(y);
-    maas_tensor_decref(sw);
+    Py_XDECREF(dseq);
+    PyMem_Free(decay);
+    PyMem_Free(slots);
     return r;
 }
 
-static PyObject *plan_predict(PlanObject *self, PyObject *args)
+static int npy_type_of(maas_dtype dt)
 {
-    PyObject *xo;
-    long long chunk = 1024;
-    if (!PyArg_ParseTuple(args, "O|L:predict", &xo, &chunk))
-        return NULL;
-    module_state *st = state_of_type(Py_TYPE(self));
-    if (!st)
-        return NULL;
-    maas_tensor *x = rows_arg(st, xo, "x", self->in_features, -1);
-    if (!x)
-        return NULL;
-    npy_intp dims[2] = {x->ndim ? (npy_intp)x->shape[0] : 1,
-                        (npy_intp)maas_plan_out_features(self->plan)};
-    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (!out || enter(self) < 0) {
-        Py_XDECREF(out);
-        maas_tensor_decref(x);
-        return NULL;
+    switch (dt) {
+    case MAAS_F32: return NPY_FLOAT32;
+    case MAAS_I32: return NPY_INT32;
+    case MAAS_I64: return NPY_INT64;
+    case MAAS_I8: return NPY_INT8;
+    case MAAS_U8: return NPY_UINT8;
+    default: return NPY_BOOL;
     }
-    maas_status s;
-    maas_plan *plan = self->plan;
-    float *dst = (float *)PyArray_DATA((PyArrayObject *)out);
+}
+
+/* run(data, keys=None, lr=0.0, step=0, train=False) -> loss or None.
+ * data: one array per input, of the placeholder's shape (converted to its
+ * dtype); keys: (seed, stream) per random node; train: forward, backward
+ * and update (set_optimizer first); else forward only. */
+static PyObject *plan_run(PlanObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "keys", "lr", "step", "train", NULL};
+    PyObject *data_o, *keys_o = Py_None;
+    float lr = 0.0f;
+    long long step = 0;
+    int train = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OfLp:run", kwlist, &data_o, &keys_o, &lr,
+                                     &step, &train))
+        return NULL;
+    if (check_idle(self) < 0)
+        return NULL;
+    maas_plan *p = self->plan;
+    int nr = maas_plan_num_random(p);
+    PyObject *seq = PySequence_Fast(data_o, "Plan.run: data must be a sequence of arrays");
+    if (!seq)
+        return NULL;
+    Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+    if (nd != maas_plan_num_inputs(p)) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "Plan.run: expected %d arrays, one per input, got %zd",
+                            maas_plan_num_inputs(p), nd);
+    }
+    PyArrayObject **arrs = PyMem_Calloc((size_t)nd + 1, sizeof *arrs);
+    uint64_t *keys = PyMem_Calloc((size_t)(2 * nr) + 1, sizeof *keys);
+    PyObject *r = NULL;
+    if (!arrs || !keys) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        maas_tensor *ph = maas_plan_input(p, (int)i);
+        arrs[i] = (PyArrayObject *)PyArray_FROM_OTF(PySequence_Fast_GET_ITEM(seq, i),
+                                                    npy_type_of(ph->dtype), NPY_ARRAY_CARRAY_RO);
+        if (!arrs[i])
+            goto done;
+        int ok = PyArray_NDIM(arrs[i]) == ph->ndim;
+        for (int d = 0; ok && d < ph->ndim; d++)
+            ok = PyArray_DIM(arrs[i], d) == ph->shape[d];
+        if (!ok) {
+            char a[160];
+            PyErr_Format(PyExc_ValueError, "Plan.run: data[%zd] must have shape %s (this plan was "
+                         "traced for it)", i, maas_shape_str(ph->ndim, ph->shape, a, sizeof a));
+            goto done;
+        }
+    }
+    if (keys_o != Py_None) {
+        PyObject *kseq = PySequence_Fast(keys_o, "Plan.run: keys must be a sequence of ints");
+        if (!kseq)
+            goto done;
+        if (PySequence_Fast_GET_SIZE(kseq) != 2 * nr) {
+            Py_DECREF(kseq);
+            PyErr_Format(PyExc_ValueError, "Plan.run: expected %d keys (a seed and a stream for "
+                         "each of %d random ops)", 2 * nr, nr);
+            goto done;
+        }
+        for (int k = 0; k < 2 * nr; k++) {
+            keys[k] = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(kseq, k));
+            if (keys[k] == (uint64_t)-1 && PyErr_Occurred()) {
+                Py_DECREF(kseq);
+                goto done;
+            }
+        }
+        Py_DECREF(kseq);
+    } else if (nr) {
+        PyErr_Format(PyExc_ValueError, "Plan.run: this plan has %d random ops; pass their keys", nr);
+        goto done;
+    }
+    maas_status s = MAAS_OK;
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    s = maas_plan_predict(plan, x->data, (int64_t)dims[0], chunk, dst);
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        maas_tensor *ph = maas_plan_input(p, (int)i);
+        memcpy(ph->ptr, PyArray_DATA(arrs[i]), (size_t)ph->size * maas_dtype_size(ph->dtype));
+    }
+    s = maas_plan_forward(p, keys);
+    if (s == MAAS_OK && train)
+        s = maas_plan_backward(p);
+    if (s == MAAS_OK && train)
+        s = maas_plan_update(p, lr, step);
     Py_END_ALLOW_THREADS
     self->busy = 0;
-    maas_tensor_decref(x);
     if (s != MAAS_OK) {
-        Py_DECREF(out);
-        return raise_status(s);
+        raise_status(s);
+        goto done;
     }
-    return out;
+    maas_tensor *loss = maas_plan_loss(p);
+    r = loss ? PyFloat_FromDouble((double)loss->data[0]) : (Py_INCREF(Py_None), Py_None);
+done:
+    for (Py_ssize_t i = 0; arrs && i < nd; i++)
+        Py_XDECREF(arrs[i]);
+    PyMem_Free(arrs);
+    PyMem_Free(keys);
+    Py_DECREF(seq);
+    return r;
 }
 
-static PyObject *plan_last_output(PlanObject *self, PyObject *unused)
+/* backward(), then update(lr, step) when `update` is true: for the step
+ * that was traced (its forward already ran eagerly). */
+static PyObject *plan_backward(PlanObject *self, PyObject *args, PyObject *kwds)
 {
-    int64_t n;
-    const float *src = maas_plan_last_output(self->plan, &n);
-    if (!src)
-        Py_RETURN_NONE;
-    npy_intp dims[2] = {(npy_intp)n, (npy_intp)maas_plan_out_features(self->plan)};
-    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out)
-        memcpy(PyArray_DATA((PyArrayObject *)out), src, (size_t)(dims[0] * dims[1]) * sizeof(float));
-    return out;
+    static char *kwlist[] = {"update", "lr", "step", NULL};
+    int update = 0;
+    float lr = 0.0f;
+    long long step = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|pfL:backward", kwlist, &update, &lr, &step))
+        return NULL;
+    if (check_idle(self) < 0)
+        return NULL;
+    maas_status s;
+    maas_plan *p = self->plan;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    s = maas_plan_backward(p);
+    if (s == MAAS_OK && update)
+        s = maas_plan_update(p, lr, step);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (s != MAAS_OK)
+        return raise_status(s);
+    Py_RETURN_NONE;
 }
 
-static PyObject *plan_out_features(PlanObject *self, void *c)
+/* The parameters' gradients (Tensors sharing the plan's buffers, None where
+ * the loss does not depend on one). */
+static PyObject *plan_grads(PlanObject *self, PyObject *unused)
 {
-    return PyLong_FromLongLong(maas_plan_out_features(self->plan));
+    if (check_idle(self) < 0)
+        return NULL;
+    module_state *st = state_of_type(Py_TYPE(self));
+    PyObject *list = PyList_New(self->nparams);
+    for (int i = 0; list && i < self->nparams; i++) {
+        maas_tensor *g = maas_plan_grad(self->plan, i);
+        PyObject *o = Py_None;
+        if (g) {
+            maas_tensor_incref(g);
+            if (!(o = tensor_wrap(st, g))) {
+                Py_CLEAR(list);
+                break;
+            }
+        } else {
+            Py_INCREF(o);
+        }
+        PyList_SET_ITEM(list, i, o);
+    }
+    return list;
+}
+
+static PyObject *copy_out(maas_tensor *t)
+{
+    npy_intp dims[MAAS_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++)
+        dims[d] = (npy_intp)t->shape[d];
+    PyObject *a = PyArray_SimpleNew(t->ndim, dims, npy_type_of(t->dtype));
+    if (a)
+        memcpy(PyArray_DATA((PyArrayObject *)a), t->ptr, (size_t)t->size * maas_dtype_size(t->dtype));
+    return a;
+}
+
+/* outputs() -> copies of the output tensors after the last run. */
+static PyObject *plan_outputs(PlanObject *self, PyObject *unused)
+{
+    if (check_idle(self) < 0)
+        return NULL;
+    int n = maas_plan_num_outputs(self->plan);
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *a = copy_out(maas_plan_output(self->plan, i));
+        if (!a) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, a);
+    }
+    return list;
+}
+
+static PyObject *plan_num_random(PlanObject *self, void *c)
+{
+    return PyLong_FromLong(maas_plan_num_random(self->plan));
+}
+
+static PyObject *plan_num_nodes(PlanObject *self, void *c)
+{
+    return PyLong_FromLongLong(maas_plan_num_nodes(self->plan));
 }
 
 static PyMethodDef plan_methods[] = {
-    {"add_dense", (PyCFunction)plan_add_dense, METH_VARARGS,
-     "add_dense(kernel, bias, trainable, (l1_k, l2_k, l1_b, l2_b), slots_k, slots_b, (decay_k, decay_b))"},
-    {"add_unary", (PyCFunction)plan_add_unary, METH_VARARGS, "add_unary(op, alpha=0.0)"},
-    {"add_softmax", (PyCFunction)plan_add_softmax, METH_VARARGS, "add_softmax(log=False)"},
-    {"add_dropout", (PyCFunction)plan_add_dropout, METH_VARARGS, "add_dropout(rate)"},
-    {"set_input", (PyCFunction)plan_set_input, METH_VARARGS,
-     "set_input(step): the next step reads that step's output (-1: x)"},
-    {"add_merge", (PyCFunction)plan_add_merge, METH_VARARGS,
-     "add_merge(op, a, b): 0 add, 1 subtract, 2 multiply, 3 concatenate two steps' outputs"},
-    {"set_loss", (PyCFunction)plan_set_loss, METH_VARARGS, "set_loss(op, from_logits=False)"},
     {"set_optimizer", (PyCFunction)(void (*)(void))plan_set_optimizer, METH_VARARGS | METH_KEYWORDS,
-     "set_optimizer(kind, **hyperparameters)"},
-    {"train_step", (PyCFunction)plan_train_step, METH_VARARGS,
-     "train_step(x, y, sample_weight, lr, step, seed, stream) -> loss"},
-    {"predict", (PyCFunction)plan_predict, METH_VARARGS, "predict(x, chunk=1024) -> ndarray"},
-    {"last_output", (PyCFunction)plan_last_output, METH_NOARGS,
-     "The last training batch's predictions (a copy), or None."},
+     "set_optimizer(kind, slots, decay, **hyperparameters)"},
+    {"run", (PyCFunction)(void (*)(void))plan_run, METH_VARARGS | METH_KEYWORDS,
+     "run(data, keys=None, lr=0.0, step=0, train=False) -> loss or None"},
+    {"backward", (PyCFunction)(void (*)(void))plan_backward, METH_VARARGS | METH_KEYWORDS,
+     "backward(update=False, lr=0.0, step=0): gradients (and the update) after a forward"},
+    {"grads", (PyCFunction)plan_grads, METH_NOARGS, "The parameters' gradient buffers."},
+    {"outputs", (PyCFunction)plan_outputs, METH_NOARGS, "Copies of the outputs of the last run."},
     {NULL}};
 
-static PyObject *plan_cursor(PlanObject *self, void *c)
-{
-    return PyLong_FromLong(maas_plan_cursor(self->plan));
-}
-
 static PyGetSetDef plan_getset[] = {
-    {"cursor", (getter)plan_cursor, NULL, "The step the next step reads (-1: x).", NULL},
-    {"out_features", (getter)plan_out_features, NULL, "The width of the output.", NULL},
+    {"num_random", (getter)plan_num_random, NULL, "Random ops, each taking a (seed, stream) key.", NULL},
+    {"num_nodes", (getter)plan_num_nodes, NULL, "Nodes replayed per forward pass.", NULL},
     {NULL}};
 
 static PyType_Slot plan_slots[] = {
-    {Py_tp_doc, (void *)"Plan(in_features): a compiled chain of layer kernels."},
+    {Py_tp_doc, (void *)"Plan(tape, inputs, outputs, loss, params): a traced step, frozen."},
     {Py_tp_new, plan_new},
     {Py_tp_dealloc, plan_dealloc},
     {Py_tp_methods, plan_methods},
@@ -331,7 +404,7 @@ static PyType_Spec plan_spec = {
     .slots = plan_slots,
 };
 
-int plan_type_init(PyObject *module)
+int plan_type_init(PyObject *module, module_state *st)
 {
     PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &plan_spec, NULL);
     if (!tp)

@@ -6,7 +6,21 @@ typedef struct {
     PyObject_HEAD
     maas_tape *tape;
     int paused;
+    int busy;      /* gradient() runs on the core tape without the GIL */
 } TapeObject;
+
+static int check_live(TapeObject *self);
+
+static int check_idle(TapeObject *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this GradientTape is computing gradients on another thread; wait for "
+                        "gradient() to return before using it");
+        return -1;
+    }
+    return 0;
+}
 
 /* Tapes recording on this thread, innermost last (strong references). */
 #define MAX_TAPES 32
@@ -15,6 +29,66 @@ static _Thread_local int tape_depth;
 
 int tapes_active(void) { return tape_depth > 0; }
 
+/* ---- tracing: while a model's step is traced into a plan, anything that
+ * a frozen node list cannot stand for (a tensor's value read into Python,
+ * an in-place write) is noted, and the engine falls back to eager. */
+static _Thread_local int trace_depth;
+static _Thread_local char trace_reason[256];
+
+void trace_note(const char *what)
+{
+    if (trace_depth > 0 && !trace_reason[0])
+        PyOS_snprintf(trace_reason, sizeof trace_reason, "%s", what);
+}
+
+static PyObject *py_trace_begin(PyObject *m, PyObject *unused)
+{
+    if (trace_depth++ == 0)
+        trace_reason[0] = '\0';
+    Py_RETURN_NONE;
+}
+
+/* trace_end() -> None, or why the trace cannot stand for the step. */
+static PyObject *py_trace_end(PyObject *m, PyObject *unused)
+{
+    if (trace_depth == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "trace_end without trace_begin");
+        return NULL;
+    }
+    if (--trace_depth > 0 || !trace_reason[0])
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(trace_reason);
+}
+
+/* trace_note(what): marks the active trace as not replayable. */
+static PyObject *py_trace_note(PyObject *m, PyObject *arg)
+{
+    const char *what = PyUnicode_AsUTF8(arg);
+    if (!what)
+        return NULL;
+    trace_note(what);
+    Py_RETURN_NONE;
+}
+
+/* tape_nodes_count(tape) is len(tape); the plan binding reads the nodes. */
+maas_tape *tape_core(PyObject *o, module_state *st)
+{
+    if (!PyObject_TypeCheck(o, st->tape_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a maas._core.Tape, got %.100s", Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    TapeObject *t = (TapeObject *)o;
+    if (check_live(t) < 0 || check_idle(t) < 0)
+        return NULL;
+    return t->tape;
+}
+
+PyMethodDef bind_trace_methods[] = {
+    {"trace_begin", py_trace_begin, METH_NOARGS, "trace_begin(): start noting what a plan cannot replay"},
+    {"trace_end", py_trace_end, METH_NOARGS, "trace_end() -> None or the reason the trace cannot be replayed"},
+    {"trace_note", py_trace_note, METH_O, "trace_note(what): the trace cannot be replayed because of `what`"},
+    {NULL}};
+
 int record_node(const maas_node *nd)
 {
     for (int k = 0; k < tape_depth; k++) {
@@ -22,9 +96,11 @@ int record_node(const maas_node *nd)
         if (t->paused || !t->tape)
             continue;
         int tracked = 0;
-        for (int i = 0; i < nd->ninputs && !tracked; i++)
-            tracked = maas_tape_tracks(t->tape, nd->in[i]);
+        for (int i = 0; i < nd->nin && !tracked; i++)
+            tracked = !(nd->nograd >> i & 1u) && maas_tape_tracks(t->tape, nd->in[i]);
         if (tracked) {
+            if (check_idle(t) < 0)
+                return -1;
             maas_status s = maas_tape_record(t->tape, nd);
             if (s != MAAS_OK) {
                 raise_status(s);
@@ -103,7 +179,7 @@ static PyObject *tape_pause(TapeObject *self, PyObject *arg)
 static PyObject *tape_watch(TapeObject *self, PyObject *x)
 {
     module_state *st = state_of_type(Py_TYPE(self));
-    if (!st || check_live(self) < 0)
+    if (!st || check_live(self) < 0 || check_idle(self) < 0)
         return NULL;
     if (!is_tensor(st, x))
         return PyErr_Format(PyExc_TypeError, "GradientTape.watch: expected a maas Tensor, got %.100s",
@@ -121,7 +197,7 @@ static PyObject *tape_gradient(TapeObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!:gradient", &target, &PyList_Type, &sources))
         return NULL;
     module_state *st = state_of_type(Py_TYPE(self));
-    if (!st || check_live(self) < 0)
+    if (!st || check_live(self) < 0 || check_idle(self) < 0)
         return NULL;
     if (!is_tensor(st, target))
         return PyErr_Format(PyExc_TypeError, "GradientTape.gradient: the target must be a maas Tensor, got %.100s",
@@ -144,12 +220,22 @@ static PyObject *tape_gradient(TapeObject *self, PyObject *args)
         }
         srcs[i] = TENSOR(o);
     }
+    /* hold the target and the sources, and mark the tape busy, so that no
+     * other thread can free or change them while the GIL is released */
     maas_status s;
     maas_tape *tape = self->tape;
     maas_tensor *tgt = TENSOR(target);
+    maas_tensor_incref(tgt);
+    for (Py_ssize_t i = 0; i < n; i++)
+        maas_tensor_incref(srcs[i]);
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     s = maas_tape_gradient(tape, tgt, (int)n, srcs, grads);
     Py_END_ALLOW_THREADS
+    self->busy = 0;
+    maas_tensor_decref(tgt);
+    for (Py_ssize_t i = 0; i < n; i++)
+        maas_tensor_decref(srcs[i]);
     if (s != MAAS_OK) {
         raise_status(s);
         goto done;
@@ -181,6 +267,8 @@ done:
 /* release(): frees the recorded ops now (non-persistent tapes after use). */
 static PyObject *tape_release(TapeObject *self, PyObject *unused)
 {
+    if (check_idle(self) < 0)
+        return NULL;
     maas_tape_free(self->tape);
     self->tape = NULL;
     Py_RETURN_NONE;

@@ -71,8 +71,16 @@ int tapes_active(void);
  * references are borrowed (each tape takes its own). -1 with an exception. */
 int record_node(const maas_node *nd);
 
+/* Tracing (bind_tape.c): notes that the step being traced cannot be frozen
+ * into a plan (a value read into Python, an in-place write). */
+void trace_note(const char *what);
+extern PyMethodDef bind_trace_methods[];
+/* The core tape of a maas._core.Tape (NULL with an exception when it is not
+ * one, is released, or is busy). */
+maas_tape *tape_core(PyObject *o, module_state *st);
+
 /* bind_plan.c */
-int plan_type_init(PyObject *module);
+int plan_type_init(PyObject *module, module_state *st);
 
 /* bind_format.c: save_safetensors, load_safetensors */
 extern PyMethodDef bind_format_methods[];

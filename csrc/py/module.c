@@ -20,6 +20,11 @@ static const struct {
     {"L_MSE", MAAS_L_MSE}, {"L_MAE", MAAS_L_MAE}, {"L_BCE", MAAS_L_BCE}, {"L_CCE", MAAS_L_CCE},
     {"L_SCCE", MAAS_L_SCCE}, {"L_HINGE", MAAS_L_HINGE},
     {"OPT_SGD", MAAS_OPT_SGD}, {"OPT_ADAM", MAAS_OPT_ADAM}, {"OPT_RMSPROP", MAAS_OPT_RMSPROP},
+    {"OP_UNARY", MAAS_OP_UNARY}, {"OP_BINARY", MAAS_OP_BINARY}, {"OP_SOFTMAX", MAAS_OP_SOFTMAX},
+    {"OP_REDUCE", MAAS_OP_REDUCE}, {"OP_MATMUL", MAAS_OP_MATMUL}, {"OP_DENSE", MAAS_OP_DENSE},
+    {"OP_VIEW", MAAS_OP_VIEW}, {"OP_ROWS", MAAS_OP_ROWS}, {"OP_TAKE", MAAS_OP_TAKE},
+    {"OP_TRANSPOSE", MAAS_OP_TRANSPOSE}, {"OP_CONCAT", MAAS_OP_CONCAT}, {"OP_LOSS", MAAS_OP_LOSS},
+    {"OP_DROPOUT", MAAS_OP_DROPOUT}, {"OP_COUNT", MAAS_OP_COUNT},
     {"MAX_DIMS", MAAS_MAX_DIMS}, {"PAR_THRESHOLD", MAAS_PAR_THRESHOLD},
 };
 
@@ -28,10 +33,11 @@ static int core_exec(PyObject *m)
     if (_import_array() < 0)
         return -1;
     module_state *st = state_of_module(m);
-    if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0 || plan_type_init(m) < 0)
+    if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0 || plan_type_init(m, st) < 0)
         return -1;
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0 ||
-        PyModule_AddFunctions(m, bind_format_methods) < 0)
+        PyModule_AddFunctions(m, bind_format_methods) < 0 ||
+        PyModule_AddFunctions(m, bind_trace_methods) < 0)
         return -1;
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
         if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0)

@@ -1,220 +1,325 @@
-"""The plan path: a model's whole training step (forward, loss, backward,
-regularization, clipping, optimizer update) or forward pass as one C call
-over a compiled plan, with every buffer allocated once.
+"""The plan path: one step of a model's own ``call()`` traced on the tape and
+frozen into a compiled plan, then replayed as one C call per step.
 
-``compile_plan(model)`` returns a :class:`CompiledPlan` for models the plan
-supports (a chain of Dense, Activation, Dropout, Flatten and Reshape layers
-ending in a built-in loss, with SGD, Adam, AdamW or RMSprop) and None for
-others, which then train on the eager path (GradientTape). Both paths run
-the same kernels and share the optimizer's state.
+``compile_plan(model)`` returns a :class:`CompiledPlan` for a compiled model.
+Its first training step for a batch shape runs eagerly under a tape that
+records every op (the trace); the recorded nodes become a plan whose buffers
+are the trace's own tensors, and every later step of that shape is one C
+call with the GIL released: the forward pass, the loss, the backward pass
+into the parameters' gradients, clipping and the optimizer update. Any model
+whose ``call()`` is made of maas ops gets it: Sequential, functional
+(several inputs and outputs, shared layers, loss weights), subclassed models
+and custom layers. A weight used twice is one parameter whose gradients add.
+
+The trace stands for the step only when Python did not look at a value: a
+``call()`` that reads a tensor into Python (``float(x)``, ``x.numpy()``,
+``if x.sum() > 0``) or writes a tensor in place makes the plan fall back to
+the eager path, with a warning that says why (as ``tf.function`` warns when it
+retraces). Both paths run the same kernels in the same order: same bits.
 
 >>> import numpy as np, maas
->>> from maas.engine import build_plan
->>> w, b = maas.Variable(np.ones((3, 2)) * 0.1), maas.Variable(np.zeros(2))
->>> opt = maas.optimizers.SGD(0.1)
->>> plan = build_plan(3, [("dense", w, b), ("activation", "relu")], "mse", opt)
->>> loss = plan.train_step(np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32))
->>> round(loss, 4)
-0.09
+>>> model = maas.Sequential([maas.Input((3,)), maas.layers.Dense(2)])
+>>> model.compile(optimizer="sgd", loss="mse")
+>>> plan = compile_plan(model)
+>>> x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+>>> first, second = plan.train_step(x, y), plan.train_step(x, y)   # traced, then replayed
+>>> plan.traced_shapes()
+1
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .. import _core, losses as _losses, optimizers as _optimizers, random as _random
+from .. import _core, optimizers as _optimizers, random as _random
+from .._core import Tensor
 
-__all__ = ["CompiledPlan", "build_plan", "compile_plan", "Unsupported"]
+__all__ = ["CompiledPlan", "compile_plan", "trace"]
 
-
-class Unsupported(Exception):
-    """A part of the model that the plan cannot compile (the eager path runs it)."""
-
-
-_c = _core
-# activation name -> (unary op, alpha); softmax handled apart
-_UNARY = {
-    "relu": (_c.U_RELU, 0.0), "sigmoid": (_c.U_SIGMOID, 0.0), "tanh": (_c.U_TANH, 0.0),
-    "elu": (_c.U_ELU, 1.0), "gelu": (_c.U_GELU, 0.0), "leaky_relu": (_c.U_LEAKY_RELU, 0.2),
-    "softplus": (_c.U_SOFTPLUS, 0.0), "silu": (_c.U_SILU, 0.0), "swish": (_c.U_SILU, 0.0),
-    "relu6": (_c.U_RELU6, 0.0), "exponential": (_c.U_EXP, 0.0),
-}
-_LOSSES = {
-    _losses.mean_squared_error: _c.L_MSE, _losses.mean_absolute_error: _c.L_MAE,
-    _losses.binary_crossentropy: _c.L_BCE, _losses.categorical_crossentropy: _c.L_CCE,
-    _losses.sparse_categorical_crossentropy: _c.L_SCCE, _losses.hinge: _c.L_HINGE,
-}
-_LOSS_CLASSES = {
-    _losses.MeanSquaredError: _c.L_MSE, _losses.MeanAbsoluteError: _c.L_MAE,
-    _losses.BinaryCrossentropy: _c.L_BCE, _losses.CategoricalCrossentropy: _c.L_CCE,
-    _losses.SparseCategoricalCrossentropy: _c.L_SCCE, _losses.Hinge: _c.L_HINGE,
-}
+_MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
 
 
-def _activation(plan, fn):
-    name = fn if isinstance(fn, str) else getattr(fn, "__name__", None)
-    if fn is None or name == "linear":
-        return
-    if name == "softmax":
-        plan.add_softmax(False)
-    elif name == "log_softmax":
-        plan.add_softmax(True)
-    elif name in _UNARY:
-        op, alpha = _UNARY[name]
-        plan.add_unary(op, alpha)
+def _flatten(s, out):
+    if isinstance(s, dict):
+        for k in s:
+            _flatten(s[k], out)
+    elif isinstance(s, (list, tuple)):
+        for v in s:
+            _flatten(v, out)
     else:
-        raise Unsupported(f"activation {fn!r}")
+        out.append(s)
+    return out
 
 
-def _loss(loss):
-    if isinstance(loss, str):
-        loss = _losses.get(loss)
-    if isinstance(loss, _losses.Loss):
-        op = _LOSS_CLASSES.get(type(loss))
-        if op is None or loss.reduction != "sum_over_batch_size" or getattr(loss, "label_smoothing", 0):
-            raise Unsupported(f"loss {loss!r}")
-        return op, bool(getattr(loss, "from_logits", False))
-    if loss in _LOSSES:
-        return _LOSSES[loss], False
-    raise Unsupported(f"loss {loss!r}")
+def _pack(structure, flat, pos):
+    if isinstance(structure, dict):
+        return {k: _pack(v, flat, pos) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_pack(v, flat, pos) for v in structure)
+    pos[0] += 1
+    return flat[pos[0] - 1]
 
 
-def _reg(r):
-    if r is None:
-        return 0.0, 0.0
-    if hasattr(r, "l1") or hasattr(r, "l2"):
-        return float(getattr(r, "l1", 0.0) or 0.0), float(getattr(r, "l2", 0.0) or 0.0)
-    raise Unsupported(f"regularizer {r!r}")
+def _arrays(x):
+    """The arrays of a batch (one, a list, or a dict) as C-contiguous arrays
+    of their own dtype (float64 becomes float32, as tensors do)."""
+    out = []
+    for a in _flatten(x, []):
+        a = np.asarray(a)
+        if a.dtype == np.float64:
+            a = a.astype(np.float32)
+        out.append(np.ascontiguousarray(a))
+    return out
 
 
-def _slot_names(opt):
-    if isinstance(opt, _optimizers.Adam):  # AdamW too
-        return ("momentum", "velocity", "velocity_hat" if opt.amsgrad else None)
-    if isinstance(opt, _optimizers.SGD):
-        return ("momentum" if opt.momentum else None, None, None)
-    if isinstance(opt, _optimizers.RMSprop):
-        return ("velocity", "average_gradient" if opt.centered else None,
-                "momentum" if opt.momentum else None)
-    raise Unsupported(f"optimizer {opt!r}")
+def _signature(arrays):
+    return tuple((a.shape, a.dtype.str) for a in arrays)
 
 
-def _optimizer_config(opt):
-    common = dict(weight_decay=float(opt.weight_decay or 0.0), clipnorm=float(opt.clipnorm or 0.0),
-                  clipvalue=float(opt.clipvalue or 0.0),
-                  global_clipnorm=float(opt.global_clipnorm or 0.0))
-    if isinstance(opt, _optimizers.Adam):
-        return dict(kind=_c.OPT_ADAM, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon,
-                    amsgrad=opt.amsgrad, **common)
-    if isinstance(opt, _optimizers.SGD):
-        return dict(kind=_c.OPT_SGD, momentum=opt.momentum, nesterov=opt.nesterov, **common)
-    if isinstance(opt, _optimizers.RMSprop):
-        return dict(kind=_c.OPT_RMSPROP, rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon,
-                    centered=opt.centered, **common)
-    raise Unsupported(f"optimizer {opt!r}")
+class trace:
+    """A context that records every op on its placeholders and notes what a
+    plan cannot replay. ``reason`` is None when the trace stands for the
+    step; ``providers`` gives the (seed, stream) of each random op."""
+
+    def __init__(self, placeholders):
+        self.tape = _core.Tape()
+        for p in placeholders:
+            self.tape.watch(p)
+        self.reason = None
+
+    def __enter__(self):
+        self._log = _random._begin_trace()
+        _core.trace_begin()
+        self.tape.push()
+        return self
+
+    def __exit__(self, *exc):
+        self.tape.pop()
+        self.reason = _core.trace_end()
+        self.providers = _random._end_trace(self._log)
+        return False
+
+
+class _Traced:
+    """One frozen step: the plan, what fills it, and how its outputs nest."""
+
+    def __init__(self, plan, providers, structure, params, fused):
+        self.plan, self.providers, self.structure = plan, providers, structure
+        self.params, self.fused = params, fused
+        self.storage = _core.core_ids(params) if params else ()
+
+    def keys(self):
+        return [k for p in self.providers for k in p()]
+
+    def outputs(self):
+        return _pack(self.structure, self.plan.outputs(), [0])
+
+
+_FUSED = {_optimizers.SGD: _core.OPT_SGD, _optimizers.Adam: _core.OPT_ADAM,
+          _optimizers.RMSprop: _core.OPT_RMSPROP}
+_SLOTS = {_core.OPT_SGD: lambda o: ("momentum" if o.momentum else None, None, None),
+          _core.OPT_ADAM: lambda o: ("momentum", "velocity", "velocity_hat" if o.amsgrad else None),
+          _core.OPT_RMSPROP: lambda o: ("velocity", "average_gradient" if o.centered else None,
+                                        "momentum" if o.momentum else None)}
+
+
+def _fused_kind(opt):
+    """The plan's own update for the optimizers whose arithmetic it repeats
+    exactly (SGD, Adam, AdamW, RMSprop, unless a subclass changes it)."""
+    for cls in type(opt).__mro__:
+        if cls in _FUSED:
+            base = cls
+            break
+    else:
+        return None
+    for name in ("update_step", "apply", "apply_gradients", "_clip"):
+        if getattr(type(opt), name) is not getattr(base if name == "update_step" else
+                                                   _optimizers.Optimizer, name):
+            return None
+    return _FUSED[base]
+
+
+def _set_optimizer(plan, opt, params, kind):
+    names = _SLOTS[kind](opt)
+    slots = [opt.slot(v, n) if n else None for v in params for n in names]
+    decay = [bool(opt._decay_for(v)) for v in params]
+    cfg = dict(weight_decay=float(opt.weight_decay or 0.0), clipnorm=float(opt.clipnorm or 0.0),
+               clipvalue=float(opt.clipvalue or 0.0),
+               global_clipnorm=float(opt.global_clipnorm or 0.0))
+    if kind == _core.OPT_ADAM:
+        cfg.update(beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, amsgrad=opt.amsgrad)
+    elif kind == _core.OPT_SGD:
+        cfg.update(momentum=opt.momentum, nesterov=opt.nesterov)
+    else:
+        cfg.update(rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon, centered=opt.centered)
+    plan.set_optimizer(kind, slots, decay, **cfg)
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
 
 
 class CompiledPlan:
-    """A compiled plan bound to an optimizer; see :func:`build_plan`."""
+    """Traces and replays a compiled model's steps (see the module doc).
 
-    def __init__(self, plan, optimizer, loss_op, in_features, variables, has_dropout=False):
-        self._plan = plan
-        self.has_dropout = has_dropout
-        self.optimizer = optimizer
-        self.loss_op = loss_op
-        self.in_features = in_features
-        self.variables = variables
+    ``train_step(x, y, sample_weight)`` returns the batch's loss and
+    advances the optimizer; ``outputs()`` gives the last training batch's
+    predictions; ``predict(x)`` the forward pass (training=False). When a
+    trace cannot stand for the model, the step completes eagerly, a warning
+    says why, and ``eager_reason`` holds it; the model then trains eagerly.
+    """
 
-    def _x(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        return np.ascontiguousarray(x.reshape(x.shape[0], -1)) if x.ndim != 2 else x
+    def __init__(self, model):
+        self.model = model
+        self._train: dict = {}
+        self._predict: dict = {}
+        self._last = None
+        self._last_eager = None
+        self.eager_reason = None
+        self.predict_eager_reason = None
 
-    def _y(self, y):
-        y = np.asarray(y, dtype=np.float32)
-        return np.ascontiguousarray(y.reshape(y.shape[0], -1) if y.ndim > 1 or self.loss_op != _c.L_SCCE else y)
+    def traced_shapes(self) -> int:
+        """The number of batch shapes with a frozen training plan."""
+        return sum(t is not None for t in self._train.values())
 
+    # -- training
     def train_step(self, x, y, sample_weight=None) -> float:
-        """One training step on a batch; returns the batch's loss (with
-        regularization terms), and advances the optimizer's iterations."""
-        opt = self.optimizer
-        lr = opt.learning_rate
-        opt.iterations += 1
-        # draw a random stream only for dropout, as the eager Dropout layer does,
-        # so that shuffling downstream sees the same sequence on both paths
-        seed, stream = _random.next_stream() if self.has_dropout else (0, 0)
-        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float32)
-        return self._plan.train_step(self._x(x), self._y(y), sw, lr, opt.iterations, seed, stream)
+        xs, ys = _arrays(x), _arrays(y)
+        sw = None if sample_weight is None else _arrays(sample_weight)
+        data = xs + ys + (sw or [])
+        key = (len(xs), len(ys), _signature(data))
+        tr = self._train.get(key)
+        if tr is not None and tr.params and _core.core_ids(tr.params) != tr.storage:
+            self._train.clear()   # a variable was given new memory (loading): trace anew
+            self._predict.clear()
+            tr = None
+        if tr is None:
+            if len(self._train) >= _MAX_PLANS:
+                self._train.clear()
+            return self._trace_train(key, x, y, xs, ys, sw)
+        opt = self.model.optimizer
+        keys = tr.keys()
+        self._last, self._last_eager = tr, None
+        if tr.fused is not None:
+            lr = opt.learning_rate
+            opt.iterations += 1
+            return tr.plan.run(data, keys, lr, opt.iterations, True)
+        loss = tr.plan.run(data, keys)
+        tr.plan.backward()
+        opt.apply_gradients(zip(tr.plan.grads(), tr.params))
+        return loss
+
+    def _trace_train(self, key, x, y, xs, ys, sw):
+        model, opt = self.model, self.model.optimizer
+        ph = [Tensor(a, copy=True) for a in xs + ys + (sw or [])]
+        px, py = ph[:len(xs)], ph[len(xs):len(xs) + len(ys)]
+        psw = ph[-1] if sw else None
+        xin = _pack(x, px, [0]) if isinstance(x, (list, tuple, dict)) else px[0]
+        yin = _pack(y, py, [0]) if isinstance(y, (list, tuple, dict)) else py[0]
+        params = _unique(model.trainable_variables)
+        with trace(ph) as t:
+            y_pred = model(xin, training=True)
+            loss = model.compute_loss(xin, yin, y_pred, psw)
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"compute_loss returned {type(loss).__name__}, not a maas Tensor")
+        outs = _flatten(y_pred, [])
+        reason = t.reason
+        plan = None
+        if reason is None:
+            try:
+                plan = _core.Plan(t.tape, ph, outs, loss, params)
+            except ValueError as e:
+                reason = f"the traced graph cannot be frozen ({e})"
+            else:
+                if plan.num_random != len(t.providers):
+                    reason = "a random op outside the graph from the inputs to the loss"
+                    plan = None
+        if plan is None:
+            return self._eager_after_trace(t, loss, params, y_pred, reason)
+        kind = _fused_kind(opt)
+        if kind is not None:
+            _set_optimizer(plan, opt, params, kind)
+        tr = _Traced(plan, t.providers, y_pred if not isinstance(y_pred, Tensor) else 0,
+                     params, kind)
+        self._train[key] = tr
+        self._last, self._last_eager = tr, None
+        value = float(loss.item())
+        if kind is not None:
+            lr = opt.learning_rate
+            opt.iterations += 1
+            plan.backward(True, lr, opt.iterations)
+        else:
+            plan.backward()
+            opt.apply_gradients(zip(plan.grads(), params))
+        return value
+
+    def _eager_after_trace(self, t, loss, params, y_pred, reason):
+        """Completes a traced step eagerly and switches the model to the
+        eager path."""
+        grads = t.tape.gradient(loss, params)
+        self.model.optimizer.apply_gradients(zip(grads, params))
+        self.eager_reason = reason
+        warnings.warn(f"maas: {type(self.model).__name__}.fit runs on the eager path (one C call "
+                      f"per op) because its step cannot be compiled into a plan: {reason}",
+                      RuntimeWarning, stacklevel=4)
+        model = self.model
+        model._compiled_train_fn = None
+        self._last, self._last_eager = None, y_pred
+        return float(loss.item())
 
     def outputs(self):
-        """The last training batch's predictions as an ndarray."""
-        return self._plan.last_output()
+        """The last training batch's predictions (NumPy copies, nested as the
+        model's outputs)."""
+        if self._last_eager is not None:
+            return self._last_eager
+        return self._last.outputs()
 
-    def predict(self, x, batch_size: int = 1024):
-        """The forward pass (dropout off) over all rows of x, in chunks."""
-        return self._plan.predict(self._x(x), int(batch_size))
-
-
-def build_plan(in_features: int, steps, loss, optimizer) -> CompiledPlan:
-    """Compiles a chain of steps. Each step is one of
-    ``("dense", kernel, bias_or_None[, trainable, kernel_regularizer, bias_regularizer])``,
-    ``("activation", name_or_function)``, ``("dropout", rate)``; each reads
-    the previous step's output. Graphs name values: ``("use", key)`` makes
-    the next step read the value ``key`` (``"input"`` is x), ``("mark",
-    key)`` names the last step's output, ``("merge", op, key_a, key_b)``
-    with op "add", "subtract", "multiply" or "concatenate" (feature axis).
-    Raises :class:`Unsupported` for anything the plan cannot run."""
-    plan = _c.Plan(int(in_features))
-    names = _slot_names(optimizer)
-    variables, has_dropout = [], False
-    values = {"input": -1}
-    merges = {"add": 0, "subtract": 1, "multiply": 2, "concatenate": 3}
-    for spec in steps:
-        kind = spec[0]
-        if kind == "use":
-            plan.set_input(values[spec[1]])
-        elif kind == "mark":
-            values[spec[1]] = plan.cursor
-        elif kind == "merge":
-            if spec[1] not in merges:
-                raise Unsupported(f"merge {spec[1]!r}")
-            plan.add_merge(merges[spec[1]], values[spec[2]], values[spec[3]])
-        elif kind == "dense":
-            kernel, bias = spec[1], spec[2]
-            trainable = bool(spec[3]) if len(spec) > 3 else True
-            kr = _reg(spec[4] if len(spec) > 4 else None)
-            br = _reg(spec[5] if len(spec) > 5 else None)
-
-            def slots(v):
-                if not trainable or v is None:
-                    return None
-                return tuple(optimizer.slot(v, n) if n else None for n in names)
-
-            decay = (bool(optimizer._decay_for(kernel)),
-                     bool(bias is not None and optimizer._decay_for(bias)))
-            plan.add_dense(kernel, bias, trainable, kr + br, slots(kernel), slots(bias), decay)
-            variables += [kernel] + ([bias] if bias is not None else [])
-        elif kind == "activation":
-            _activation(plan, spec[1])
-        elif kind == "dropout":
-            if spec[1] > 0:
-                plan.add_dropout(float(spec[1]))
-                has_dropout = True
-        else:
-            raise Unsupported(f"step {kind!r}")
-    loss_op, from_logits = _loss(loss)
-    plan.set_loss(loss_op, from_logits)
-    plan.set_optimizer(**_optimizer_config(optimizer))
-    return CompiledPlan(plan, optimizer, loss_op, int(in_features), variables, has_dropout)
+    # -- inference
+    def predict(self, x, batch_size: int | None = None):
+        """The forward pass (training=False) on a batch, from a plan traced
+        for its shape (at most a few shapes are kept; others run eagerly)."""
+        xs = _arrays(x)
+        key = _signature(xs)
+        tr = self._predict.get(key)
+        if tr is not None:
+            tr.plan.run(xs, tr.keys())
+            return tr.outputs()
+        if len(self._predict) >= _MAX_PLANS:
+            return self.model(x, training=False)
+        ph = [Tensor(a, copy=True) for a in xs]
+        xin = _pack(x, ph, [0]) if isinstance(x, (list, tuple, dict)) else ph[0]
+        with trace(ph) as t:
+            y = self.model(xin, training=False)
+        outs = _flatten(y, [])
+        reason = t.reason
+        if reason is None:
+            try:
+                plan = _core.Plan(t.tape, ph, outs, None, [])
+            except ValueError as e:
+                reason = f"the traced graph cannot be frozen ({e})"
+            else:
+                if plan.num_random != len(t.providers):
+                    reason = "a random op outside the graph from the inputs to the outputs"
+        if reason is not None:
+            self.predict_eager_reason = reason
+            self.model._compiled_predict_fn = None
+            return y
+        self._predict[key] = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0,
+                                     [], None)
+        # copies: the traced tensors are the plan's buffers, rewritten by every run
+        return _pack(y, [np.array(o) for o in outs], [0]) if not isinstance(y, Tensor) \
+            else np.array(y)
 
 
 def compile_plan(model):
-    """A CompiledPlan for a compiled, built model, or None when some part of
-    it is not supported by plans (the model then trains eagerly)."""
-    from ._layers import model_steps
-
-    if getattr(model, "run_eagerly", False) or getattr(model, "_loss_weights", None) is not None \
-            or isinstance(getattr(model, "loss", None), (dict, list, tuple)):
+    """A CompiledPlan for a compiled model, or None when it must run eagerly
+    (``run_eagerly=True``)."""
+    if getattr(model, "run_eagerly", False):
         return None
-    try:
-        in_features, steps = model_steps(model)
-        return build_plan(in_features, steps, model.loss, model.optimizer)
-    except Unsupported:
-        return None
+    return CompiledPlan(model)

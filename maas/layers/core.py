@@ -123,8 +123,13 @@ class Dropout(Layer):
             return inputs * 0.0
         if self.seed is None:
             return _random.dropout(inputs, self.rate)
+        seed, stream = _random.draw_key(self._next_key)
+        return _core.dropout(inputs, self.rate, seed, stream)
+
+    def _next_key(self):
+        """(seed, stream) of this layer's next call: its own seed, counted calls."""
         self._calls += 1
-        return _core.dropout(inputs, self.rate, int(self.seed), self._calls)
+        return int(self.seed), self._calls
 
     def compute_output_shape(self, input_shape):
         return input_shape
