@@ -109,11 +109,18 @@ class _Traced:
         self.params, self.fused = params, fused
         self.storage = _core.core_ids(params) if params else ()
 
+    nparts = 0
+
     def keys(self):
         return [k for p in self.providers for k in p()]
 
-    def outputs(self):
-        return _pack(self.structure, self.plan.outputs(), [0])
+    def outputs(self, model=None):
+        outs = self.plan.outputs()
+        if self.nparts:
+            if model is not None:
+                model._last_output_losses = [Tensor(a) for a in outs[-self.nparts:]]
+            outs = outs[:-self.nparts]
+        return _pack(self.structure, outs, [0])
 
 
 _FUSED = {_optimizers.SGD: _core.OPT_SGD, _optimizers.Adam: _core.OPT_ADAM,
@@ -229,11 +236,14 @@ class CompiledPlan:
         if not isinstance(loss, Tensor):
             raise TypeError(f"compute_loss returned {type(loss).__name__}, not a maas Tensor")
         outs = _flatten(y_pred, [])
+        # the per-output losses the trainer reports (cls_loss, ...) are outputs too
+        parts = [p for p in getattr(model, "_last_output_losses", None) or []
+                 if isinstance(p, Tensor)]
         reason = t.reason
         plan = None
         if reason is None:
             try:
-                plan = _core.Plan(t.tape, ph, outs, loss, params)
+                plan = _core.Plan(t.tape, ph, outs + parts, loss, params)
             except ValueError as e:
                 reason = f"the traced graph cannot be frozen ({e})"
             else:
@@ -247,6 +257,7 @@ class CompiledPlan:
             _set_optimizer(plan, opt, params, kind)
         tr = _Traced(plan, t.providers, y_pred if not isinstance(y_pred, Tensor) else 0,
                      params, kind)
+        tr.nparts = len(parts)
         self._train[key] = tr
         self._last, self._last_eager = tr, None
         value = float(loss.item())
@@ -278,7 +289,7 @@ class CompiledPlan:
         model's outputs)."""
         if self._last_eager is not None:
             return self._last_eager
-        return self._last.outputs()
+        return self._last.outputs(self.model)
 
     # -- inference
     def predict(self, x, batch_size: int | None = None):
