@@ -1,6 +1,8 @@
-/* The tape and the plan, without Python: gradients of a recorded dense ->
- * relu -> mean-squared-error chain against hand-derived values, a tensor
- * used twice, an unrelated source, and a plan step against the same. */
+/* The op table, the tape and the plan, without Python: a dense -> relu ->
+ * x*x -> mean chain run through maas_op_run and recorded, its gradients
+ * against hand-derived values (a tensor used twice, an unrelated source),
+ * then the same nodes frozen into a plan: replayed forward, backward and
+ * an SGD update give the tape's numbers, and bad builds are refused. */
 #include "check.h"
 #include <string.h>
 
@@ -11,119 +13,110 @@ static maas_tensor *filled(int ndim, const int64_t *shape, unsigned seed)
     return t;
 }
 
+/* Runs op over inputs with the given attribute block, records it, and
+ * returns its output (a new reference). */
+static maas_tensor *run(maas_tape *tape, int op, int nin, maas_tensor **in, const void *attr,
+                        size_t size)
+{
+    maas_node nd;
+    memset(&nd, 0, sizeof nd);
+    nd.op = op;
+    nd.nin = nin;
+    for (int i = 0; i < nin; i++)
+        nd.in[i] = in[i];
+    memcpy(nd.attr, attr, size);
+    if (maas_op_run(&nd) != MAAS_OK) {
+        CHECK(0);
+        return NULL;
+    }
+    CHECK_OK(maas_tape_record(tape, &nd));
+    maas_tensor *out = nd.out[0];
+    nd.out[0] = NULL;
+    maas_node_release_outputs(&nd);
+    return out;
+}
+
 int main(void)
 {
     const int64_t N = 4, C = 3, U = 2;
     maas_tensor *x = filled(2, (int64_t[]){N, C}, 1);
     maas_tensor *w = filled(2, (int64_t[]){C, U}, 2);
     maas_tensor *b = filled(1, (int64_t[]){U}, 3);
-    maas_tensor *y = filled(2, (int64_t[]){N, U}, 4);
     maas_tensor *other = filled(1, (int64_t[]){U}, 5);
     w->requires_grad = b->requires_grad = other->requires_grad = 1;
 
     maas_tape *tape = maas_tape_new();
     CHECK(tape != NULL);
-    maas_tensor *h = maas_tensor_new(2, (int64_t[]){N, U});
-    CHECK_OK(maas_dense_forward(h->data, x->data, w->data, b->data, N, C, U));
-    maas_node n1 = {.backward = maas_grad_dense, .name = "dense", .ninputs = 3,
-                    .in = {x, w, b}, .out = h, .i = {N, C, U}};
-    CHECK_OK(maas_tape_record(tape, &n1));
-    maas_tensor *r = maas_tensor_new_like(h);
-    CHECK_OK(maas_unary_forward(MAAS_U_RELU, r->data, h->data, h->size, 0.0f));
-    maas_node n2 = {.backward = maas_grad_unary, .name = "relu", .ninputs = 1, .in = {h},
-                    .out = r, .i = {MAAS_U_RELU}};
-    CHECK_OK(maas_tape_record(tape, &n2));
-    /* r * r: the same tensor twice */
-    maas_tensor *sq = maas_tensor_new_like(r);
-    CHECK_OK(maas_binary_forward(MAAS_B_MUL, sq, r, r));
-    maas_node n3 = {.backward = maas_grad_binary, .name = "mul", .ninputs = 2, .in = {r, r},
-                    .out = sq, .i = {MAAS_B_MUL}};
-    CHECK_OK(maas_tape_record(tape, &n3));
-    CHECK(maas_tape_size(tape) == 3 && maas_tape_tracks(tape, sq) && !maas_tape_tracks(tape, x));
+    CHECK_OK(maas_tape_watch(tape, x));
+    int64_t relu[2] = {MAAS_U_RELU, 0};
+    int64_t mul = MAAS_B_MUL, mean[4] = {MAAS_R_MEAN, 0, 1, 0};
+    maas_tensor *h = run(tape, MAAS_OP_DENSE, 3, (maas_tensor *[]){x, w, b}, "", 0);
+    maas_tensor *r = run(tape, MAAS_OP_UNARY, 1, &h, relu, sizeof relu);
+    maas_tensor *sq = run(tape, MAAS_OP_BINARY, 2, (maas_tensor *[]){r, r}, &mul, sizeof mul);
+    maas_tensor *loss = run(tape, MAAS_OP_REDUCE, 1, &sq, mean, sizeof mean);
+    CHECK(maas_tape_size(tape) == 4);
+    CHECK(loss->ndim == 0 && loss->size == 1);
 
-    maas_tensor *srcs[3] = {w, b, other}, *grads[3];
-    CHECK_OK(maas_tape_gradient(tape, sq, 3, srcs, grads));
-    CHECK(grads[2] == NULL); /* `other` was never used */
-    /* d sum(relu(h)^2) / dh = 2 relu(h); dW = x^T g, db = sum_rows g */
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t u = 0; u < U; u++) {
-            double e = 0.0;
-            for (int64_t n = 0; n < N; n++)
-                e += x->data[n * C + c] * 2.0 * r->data[n * U + u];
-            CHECK_CLOSE(grads[0]->data[c * U + u], e, 1e-5);
-        }
-    for (int64_t u = 0; u < U; u++) {
-        double e = 0.0;
-        for (int64_t n = 0; n < N; n++)
-            e += 2.0 * r->data[n * U + u];
-        CHECK_CLOSE(grads[1]->data[u], e, 1e-5);
-    }
-    maas_tensor_decref(grads[0]);
-    maas_tensor_decref(grads[1]);
-    maas_tape_free(tape);
-    maas_tensor_decref(h);
-    maas_tensor_decref(r);
-    maas_tensor_decref(sq);
-
-    /* a plan: dense -> mse with SGD(lr) moves w by -lr * dW of the mean loss */
-    float w0[6];
-    memcpy(w0, w->data, sizeof w0);
-    maas_plan *plan = maas_plan_new(C);
-    CHECK(plan != NULL);
-    float reg[4] = {0, 0, 0, 0};
-    int decay[2] = {0, 0};
-    maas_tensor *none[3] = {NULL, NULL, NULL};
-    CHECK_OK(maas_plan_add_dense(plan, w, b, 1, reg, none, none, decay));
-    CHECK_OK(maas_plan_set_loss(plan, MAAS_L_MSE, 0));
-    maas_optim_config cfg = {.kind = MAAS_OPT_SGD};
-    CHECK_OK(maas_plan_set_optimizer(plan, &cfg));
-    double loss = 0.0;
-    float out[8];
-    CHECK_OK(maas_dense_forward(out, x->data, w0, b->data, N, C, U));
-    double expect = 0.0;
-    for (int i = 0; i < N * U; i++)
-        expect += (double)(out[i] - y->data[i]) * (out[i] - y->data[i]) / (double)(N * U);
-    CHECK_OK(maas_plan_train_step(plan, x->data, y->data, NULL, N, 0.5f, 1, 0, 0, &loss));
-    CHECK_CLOSE(loss, expect, 1e-5);
+    /* d loss / d w[c][u] = sum_n x[n][c] * 2 r[n][u] [h > 0] / (N U) */
+    maas_tensor *grads[3];
+    CHECK_OK(maas_tape_gradient(tape, loss, 3, (maas_tensor *[]){w, b, other}, grads));
+    CHECK(grads[0] && grads[1] && grads[2] == NULL);
+    double expect_loss = 0.0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t u = 0; u < U; u++)
+            expect_loss += (double)r->data[n * U + u] * r->data[n * U + u] / (double)(N * U);
+    CHECK_CLOSE(loss->data[0], expect_loss, 1e-6);
     for (int64_t c = 0; c < C; c++)
         for (int64_t u = 0; u < U; u++) {
             double g = 0.0;
             for (int64_t n = 0; n < N; n++)
-                g += x->data[n * C + c] * 2.0 * (out[n * U + u] - y->data[n * U + u]) / (double)(N * U);
-            CHECK_CLOSE(w->data[c * U + u], w0[c * U + u] - 0.5 * g, 1e-5);
+                if (h->data[n * U + u] > 0)
+                    g += x->data[n * C + c] * 2.0 * r->data[n * U + u] / (double)(N * U);
+            CHECK_CLOSE(grads[0]->data[c * U + u], g, 1e-5);
         }
-    float pred[8];
-    CHECK_OK(maas_plan_predict(plan, x->data, N, 3, pred));
-    CHECK(maas_plan_train_step(plan, x->data, y->data, NULL, 0, 0.5f, 2, 0, 0, &loss) == MAAS_ERR_VALUE);
+
+    /* the same nodes as a plan: inputs x, params w and b */
+    int64_t nn;
+    const maas_node *nodes = maas_tape_nodes(tape, &nn);
+    CHECK(nn == 4);
+    maas_plan *plan;
+    CHECK(maas_plan_build(&plan, nn, nodes, 1, &h, 1, &r, loss, 0, NULL) == MAAS_ERR_VALUE);
+    CHECK(maas_plan_build(&plan, nn, nodes, 1, &x, 1, &sq, sq, 0, NULL) == MAAS_ERR_VALUE);
+    CHECK_OK(maas_plan_build(&plan, nn, nodes, 1, &x, 1, &r, loss, 3,
+                             (maas_tensor *[]){w, b, w}));
+    CHECK(maas_plan_num_nodes(plan) == 4 && maas_plan_num_random(plan) == 0);
+    CHECK_OK(maas_plan_forward(plan, NULL));
+    CHECK_CLOSE(maas_plan_loss(plan)->data[0], expect_loss, 1e-7);
+    CHECK_OK(maas_plan_backward(plan));
+    maas_tensor *pg = maas_plan_grad(plan, 0);
+    CHECK(pg && maas_plan_grad(plan, 2) == NULL); /* w named twice is one parameter */
+    for (int64_t i = 0; pg && i < pg->size; i++)
+        CHECK(pg->data[i] == grads[0]->data[i]);
+    CHECK(maas_plan_update(plan, 0.5f, 1) == MAAS_ERR_STATE);
+    maas_optim_config cfg = {.kind = MAAS_OPT_SGD};
+    maas_tensor *none[6] = {NULL};
+    int decay[2] = {0, 0};
+    CHECK_OK(maas_plan_set_optimizer(plan, &cfg, none, decay));
+    float w0 = w->data[0];
+    CHECK_OK(maas_plan_update(plan, 0.5f, 1));
+    CHECK_CLOSE(w->data[0], w0 - 0.5f * grads[0]->data[0], 1e-7);
+    /* new data through the placeholder: forward recomputes every node */
+    check_fill(x->data, (long)x->size, 9);
+    CHECK_OK(maas_plan_forward(plan, NULL));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t u = 0; u < U; u++) {
+            double v = b->data[u];
+            for (int64_t c = 0; c < C; c++)
+                v += (double)x->data[n * C + c] * w->data[c * U + u];
+            CHECK_CLOSE(r->data[n * U + u], v > 0 ? v : 0.0, 1e-6);
+        }
     maas_plan_free(plan);
 
-    /* a graph: out = concat(x @ w + b, x) - read twice, merged, then mse */
-    plan = maas_plan_new(C);
-    CHECK(plan != NULL);
-    CHECK_OK(maas_plan_add_dense(plan, w, b, 1, reg, none, none, decay));
-    int first = maas_plan_cursor(plan);
-    CHECK_OK(maas_plan_add_merge(plan, MAAS_MERGE_CONCAT, first, -1));
-    CHECK(maas_plan_out_features(plan) == U + C);
-    CHECK(maas_plan_add_merge(plan, MAAS_MERGE_ADD, 0, -1) == MAAS_ERR_SHAPE);
-    CHECK_OK(maas_plan_set_loss(plan, MAAS_L_MSE, 0));
-    CHECK_OK(maas_plan_set_optimizer(plan, &cfg));
-    float ycat[4 * 5] = {0}, pcat[4 * 5];
-    CHECK_OK(maas_plan_predict(plan, x->data, N, 2, pcat));
-    CHECK_OK(maas_dense_forward(out, x->data, w->data, b->data, N, C, U));
-    for (int64_t row = 0; row < N; row++) {
-        for (int64_t u = 0; u < U; u++)
-            CHECK_CLOSE(pcat[row * (U + C) + u], out[row * U + u], 1e-6);
-        for (int64_t c = 0; c < C; c++)
-            CHECK_CLOSE(pcat[row * (U + C) + U + c], x->data[row * C + c], 1e-6);
-    }
-    CHECK_OK(maas_plan_train_step(plan, x->data, ycat, NULL, N, 0.1f, 1, 0, 0, &loss));
-    CHECK(loss > 0.0);
-    maas_plan_free(plan);
-
-    maas_tensor_decref(x);
-    maas_tensor_decref(w);
-    maas_tensor_decref(b);
-    maas_tensor_decref(y);
-    maas_tensor_decref(other);
+    for (int i = 0; i < 2; i++)
+        maas_tensor_decref(grads[i]);
+    maas_tape_free(tape);
+    maas_tensor *all[] = {x, w, b, other, h, r, sq, loss};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        maas_tensor_decref(all[i]);
     return check_done("test_autodiff");
 }
