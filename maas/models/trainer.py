@@ -258,7 +258,12 @@ class Trainer:
 
     def _output_names_or_default(self, n):
         names = getattr(self, "_output_names", None)
-        return names if names and len(names) == n else [f"output_{i}" for i in range(n)]
+        if names and len(names) == n:
+            return names
+        keys = getattr(self, "_dict_output_keys", None)   # a subclassed call() returning a dict
+        if keys and len(keys) == n:
+            return keys
+        return [f"output_{i}" for i in range(n)]
 
     def _pred_list(self, y_pred):
         """The model's predictions as a list in output order (dicts by key)."""
@@ -289,6 +294,9 @@ class Trainer:
 
     def _resolve_compile(self, y_true, y_pred):
         """Resolves per-output losses and metrics once the outputs are known."""
+        if isinstance(y_pred, dict) and not getattr(self, "_output_names", None) and \
+                set(getattr(self, "_dict_output_keys", None) or ()) != set(y_pred):
+            self._dict_output_keys = list(y_pred)
         preds = self._pred_list(y_pred)
         n = len(preds)
         names = self._output_names_or_default(n)
@@ -424,10 +432,11 @@ class Trainer:
                                      "were given for it: pass y to fit/evaluate (a dict keyed by "
                                      "output name for a dict of outputs)")
                 value = loss(yt, yp, sample_weight)
+                if i < len(trackers) and trackers[i] is not None:
+                    # the unweighted loss of each output, as Keras 3 records it
+                    trackers[i].update_state([float(np.asarray(value))], sample_weight=[n])
                 if w != 1.0:
                     value = value * w
-                if i < len(trackers) and trackers[i] is not None:
-                    trackers[i].update_state([float(np.asarray(value))], sample_weight=[n])
                 total = value if total is None else total + value
         for r in self.losses:
             if not isinstance(r, Tensor):
@@ -604,6 +613,13 @@ class Trainer:
             ys = _structure(y, "y")
             if isinstance(ys, dict):
                 names = self._output_names_or_default(len(ys))
+                if not getattr(self, "_output_names", None) and not set(names) <= set(ys):
+                    # a subclassed model: its outputs are named by the keys of y
+                    self._dict_output_keys = names = list(ys)
+                missing = [nm for nm in names if nm not in ys]
+                if missing:
+                    raise ValueError(f"y is a dict without the output(s) {missing}; the model's "
+                                     f"outputs are {names}")
                 ys = [ys[nm] for nm in names]
         sw = None if sample_weight is None else _to_array(sample_weight, "sample_weight").reshape(-1)
         sizes = {"x": [len(a) for a in xs]}
