@@ -389,6 +389,40 @@ def test_custom_layer_without_compute_output_shape_in_functional_and_sequential(
         assert m.predict(x, verbose=0).shape == (128, 1)
 
 
+def test_subclassed_model_and_guide_mlp_block_as_layers_of_a_functional_model():
+    class MLPBlock(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.linear_1 = Linear(32)
+            self.linear_2 = Linear(32)
+            self.linear_3 = Linear(1)
+
+        def call(self, inputs):
+            x = self.linear_1(inputs)
+            x = ops.relu(x)
+            x = self.linear_2(x)
+            x = ops.relu(x)
+            return self.linear_3(x)
+
+    class Inner(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(5)
+
+        def call(self, x, training=False):
+            return self.d(x)
+
+    inputs = keras.Input((64,))
+    block = MLPBlock()
+    out = block(Inner()(inputs))
+    assert out.shape == (None, 1)
+    assert len(block.weights) == 6 and len(block.trainable_weights) == 6
+    model = keras.Model(inputs, out)
+    x = np.random.default_rng(0).random((3, 64)).astype(np.float32)
+    assert model.predict(x, verbose=0).shape == (3, 1)
+    assert len(model.trainable_weights) == 8
+
+
 def test_output_shape_inference_of_unknown_dims_and_several_outputs():
     class SumSteps(keras.layers.Layer):
         def call(self, x):
@@ -664,6 +698,23 @@ def test_functional_guide_multi_input_multi_output_model():
     assert h2.history["loss"][-1] < h.history["loss"][0]
     out = model.predict({"title": title_data, "body": body_data, "tags": tags_data}, verbose=0)
     assert out["priority"].shape == (128, 1) and out["department"].shape == (128, 4)
+
+
+def test_dict_inputs_by_key_and_by_input_name():
+    a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
+    out = layers.Dense(1)(layers.concatenate([a, b]))
+    x = {"a": np.ones((4, 2), np.float32), "b": np.arange(12, dtype=np.float32).reshape(4, 3)}
+    by_name = keras.Model([a, b], out)
+    by_key = keras.Model({"first": a, "second": b}, out)
+    ref = np.asarray(by_name([x["a"], x["b"]]))
+    np.testing.assert_allclose(np.asarray(by_name(x)), ref, rtol=1e-6)
+    xk = {"second": x["b"], "first": x["a"]}
+    np.testing.assert_allclose(by_key.predict(xk, verbose=0), ref, rtol=1e-6)
+    by_key.compile("sgd", "mse")
+    assert by_key.evaluate(xk, np.zeros((4, 1)), verbose=0) == pytest.approx((ref ** 2).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"expects inputs named \['first', 'second'\]; the dict passed "
+                                         r"has no \['second'\]"):
+        by_key({"first": x["a"]})
 
 
 def test_subclassed_model_returning_a_dict_is_compiled_by_its_keys():

@@ -27,6 +27,7 @@ from ..tensor import Tensor, Variable
 
 _names: dict[str, int] = {}
 _ctx = threading.local()
+_pending_losses: set = set()   # ids of layers holding add_loss() values
 
 
 def _snake(name: str) -> str:
@@ -263,9 +264,13 @@ class Layer:
         ...         return inputs
         >>> layer = ActivityRegularization()
         >>> _ = layer(np.ones((2, 2), np.float32))
-        >>> [float(l) for l in layer.losses]
+        >>> [round(float(l), 4) for l in layer.losses]
         [0.04]
         """
+        self._uses_add_loss = True   # the trainer keeps such models on the eager path
+        self._append_losses(loss)
+
+    def _append_losses(self, loss) -> None:
         for x in _flatten(loss):
             if not isinstance(x, Tensor):
                 if isinstance(x, KerasTensor):
@@ -274,10 +279,15 @@ class Layer:
                                      "a layer's call(), on the tensors it computes")
                 x = _to_tensor(x)
             self._losses.append(x)
+            _pending_losses.add(id(self))
 
     def _clear_losses(self) -> None:
+        if not _pending_losses:   # the common case: no layer holds losses, skip the walk
+            return
         for layer in self._flatten_layers():
-            layer._losses.clear()
+            if layer._losses:
+                layer._losses.clear()
+                _pending_losses.discard(id(layer))
 
     @property
     def losses(self) -> list:
@@ -353,7 +363,7 @@ class Layer:
             for o in _flatten(out):
                 if isinstance(o, Tensor):
                     # divided by the batch size, as Keras 3 does
-                    self.add_loss(self.activity_regularizer(o) / float(o.shape[0] if o.ndim else 1))
+                    self._append_losses(self.activity_regularizer(o) / float(o.shape[0] if o.ndim else 1))
         return out
 
     def _symbolic_call(self, inputs, *args, **kwargs):
@@ -419,11 +429,16 @@ class Layer:
             except NotImplementedError:
                 raise
             except Exception as e:
-                raise type(e)(f"Layer {self.name!r} ({type(self).__name__}) could not be called "
-                              f"on a symbolic input to infer its output shape: calling call() on "
-                              f"zeros of shape {_map(lambda t: tuple(t.shape), concrete)} raised "
-                              f"{type(e).__name__}: {e}. Define compute_output_shape(input_shape) "
-                              "on the layer, or fix call()") from e
+                msg = (f"Layer {self.name!r} ({type(self).__name__}) could not be called on a "
+                       f"symbolic input to infer its output shape: calling call() on zeros of "
+                       f"shape {_map(lambda t: tuple(t.shape), concrete)} raised "
+                       f"{type(e).__name__}: {e}. Define compute_output_shape(input_shape) on "
+                       "the layer, or fix call()")
+                try:
+                    err = type(e)(msg)
+                except Exception:
+                    err = ValueError(msg)
+                raise err from e
             finally:
                 _ctx.training, _ctx.depth = prev, prev_depth
                 self._clear_losses()  # losses of the probe are not the model's

@@ -115,6 +115,14 @@ class Model(Trainer, Layer):
     def _check_input(self, inputs):
         if not self._is_graph_network:
             return
+        if isinstance(inputs, dict):
+            keys = (list(self._nested_inputs) if isinstance(self._nested_inputs, dict)
+                    else [t._keras_history[0].name for t in self.inputs])
+            missing = [k for k in keys if k not in inputs]
+            if missing:
+                raise ValueError(f"Layer \"{self.name}\" expects inputs named {keys}; the dict "
+                                 f"passed has no {missing} (it has {sorted(inputs)})")
+            inputs = [inputs[k] for k in keys]
         xs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if len(xs) != len(self.inputs):
             raise ValueError(f"Layer \"{self.name}\" expects {len(self.inputs)} input(s), but it "

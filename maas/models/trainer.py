@@ -569,7 +569,7 @@ class Trainer:
             return "a dict of inputs or outputs"
         if any("training" in n.kwargs for n in getattr(self, "_nodes", None) or []):
             return "a layer called with an explicit training argument"
-        if any(layer._losses for layer in self._flatten_layers()):
+        if any(layer.__dict__.get("_uses_add_loss") for layer in self._flatten_layers()):
             return "losses added with add_loss()"
         return None
 
@@ -602,7 +602,9 @@ class Trainer:
     def _prepare_xy(self, x, y, sample_weight, what="fit"):
         xs = _structure(x, "x")
         if isinstance(xs, dict):
-            names = [t._keras_history[0].name for t in getattr(self, "inputs", [])]
+            nested = getattr(self, "_nested_inputs", None)
+            names = (list(nested) if isinstance(nested, dict)   # Model(inputs={"a": ...}) by key
+                     else [t._keras_history[0].name for t in getattr(self, "inputs", [])])
             try:
                 xs = [xs[nm] for nm in names]
             except KeyError as e:
