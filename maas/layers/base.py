@@ -444,10 +444,11 @@ class Layer:
                 self._clear_losses()  # losses of the probe are not the model's
             probes.append(_map(lambda o: tuple(np.shape(o)), out))
         batch = [t.shape[0] for t in _flatten(inputs) if isinstance(t, KerasTensor)][0]
+        probe_batch = 2 if batch is None else batch
 
         def merge(*shapes):
             s = list(shapes[0])
-            if s:
+            if s and s[0] == probe_batch:   # the batch axis carried through
                 s[0] = batch
             for i in range(1, len(s)):
                 if any(len(o) != len(s) or o[i] != s[i] for o in shapes[1:]):

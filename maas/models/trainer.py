@@ -927,8 +927,7 @@ class Trainer:
             def gen():
                 for data in x:
                     bx, _, _ = _unpack(data)
-                    xs = _structure(bx, "x")
-                    yield xs if isinstance(xs, list) else list(xs.values())
+                    yield self._prepare_xy(bx, None, None, "predict")[0]
             batches = gen()
             nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
         else:
