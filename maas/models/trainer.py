@@ -187,6 +187,11 @@ class Trainer:
     ...             else:
     ...                 metric.update_state(y, y_pred, sample_weight=sample_weight)
     ...         return {m.name: m.result() for m in self.metrics}
+
+    A model whose steps or ``compute_loss`` are overridden, or that has dict
+    inputs or outputs, ``add_loss`` or a layer called with an explicit
+    ``training=``, trains on the eager path; ``model.eager_reason`` says why
+    (None when ``maas.engine`` may compile the step into a plan).
     """
 
     def __init__(self):
@@ -414,6 +419,10 @@ class Trainer:
         ``loss_weights``) plus ``self.losses`` (``add_loss`` and
         regularization losses, each summed to a scalar), as Keras 3 computes
         it. Override it to change the loss; ``fit`` calls it inside the tape.
+
+        >>> class MyModel(maas.Model):
+        ...     def compute_loss(self, x, y, y_pred, sample_weight, training=True):
+        ...         return maas.ops.mean((y_pred - y) ** 2) + 1e-3 * maas.ops.sum(y_pred ** 2)
         """
         if self._compile_losses is None and y_pred is not None:
             self._resolve_compile(y, y_pred)
