@@ -658,7 +658,7 @@ def test_dict_outputs_unknown_names_are_errors():
 
 def test_functional_guide_multi_input_multi_output_model():
     """The guide's ticket model: three named inputs, a dict of two outputs,
-    losses as a list (in the order of the outputs dict) and then as a dict,
+    losses as a list (maas pairs it with the outputs in the dict's order) and then as a dict,
     fit on dicts of arrays. maas differs in the feature extractors: Dense
     layers stand for the guide's Embedding + LSTM."""
     num_tags, num_departments = 12, 4
