@@ -219,6 +219,7 @@ typedef enum {
     MAAS_OP_CONCAT,      /* join along an axis */
     MAAS_OP_LOSS,        /* per-sample losses (maas_loss_op) */
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
+    MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
     MAAS_OP_COUNT
 } maas_op_id;
 

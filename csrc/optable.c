@@ -777,6 +777,47 @@ static maas_status dropout_backward(const maas_node *nd, const maas_tensor *cons
     return maas_dropout_backward(gin[0]->data, gout[0]->data, nd->saved[0]->data, gout[0]->size);
 }
 
+/* --------------------------------------------------------------- random */
+
+typedef struct {
+    uint64_t seed, stream; /* MAAS_OPF_RANDOM: first */
+    int64_t kind;          /* 0 uniform [a, b), 1 normal (mean a, std b) */
+    double a, b;
+    int64_t ndim, shape[MAAS_MAX_DIMS];
+} random_attr;
+
+static const maas_attr_field random_fields[] = {
+    {"seed", 'u', offsetof(random_attr, seed)}, {"stream", 'u', offsetof(random_attr, stream)},
+    {"kind", 'l', offsetof(random_attr, kind)},  {"a", 'd', offsetof(random_attr, a)},
+    {"b", 'd', offsetof(random_attr, b)},        {"shape", 'S', offsetof(random_attr, ndim)},
+    {NULL, 0, 0}};
+
+static maas_status random_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_spec *saved)
+{
+    const random_attr *a = CATTR(random_attr, nd);
+    if (a->kind != 0 && a->kind != 1)
+        return maas_error(MAAS_ERR_VALUE, "random: unknown kind %lld", (long long)a->kind);
+    if (a->ndim < 0 || a->ndim > MAAS_MAX_DIMS)
+        return maas_error(MAAS_ERR_VALUE, "random: at most %d dimensions", MAAS_MAX_DIMS);
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] < 0)
+            return maas_error(MAAS_ERR_VALUE, "random: negative dimension %lld", (long long)a->shape[d]);
+    outs[0].dtype = MAAS_F32;
+    outs[0].ndim = (int)a->ndim;
+    memcpy(outs[0].shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
+    return MAAS_OK;
+}
+
+static maas_status random_forward(maas_node *nd)
+{
+    const random_attr *a = CATTR(random_attr, nd);
+    maas_tensor *o = nd->out[0];
+    return a->kind ? maas_rng_fill_normal(o->data, o->size, (float)a->a, (float)a->b, a->seed, a->stream)
+                   : maas_rng_fill_uniform(o->data, o->size, (float)a->a, (float)a->b, a->seed, a->stream);
+}
+
+#define random_backward NULL
+
 /* ---------------------------------------------------------------- table */
 
 #define OP(id, nm, lo, hi, attr, fl, flds, f)                                        \
@@ -796,6 +837,7 @@ static const maas_op_def table[MAAS_OP_COUNT] = {
     OP(MAAS_OP_CONCAT, "concatenate", 1, MAAS_OP_MAX_IN, concat_attr, 0, concat_fields, concat),
     OP(MAAS_OP_LOSS, "loss", 2, 2, loss_attr, 0, loss_fields, loss),
     OP(MAAS_OP_DROPOUT, "dropout", 1, 1, dropout_attr, MAAS_OPF_RANDOM, dropout_fields, dropout),
+    OP(MAAS_OP_RANDOM, "random", 0, 0, random_attr, MAAS_OPF_RANDOM, random_fields, random),
 };
 
 const maas_op_def *maas_op_get(int op)

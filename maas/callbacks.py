@@ -61,10 +61,18 @@ class CallbackList(Callback):
     def append(self, cb):
         self.callbacks.append(cb)
 
-    def _hook(name):
-        def f(self, *args):
-            for c in self.callbacks:
-                getattr(c, name)(*args)
+    def _hook(name, indexed):
+        # every hook gets a logs dict, never None, as Keras's CallbackList passes
+        if indexed:
+            def f(self, index, logs=None):
+                logs = logs if logs is not None else {}
+                for c in self.callbacks:
+                    getattr(c, name)(index, logs)
+        else:
+            def f(self, logs=None):
+                logs = logs if logs is not None else {}
+                for c in self.callbacks:
+                    getattr(c, name)(logs)
         f.__name__ = name
         return f
 
@@ -72,7 +80,7 @@ class CallbackList(Callback):
                "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
                "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
                "on_predict_batch_begin", "on_predict_batch_end"):
-        locals()[_n] = _hook(_n)
+        locals()[_n] = _hook(_n, "batch" in _n or "epoch" in _n)
     del _n, _hook
 
 

@@ -15,5 +15,7 @@ class ModelFormatError(MaasError, ValueError):
     """A model file is malformed, truncated, or not what the model expects."""
 
 
-class NotFittedError(MaasError, RuntimeError):
-    """The model must be compiled (or built) before this call."""
+class NotFittedError(MaasError, ValueError, RuntimeError):
+    """The model must be compiled (or built) before this call. A ValueError,
+    as Keras raises for ``fit`` before ``compile``; also a RuntimeError, which
+    maas raised before, so that older ``except RuntimeError`` still works."""

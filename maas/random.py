@@ -71,12 +71,11 @@ def numpy_rng() -> np.random.Generator:
 
 
 def _fill(shape, kind: int, a: float, b: float, seed=None):
-    from .tensor import Tensor
-
-    out = Tensor(np.empty(tuple(shape), dtype=np.float32))
-    s, stream = next_stream() if seed is None else (int(seed), 0)
-    _core.fill_random(out, kind, a, b, s, stream)
-    return out
+    """A new tensor from the random op (traced like any op, so a plan draws
+    anew on every step)."""
+    s, stream = draw_key(next_stream if seed is None else (lambda: (int(seed), 0)))
+    shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+    return _core.op(_core.OP_RANDOM, (), s, stream, kind, float(a), float(b), shape)
 
 
 def uniform(shape, minval: float = 0.0, maxval: float = 1.0, seed=None):

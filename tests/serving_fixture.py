@@ -6,8 +6,8 @@ is that stand-in: a small MLP whose weights are saved with ``numpy.savez``
 into ``REPO/<name>/<version>/weights.npz`` and loaded by :func:`load_npz`,
 which the server is told to use with ``MAAS_SERVING_LOADER=
 serving_fixture:load_npz`` (or ``loader=load_npz``). The model runs real
-maas computation: a compiled plan (``maas.engine.build_plan``) whose
-``predict`` is one C call with the GIL released, or the eager ops
+maas computation: a Sequential model whose
+``predict`` replays a traced plan (one C call with the GIL released), or the eager ops
 (``maas.ops.dense/relu/softmax``). When ``maas.load_model`` lands, the
 tests should save real model files and drop this module.
 """
@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 import maas
-from maas.engine import build_plan
 
 IN, HIDDEN, OUT = 4, 16, 3
 
@@ -47,22 +46,22 @@ class EagerMLP:
 
 
 class PlanMLP:
-    """The same network as a compiled plan: one C call per forward pass."""
+    """The same network as a Sequential model: its predict replays a traced
+    plan, one C call per forward pass."""
 
     def __init__(self, w, delay: float = 0.0):
-        self.vars = [maas.Variable(w[k]) for k in ("w1", "b1", "w2", "b2")]
-        w1, b1, w2, b2 = self.vars
-        self.plan = build_plan(w1.shape[0], [("dense", w1, b1), ("activation", "relu"),
-                                             ("dense", w2, b2), ("activation", "softmax")],
-                               "mse", maas.optimizers.SGD(0.0))
-        self.input_shape = (None, w1.shape[0])
-        self.output_shape = (None, w2.shape[1])
+        self.model = maas.Sequential([
+            maas.Input((w["w1"].shape[0],)), maas.layers.Dense(w["w1"].shape[1], activation="relu"),
+            maas.layers.Dense(w["w2"].shape[1], activation="softmax")])
+        self.model.set_weights([w[k] for k in ("w1", "b1", "w2", "b2")])
+        self.input_shape = (None, w["w1"].shape[0])
+        self.output_shape = (None, w["w2"].shape[1])
         self.delay = delay
 
     def predict(self, x, verbose=0):
         if self.delay:
             time.sleep(self.delay)  # to hold requests in flight (drain tests)
-        return self.plan.predict(x)
+        return self.model.predict(np.asarray(x, np.float32), batch_size=max(len(x), 1), verbose=0)
 
 
 def save_version(repo: str, name: str, version: int, seed: int, config: dict | None = None) -> str:

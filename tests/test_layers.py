@@ -162,8 +162,9 @@ def test_regularizers_add_losses_with_gradients():
     out = layer(x)
     assert len(layer.losses) == 3
     k = layer.get_weights()[0]
-    assert float(layer.losses[0]) == pytest.approx(0.01 * (k ** 2).sum(), rel=1e-5)
-    assert float(layer.losses[2]) == pytest.approx(0.01 * np.abs(np.asarray(out)).sum() / 4, rel=1e-5)
+    # Keras 3's order: add_loss (activity) losses of the call, then the weights'
+    assert float(layer.losses[0]) == pytest.approx(0.01 * np.abs(np.asarray(out)).sum() / 4, rel=1e-5)
+    assert float(layer.losses[1]) == pytest.approx(0.01 * (k ** 2).sum(), rel=1e-5)
 
 
 def test_custom_layer_with_add_weight():

@@ -111,4 +111,4 @@ def test_accuracy_resolved_from_the_loss(loss, out, cls):
     if loss == "categorical_crossentropy":
         y[:, 0] = 1
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
-    assert isinstance(model.metrics[1], cls) and "acc" in logs
+    assert isinstance(model.metrics[1].metrics[0], cls) and "acc" in logs  # Keras 3: compile_metrics

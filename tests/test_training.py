@@ -170,7 +170,8 @@ def test_validation_data_and_one_hot_labels(digits):
     h = model.fit(xtr, maas.utils.to_categorical(ytr, 10), epochs=3, verbose=0,
                   validation_data=(xte, maas.utils.to_categorical(yte, 10)), batch_size=64)
     assert "val_accuracy" in h.history
-    assert isinstance(model.metrics[1], maas.metrics.CategoricalAccuracy)
+    # Keras 3: model.metrics[1] is the compile_metrics container of the compiled metrics
+    assert isinstance(model.metrics[1].metrics[0], maas.metrics.CategoricalAccuracy)
 
 
 def test_inputs_as_lists_tensors_and_generators(digits):
@@ -282,9 +283,11 @@ def test_progress_bar_updates_one_line(digits):
 # -- errors that say what to do
 def test_fit_before_compile():
     model = _mlp()
-    with pytest.raises(RuntimeError, match=r"must call compile\(\) before fit\(\)"):
+    # Keras raises a ValueError; maas's NotFittedError is one (and a RuntimeError, as before)
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)` before using the model "
+                                         r"\(here, before calling `fit\(\)`\)"):
         model.fit(np.zeros((4, 64)), np.zeros(4))
-    with pytest.raises(RuntimeError, match=r"before evaluate\(\)"):
+    with pytest.raises(RuntimeError, match=r"before calling `evaluate\(\)`"):
         model.evaluate(np.zeros((4, 64)), np.zeros(4))
 
 

@@ -32,7 +32,8 @@ static maas_tensor *run_node(maas_node *nd)
         raise_status(s);
         return NULL;
     }
-    if (tapes_active() && maas_op_get(nd->op)->backward && record_node(nd) < 0) {
+    const maas_op_def *def = maas_op_get(nd->op);
+    if (tapes_active() && (def->backward || (def->flags & MAAS_OPF_RANDOM)) && record_node(nd) < 0) {
         maas_node_release_outputs(nd);
         return NULL;
     }
@@ -665,7 +666,8 @@ static PyObject *py_dropout(PyObject *m, PyObject *args)
 /* The core tensor of a Tensor argument that is written in place. */
 static maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
 {
-    trace_note("call() writes a tensor in place (assign, an optimizer update, a random fill)");
+    trace_note("the step (call() or compute_loss) writes a tensor in place (assign, an "
+               "optimizer update, a random fill)");
     if (o == Py_None)
         return NULL;
     if (!is_tensor(st, o)) {

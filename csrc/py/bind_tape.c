@@ -2,6 +2,8 @@
  * recording tapes. The Python GradientTape (maas/autodiff.py) wraps it. */
 #include "common.h"
 
+#include <stdlib.h>
+
 typedef struct {
     PyObject_HEAD
     maas_tape *tape;
@@ -37,8 +39,13 @@ static _Thread_local char trace_reason[256];
 
 void trace_note(const char *what)
 {
-    if (trace_depth > 0 && !trace_reason[0])
+    if (trace_depth > 0 && !trace_reason[0]) {
         PyOS_snprintf(trace_reason, sizeof trace_reason, "%s", what);
+        /* MAAS_TRACE_DEBUG=1 prints where the trace was broken */
+        const char *dbg = getenv("MAAS_TRACE_DEBUG");
+        if (dbg && dbg[0] == '1')
+            PyRun_SimpleString("import traceback; traceback.print_stack()");
+    }
 }
 
 static PyObject *py_trace_begin(PyObject *m, PyObject *unused)
@@ -95,7 +102,9 @@ int record_node(const maas_node *nd)
         TapeObject *t = tape_stack[k];
         if (t->paused || !t->tape)
             continue;
-        int tracked = 0;
+        /* a random op starts a new value every step: recorded even on
+         * constants, so that a trace replays it (a dropout mask of ones) */
+        int tracked = (maas_op_get(nd->op)->flags & MAAS_OPF_RANDOM) != 0;
         for (int i = 0; i < nd->nin && !tracked; i++)
             tracked = !(nd->nograd >> i & 1u) && maas_tape_tracks(t->tape, nd->in[i]);
         if (tracked) {

@@ -185,7 +185,8 @@ static void tensor_dealloc(TensorObject *self)
 
 static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags)
 {
-    trace_note("call() reads a tensor's values into Python (.numpy(), np.asarray, a buffer)");
+    trace_note("the step (call() or compute_loss) reads a tensor's values into Python (.numpy(), "
+               "np.asarray, a buffer, a metric update)");
     maas_tensor *t = self->t;
     Py_ssize_t *dims = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (t->ndim ? t->ndim : 1));
     if (!dims) {
@@ -291,8 +292,8 @@ static PyObject *tensor_abs(PyObject *a)
 
 static int scalar_value(PyObject *a, float *v)
 {
-    trace_note("call() reads a tensor's value into Python (float(), int(), bool() or .item(): "
-               "e.g. an `if` on a tensor)");
+    trace_note("the step (call() or compute_loss) reads a tensor's value into Python (float(), "
+               "int(), bool() or .item(): e.g. an `if` on a tensor)");
     maas_tensor *t = TENSOR(a);
     if (t->size != 1) {
         char buf[160];

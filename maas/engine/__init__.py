@@ -35,7 +35,22 @@ import numpy as np
 from .. import _core, optimizers as _optimizers, random as _random
 from .._core import Tensor
 
-__all__ = ["CompiledPlan", "compile_plan", "trace"]
+__all__ = ["CompiledPlan", "compile_plan", "trace", "tracing", "defer_update"]
+
+_active: list = []   # the traces recording on this thread, innermost last
+
+
+def tracing() -> bool:
+    """True while a step is being traced into a plan: code that would read a
+    value (a metric update) should :func:`defer_update` it instead."""
+    return bool(_active)
+
+
+def defer_update(metric, value, weight) -> None:
+    """``metric.update_state([float(value)], sample_weight=[weight])`` after
+    the traced step and after every replay of it (value: a scalar Tensor of
+    the trace)."""
+    _active[-1].deferred.append((metric, value, weight))
 
 _MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
 
@@ -87,18 +102,28 @@ class trace:
         for p in placeholders:
             self.tape.watch(p)
         self.reason = None
+        self.deferred = []
 
     def __enter__(self):
         self._log = _random._begin_trace()
         _core.trace_begin()
         self.tape.push()
+        _active.append(self)
         return self
 
     def __exit__(self, *exc):
+        _active.remove(self)
         self.tape.pop()
         self.reason = _core.trace_end()
         self.providers = _random._end_trace(self._log)
         return False
+
+    def apply_deferred(self, values=None):
+        """Runs the deferred metric updates with the traced values, or with
+        ``values`` (a replay's copies of them)."""
+        for k, (metric, value, weight) in enumerate(self.deferred):
+            v = float(np.asarray(value if values is None else values[k]))
+            metric.update_state([v], sample_weight=[weight])
 
 
 class _Traced:
@@ -109,17 +134,18 @@ class _Traced:
         self.params, self.fused = params, fused
         self.storage = _core.core_ids(params) if params else ()
 
-    nparts = 0
+    deferred = ()   # (metric, weight) of each deferred update, whose values end the outputs
 
     def keys(self):
         return [k for p in self.providers for k in p()]
 
-    def outputs(self, model=None):
+    def outputs(self):
         outs = self.plan.outputs()
-        if self.nparts:
-            if model is not None:
-                model._last_output_losses = [Tensor(a) for a in outs[-self.nparts:]]
-            outs = outs[:-self.nparts]
+        nd = len(self.deferred)
+        if nd:
+            for (metric, weight), v in zip(self.deferred, outs[-nd:]):
+                metric.update_state([float(v)], sample_weight=[weight])
+            outs = outs[:-nd]
         return _pack(self.structure, outs, [0])
 
 
@@ -197,7 +223,7 @@ class CompiledPlan:
 
     # -- training
     def train_step(self, x, y, sample_weight=None) -> float:
-        xs, ys = _arrays(x), _arrays(y)
+        xs, ys = _arrays(x), ([] if y is None else _arrays(y))
         sw = None if sample_weight is None else _arrays(sample_weight)
         data = xs + ys + (sw or [])
         key = (len(xs), len(ys), _signature(data))
@@ -228,7 +254,7 @@ class CompiledPlan:
         px, py = ph[:len(xs)], ph[len(xs):len(xs) + len(ys)]
         psw = ph[-1] if sw else None
         xin = _pack(x, px, [0]) if isinstance(x, (list, tuple, dict)) else px[0]
-        yin = _pack(y, py, [0]) if isinstance(y, (list, tuple, dict)) else py[0]
+        yin = None if y is None else _pack(y, py, [0]) if isinstance(y, (list, tuple, dict)) else py[0]
         params = _unique(model.trainable_variables)
         with trace(ph) as t:
             y_pred = model(xin, training=True)
@@ -236,9 +262,8 @@ class CompiledPlan:
         if not isinstance(loss, Tensor):
             raise TypeError(f"compute_loss returned {type(loss).__name__}, not a maas Tensor")
         outs = _flatten(y_pred, [])
-        # the per-output losses the trainer reports (cls_loss, ...) are outputs too
-        parts = [p for p in getattr(model, "_last_output_losses", None) or []
-                 if isinstance(p, Tensor)]
+        # the values of deferred metric updates (per-output losses) are outputs too
+        parts = [v for _, v, _ in t.deferred]
         reason = t.reason
         plan = None
         if reason is None:
@@ -257,7 +282,7 @@ class CompiledPlan:
             _set_optimizer(plan, opt, params, kind)
         tr = _Traced(plan, t.providers, y_pred if not isinstance(y_pred, Tensor) else 0,
                      params, kind)
-        tr.nparts = len(parts)
+        tr.deferred = [(m, w) for m, _, w in t.deferred]  # applied by outputs(), from the buffers
         self._train[key] = tr
         self._last, self._last_eager = tr, None
         value = float(loss.item())
@@ -273,9 +298,10 @@ class CompiledPlan:
     def _eager_after_trace(self, t, loss, params, y_pred, reason):
         """Completes a traced step eagerly and switches the model to the
         eager path."""
+        t.apply_deferred()
         grads = t.tape.gradient(loss, params)
         self.model.optimizer.apply_gradients(zip(grads, params))
-        self.eager_reason = reason
+        self.eager_reason = self.model.eager_reason = reason
         warnings.warn(f"maas: {type(self.model).__name__}.fit runs on the eager path (one C call "
                       f"per op) because its step cannot be compiled into a plan: {reason}",
                       RuntimeWarning, stacklevel=4)
@@ -289,7 +315,7 @@ class CompiledPlan:
         model's outputs)."""
         if self._last_eager is not None:
             return self._last_eager
-        return self._last.outputs(self.model)
+        return self._last.outputs()
 
     # -- inference
     def predict(self, x, batch_size: int | None = None):

@@ -8,7 +8,7 @@
 """
 from .base import InputLayer, Input, KerasTensor, Layer, clear_session
 from .core import Activation, Dense, Dropout, Flatten, Reshape
-from .merging import Add, Concatenate, Multiply, Subtract
+from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
@@ -35,5 +35,5 @@ def deserialize(config: dict, custom_objects=None):
 
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
-           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "serialize",
-           "deserialize"]
+           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "add", "subtract",
+           "multiply", "concatenate", "serialize", "deserialize"]

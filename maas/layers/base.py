@@ -21,11 +21,13 @@ import threading
 import numpy as np
 
 from .. import initializers as _initializers
+from .. import metrics as _metrics_module
 from .. import regularizers as _regularizers
 from ..tensor import Tensor, Variable
 
 _names: dict[str, int] = {}
 _ctx = threading.local()
+_pending_losses: set = set()   # ids of layers holding add_loss() values
 
 
 def _snake(name: str) -> str:
@@ -132,7 +134,8 @@ class Layer:
         self.built = False
         self.dtype = "float32"
         self.activity_regularizer = _regularizers.get(activity_regularizer)
-        self._activity_losses = []
+        self._losses = []     # add_loss() of the current call (activity regularization too)
+        self._metrics = []    # Metric objects assigned as attributes, tracked as Keras does
         self._inbound_nodes: list[Node] = []
         self._build_shape = None
         self._output_shape = None
@@ -152,6 +155,9 @@ class Layer:
             for v in _flatten(value) if isinstance(value, (list, tuple, dict)) else [value]:
                 if isinstance(v, Layer) and v is not self and all(v is not l for l in self._layers):
                     self._layers.append(v)
+                elif isinstance(v, _metrics_module.Metric) and "_metrics" in self.__dict__ and \
+                        all(v is not m for m in self._metrics):
+                    self._metrics.append(v)
         object.__setattr__(self, name, value)
 
     def _flatten_layers(self, include_self=True, recursive=True):
@@ -246,16 +252,64 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
+    def add_loss(self, loss) -> None:
+        """Adds a loss (a tensor, or a list of them) computed in ``call()``;
+        ``fit`` adds the sum of ``model.losses`` to the compiled loss, as Keras
+        does. The losses of a call replace those of the previous call of the
+        outermost layer (Keras's behaviour).
+
+        >>> class ActivityRegularization(maas.layers.Layer):
+        ...     def call(self, inputs):
+        ...         self.add_loss(1e-2 * maas.ops.sum(inputs))
+        ...         return inputs
+        >>> layer = ActivityRegularization()
+        >>> _ = layer(np.ones((2, 2), np.float32))
+        >>> [round(float(l), 4) for l in layer.losses]
+        [0.04]
+        """
+        self._uses_add_loss = True   # the trainer keeps such models on the eager path
+        self._append_losses(loss)
+
+    def _append_losses(self, loss) -> None:
+        for x in _flatten(loss):
+            if not isinstance(x, Tensor):
+                if isinstance(x, KerasTensor):
+                    raise ValueError("add_loss() on a symbolic tensor (a functional model's "
+                                     "input or output) is not supported: call add_loss() inside "
+                                     "a layer's call(), on the tensors it computes")
+                x = _to_tensor(x)
+            self._losses.append(x)
+            _pending_losses.add(id(self))
+
+    def _clear_losses(self) -> None:
+        if not _pending_losses:   # the common case: no layer holds losses, skip the walk
+            return
+        for layer in self._flatten_layers():
+            if layer._losses:
+                layer._losses.clear()
+                _pending_losses.discard(id(layer))
+
     @property
     def losses(self) -> list:
-        """Regularization losses: of the weights (computed now, so gradients
-        flow) and of the activations of the last call."""
+        """The scalar losses: from ``add_loss`` (activity regularizers
+        included) in the last call, of this layer and its sublayers, then the
+        weight regularization losses (computed now, so gradients flow)."""
         out = []
-        for layer in self._flatten_layers():
+        layers = self._flatten_layers()
+        for layer in layers:
+            out.extend(layer._losses)
+        for layer in layers:
             for w in layer._weights_own:
                 if w._regularizer is not None and (layer.trainable and w.trainable):
                     out.append(w._regularizer(w))
-            out.extend(layer._activity_losses)
+        return out
+
+    @property
+    def metrics(self) -> list:
+        """Metric objects assigned as attributes of this layer and its sublayers."""
+        out = []
+        for layer in self._flatten_layers():
+            out.extend(layer.__dict__.get("_metrics", []))
         return out
 
     # -- lifecycle
@@ -294,15 +348,22 @@ class Layer:
         if self._call_has_training:
             kwargs["training"] = bool(training)
         prev = getattr(_ctx, "training", None)
+        depth = getattr(_ctx, "depth", 0)
+        if depth == 0:
+            self._clear_losses()  # the entry call starts a new set of losses
         _ctx.training = training
+        _ctx.depth = depth + 1
         try:
             self._check_input(inputs)
             out = self.call(inputs, *args[1:], **kwargs)
         finally:
             _ctx.training = prev
+            _ctx.depth = depth
         if self.activity_regularizer is not None:
-            self._activity_losses = [self.activity_regularizer(o) / float(o.shape[0] if o.ndim else 1)
-                                     for o in _flatten(out)]
+            for o in _flatten(out):
+                if isinstance(o, Tensor):
+                    # divided by the batch size, as Keras 3 does
+                    self._append_losses(self.activity_regularizer(o) / float(o.shape[0] if o.ndim else 1))
         return out
 
     def _symbolic_call(self, inputs, *args, **kwargs):
@@ -311,7 +372,6 @@ class Layer:
         if not self.built:
             self._maybe_build(shapes)
         self._check_input(inputs)
-        out_shapes = self.compute_output_shape(shapes)
         node_index = len(self._inbound_nodes)
         counter = [0]
 
@@ -320,14 +380,84 @@ class Layer:
             counter[0] += 1
             return kt
 
-        if isinstance(out_shapes, list) and out_shapes and isinstance(out_shapes[0], (tuple, list)):
-            outputs = [make(s) for s in out_shapes]
+        out_shapes = None
+        if type(self).compute_output_shape is not Layer.compute_output_shape:
+            try:
+                out_shapes = self.compute_output_shape(shapes)
+            except NotImplementedError:
+                out_shapes = None
+        if out_shapes is not None:
+            if isinstance(out_shapes, list) and out_shapes and isinstance(out_shapes[0], (tuple, list)):
+                outputs = [make(s) for s in out_shapes]
+            else:
+                outputs = make(out_shapes)
         else:
-            outputs = make(out_shapes)
+            # Keras infers the output by running call() symbolically; maas
+            # runs it on a small concrete batch of zeros instead
+            out_shapes = self._infer_output_shapes(inputs, args, kwargs)
+            outputs = _map_shapes(make, out_shapes)
         self._output_shape = out_shapes
-        kwargs.pop("training", None)
+        if kwargs.get("training", 0) is None:
+            kwargs.pop("training")
+        # an explicit training= (e.g. Dropout(...)(x, training=True) for Monte-Carlo
+        # dropout) stays in the node's kwargs and wins over fit/predict's value
         self._inbound_nodes.append(Node(self, inputs, outputs, kwargs))
         return outputs
+
+    def _infer_output_shapes(self, inputs, args, kwargs):
+        """The output shapes of ``call()`` on zeros shaped like the symbolic
+        inputs (batch 2; unknown dimensions 3, then 4 to see which output
+        dimensions follow them). A structure of shape tuples like call's output."""
+        unknown = any(d is None for t in _flatten(inputs) if isinstance(t, KerasTensor)
+                      for d in t.shape[1:])
+        probes = []
+        for fill in ((3, 4) if unknown else (3,)):
+            def zeros(t, fill=fill):
+                if not isinstance(t, KerasTensor):
+                    return t
+                shape = tuple(2 if i == 0 and d is None else (fill if d is None else d)
+                              for i, d in enumerate(t.shape))
+                return Tensor(np.zeros(shape, np.float32))
+            concrete = _map(zeros, inputs)
+            kw = {k: v for k, v in kwargs.items() if k != "training"}
+            if self._call_has_training:
+                kw["training"] = False
+            prev, prev_depth = getattr(_ctx, "training", None), getattr(_ctx, "depth", 0)
+            _ctx.training, _ctx.depth = False, prev_depth + 1
+            try:
+                out = self.call(concrete, *args, **kw)
+            except NotImplementedError:
+                raise
+            except Exception as e:
+                msg = (f"Layer {self.name!r} ({type(self).__name__}) could not be called on a "
+                       f"symbolic input to infer its output shape: calling call() on zeros of "
+                       f"shape {_map(lambda t: tuple(t.shape), concrete)} raised "
+                       f"{type(e).__name__}: {e}. Define compute_output_shape(input_shape) on "
+                       "the layer, or fix call()")
+                try:
+                    err = type(e)(msg)
+                except Exception:
+                    err = ValueError(msg)
+                raise err from e
+            finally:
+                _ctx.training, _ctx.depth = prev, prev_depth
+                self._clear_losses()  # losses of the probe are not the model's
+            probes.append(_map(lambda o: tuple(np.shape(o)), out))
+        batch = [t.shape[0] for t in _flatten(inputs) if isinstance(t, KerasTensor)][0]
+        probe_batch = 2 if batch is None else batch
+
+        def merge(*shapes):
+            s = list(shapes[0])
+            if s and s[0] == probe_batch:   # the batch axis carried through
+                s[0] = batch
+            for i in range(1, len(s)):
+                if any(len(o) != len(s) or o[i] != s[i] for o in shapes[1:]):
+                    s[i] = None
+            return tuple(s)
+
+        if len(probes) == 1:
+            return _map_shapes(merge, probes[0])
+        return _map_shapes(merge, probes[0], probes[1])
 
     @property
     def output_shape(self):
@@ -365,6 +495,16 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _map_shapes(fn, *structs):
+    """Maps fn over the shape tuples (leaves) of same-structured shape structures."""
+    first = structs[0]
+    if isinstance(first, tuple) and all(isinstance(d, (int, np.integer)) or d is None for d in first):
+        return fn(*structs)
+    if isinstance(first, dict):
+        return {k: _map_shapes(fn, *(s[k] for s in structs)) for k in first}
+    return type(first)(_map_shapes(fn, *parts) for parts in zip(*structs))
 
 
 def _to_tensor(x):

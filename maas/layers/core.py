@@ -11,6 +11,7 @@ from .. import initializers as _initializers
 from .. import ops
 from .. import random as _random
 from .. import regularizers as _regularizers
+from ..tensor import Tensor
 from .base import Layer
 
 
@@ -103,7 +104,17 @@ class Activation(Layer):
 
 class Dropout(Layer):
     """Zeroes a fraction ``rate`` of the inputs during training (scaling the
-    rest by 1/(1-rate)); the identity otherwise."""
+    rest by 1/(1-rate)); the identity otherwise.
+
+    ``noise_shape`` is the shape of the mask, broadcast over the inputs
+    (``None`` entries take the input's size): ``noise_shape=(None, 1, 64)``
+    on ``(batch, steps, 64)`` inputs drops the same features at every step.
+
+    >>> layer = maas.layers.Dropout(0.5, noise_shape=(None, 1, 4), seed=1)
+    >>> out = np.asarray(layer(np.ones((2, 3, 4), np.float32), training=True))
+    >>> bool((out == out[:, :1, :]).all())   # the same mask along axis 1
+    True
+    """
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -111,31 +122,60 @@ class Dropout(Layer):
             raise ValueError(f"Invalid value received for argument `rate`. Expected a float value "
                              f"between 0 and 1. Received: rate={rate!r}")
         if noise_shape is not None:
-            raise NotImplementedError("Dropout: noise_shape is not supported yet")
+            if not isinstance(noise_shape, (list, tuple)) or any(
+                    d is not None and (not isinstance(d, (int, np.integer)) or d <= 0)
+                    for d in noise_shape):
+                raise ValueError(f"Dropout: noise_shape must be a tuple of positive integers or "
+                                 f"None, received noise_shape={noise_shape!r}")
+            noise_shape = tuple(None if d is None else int(d) for d in noise_shape)
         self.rate, self.noise_shape, self.seed = float(rate), noise_shape, seed
         self._calls = 0
         self.built = True
 
-    def call(self, inputs, training=False):
-        if not training or self.rate == 0:
-            return inputs
-        if self.rate >= 1:
-            return inputs * 0.0
+    def _mask_shape(self, shape):
+        ns = self.noise_shape
+        if len(ns) != len(shape):
+            raise ValueError(f"Dropout {self.name!r}: noise_shape={ns} must have one entry per "
+                             f"axis of the inputs, received inputs of shape {tuple(shape)}")
+        out = tuple(s if d is None else d for d, s in zip(ns, shape))
+        for d, s in zip(out, shape):
+            if d != s and d != 1:
+                raise ValueError(f"Dropout {self.name!r}: noise_shape={ns} does not broadcast to "
+                                 f"inputs of shape {tuple(shape)} (each entry must be None, 1 or "
+                                 "the input's size)")
+        return out
+
+    def _drop(self, x):
         if self.seed is None:
-            return _random.dropout(inputs, self.rate)
+            return _random.dropout(x, self.rate)
         seed, stream = _random.draw_key(self._next_key)
-        return _core.dropout(inputs, self.rate, seed, stream)
+        return _core.dropout(x, self.rate, seed, stream)
 
     def _next_key(self):
         """(seed, stream) of this layer's next call: its own seed, counted calls."""
         self._calls += 1
         return int(self.seed), self._calls
 
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        if self.rate >= 1:
+            return inputs * 0.0
+        if self.noise_shape is None:
+            return self._drop(inputs)
+        shape = self._mask_shape(tuple(inputs.shape))
+        if shape == tuple(inputs.shape):
+            return self._drop(inputs)
+        # the mask is dropout of ones (0 or 1/(1-rate)), broadcast over the inputs
+        mask = self._drop(Tensor(np.ones(shape, np.float32)))
+        return inputs * mask
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape,
+        return {**super().get_config(), "rate": self.rate,
+                "noise_shape": None if self.noise_shape is None else list(self.noise_shape),
                 "seed": self.seed}
 
 

@@ -95,3 +95,29 @@ class Concatenate(_Merge):
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
+
+
+# Keras's functional forms: layers.concatenate([a, b]) is Concatenate()([a, b])
+def add(inputs, **kwargs):
+    """``Add(**kwargs)(inputs)``."""
+    return Add(**kwargs)(inputs)
+
+
+def subtract(inputs, **kwargs):
+    """``Subtract(**kwargs)(inputs)``."""
+    return Subtract(**kwargs)(inputs)
+
+
+def multiply(inputs, **kwargs):
+    """``Multiply(**kwargs)(inputs)``."""
+    return Multiply(**kwargs)(inputs)
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    """``Concatenate(axis=axis, **kwargs)(inputs)``.
+
+    >>> a, b = maas.Input((2,)), maas.Input((3,))
+    >>> maas.layers.concatenate([a, b]).shape
+    (None, 5)
+    """
+    return Concatenate(axis=axis, **kwargs)(inputs)

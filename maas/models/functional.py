@@ -66,7 +66,9 @@ def run(nodes, inputs, values, training):
         if isinstance(node.layer, InputLayer):
             continue
         args = _map(lambda t: env[id(t)] if isinstance(t, KerasTensor) else t, node.inputs)
-        out = node.layer(args, training=training, **node.kwargs)
+        kwargs = dict(node.kwargs)
+        explicit = kwargs.pop("training", None)   # training= given when the graph was built
+        out = node.layer(args, training=training if explicit is None else explicit, **kwargs)
         for kt, v in zip(node.output_tensors, _flatten(out)):
             env[id(kt)] = v
     return env

@@ -72,7 +72,26 @@ class Model(Trainer, Layer):
         object.__setattr__(self, "_layers", graph_layers)
         self._is_graph_network = True
         self.built = True
-        self._output_shape = [o.shape for o in self.outputs] if len(self.outputs) > 1 else self.outputs[0].shape
+        if isinstance(outputs, dict):
+            self._output_shape = {k: o.shape for k, o in outputs.items()}
+        else:
+            self._output_shape = ([o.shape for o in self.outputs] if len(self.outputs) > 1
+                                  else self.outputs[0].shape)
+
+    @property
+    def input(self):
+        """The model's input tensor (a list when it has several), as Keras's
+        ``model.input``: ``Model(base.input, base.layers[-2].output)``."""
+        if self._is_graph_network:
+            return self.inputs[0] if len(self.inputs) == 1 else list(self.inputs)
+        return Layer.input.fget(self)
+
+    @property
+    def output(self):
+        """The model's output tensor (a list when it has several)."""
+        if self._is_graph_network:
+            return self.outputs[0] if len(self.outputs) == 1 else list(self.outputs)
+        return Layer.output.fget(self)
 
     @property
     def layers(self) -> list:
@@ -96,6 +115,14 @@ class Model(Trainer, Layer):
     def _check_input(self, inputs):
         if not self._is_graph_network:
             return
+        if isinstance(inputs, dict):
+            keys = (list(self._nested_inputs) if isinstance(self._nested_inputs, dict)
+                    else [t._keras_history[0].name for t in self.inputs])
+            missing = [k for k in keys if k not in inputs]
+            if missing:
+                raise ValueError(f"Layer \"{self.name}\" expects inputs named {keys}; the dict "
+                                 f"passed has no {missing} (it has {sorted(inputs)})")
+            inputs = [inputs[k] for k in keys]
         xs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if len(xs) != len(self.inputs):
             raise ValueError(f"Layer \"{self.name}\" expects {len(self.inputs)} input(s), but it "
@@ -113,11 +140,16 @@ class Model(Trainer, Layer):
                                       "call(self, inputs, training=False) in your subclass, or "
                                       "build a functional model with maas.Model(inputs, outputs)")
         if isinstance(inputs, dict):
-            values = [inputs[t._keras_history[0].name] for t in self.inputs]
+            if isinstance(self._nested_inputs, dict):
+                values = [inputs[k] for k in self._nested_inputs]
+            else:
+                values = [inputs[t._keras_history[0].name] for t in self.inputs]
         else:
             values = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         env = _graph.run(self._nodes, self.inputs, values, training)
         outs = [env[id(t)] for t in self.outputs]
+        if isinstance(self._nested_outputs, dict):
+            return dict(zip(self._nested_outputs, outs))
         if isinstance(self._nested_outputs, (list, tuple)):
             return outs
         return outs[0]
@@ -147,8 +179,16 @@ class Model(Trainer, Layer):
     @property
     def _output_names(self):
         if self._is_graph_network:
+            if isinstance(self._nested_outputs, dict):
+                return list(self._nested_outputs)   # Keras names dict outputs by their keys
             return [t._keras_history[0].name for t in self.outputs]
         return None
+
+    @property
+    def output_names(self) -> list:
+        """The names of the outputs (the keys of a dict of outputs, otherwise
+        the names of the layers computing them), as in Keras."""
+        return self._output_names or []
 
     # -- summary and config
     # -- saving (maas.saving.model_file holds the format)
@@ -212,6 +252,8 @@ class Model(Trainer, Layer):
                 "input_layers": [ref(t) for t in self.inputs],
                 "output_layers": [ref(t) for t in self.outputs],
                 "outputs_is_list": isinstance(self._nested_outputs, (list, tuple)),
+                **({"output_keys": list(self._nested_outputs)}
+                   if isinstance(self._nested_outputs, dict) else {}),
                 "inputs_is_list": isinstance(self._nested_inputs, (list, tuple))}
 
     @classmethod
@@ -252,7 +294,9 @@ class Model(Trainer, Layer):
             raise ValueError(f"from_config: the graph could not be rebuilt, missing tensor {e}") from None
         if not config.get("inputs_is_list", len(inputs) > 1):
             inputs = inputs[0]
-        if not config.get("outputs_is_list", len(outputs) > 1):
+        if config.get("output_keys"):
+            outputs = dict(zip(config["output_keys"], outputs))
+        elif not config.get("outputs_is_list", len(outputs) > 1):
             outputs = outputs[0]
         return cls(inputs, outputs, name=config.get("name"), trainable=config.get("trainable", True))
 

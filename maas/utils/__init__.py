@@ -39,6 +39,44 @@ def to_categorical(x, num_classes=None) -> np.ndarray:
     return out
 
 
+def pack_x_y_sample_weight(x, y=None, sample_weight=None):
+    """Packs a batch the way ``fit`` hands it to ``train_step(data)``: ``x``
+    alone (wrapped in a 1-tuple when x is itself a tuple or list), ``(x,
+    y)``, or ``(x, y, sample_weight)`` (Keras's function).
+
+    >>> maas.utils.pack_x_y_sample_weight([1.0], [2.0])
+    ([1.0], [2.0])
+    """
+    if y is None:
+        return (x,) if isinstance(x, (tuple, list)) else x
+    if sample_weight is None:
+        return (x, y)
+    return (x, y, sample_weight)
+
+
+def unpack_x_y_sample_weight(data):
+    """``(x, y, sample_weight)`` from a batch ``data`` (``x``, ``(x,)``,
+    ``(x, y)`` or ``(x, y, sample_weight)``), with None for what is missing;
+    what a ``train_step(self, data)`` override starts with (Keras's function).
+
+    >>> x, y, sw = maas.utils.unpack_x_y_sample_weight((np.ones((2, 3)), np.zeros(2)))
+    >>> sw is None
+    True
+    """
+    if isinstance(data, list):
+        data = tuple(data)
+    if not isinstance(data, tuple):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data[0], data[1], data[2]
+    raise ValueError("Data is expected to be in format `x`, `(x,)`, `(x, y)`, or "
+                     f"`(x, y, sample_weight)`, found a tuple of {len(data)} elements")
+
+
 def normalize(x, axis=-1, order=2) -> np.ndarray:
     x = np.asarray(x, np.float32)
     n = np.linalg.norm(x, ord=order, axis=axis, keepdims=True)
@@ -82,4 +120,5 @@ def plot_history(history, metrics=None, ax=None, show=False):
     return fig
 
 
-__all__ = ["set_random_seed", "to_categorical", "normalize", "plot_history", "clear_session"]
+__all__ = ["set_random_seed", "to_categorical", "normalize", "plot_history", "clear_session",
+           "pack_x_y_sample_weight", "unpack_x_y_sample_weight"]
