@@ -99,7 +99,8 @@ def test_readme_first_command_on_a_fresh_clone(tmp_path):
     # the installed package, not the checkout, ran: the venv's site-packages
     venv_py = clone / ".venv" / "bin" / "python"
     where = subprocess.run([str(venv_py), "-c", "import maas; print(maas.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+                           cwd=tmp_path, env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
     assert "site-packages" in where, where
 
     m = re.search(r"label (\d+)\); the server answered:\n(\{.*\})", out)

@@ -11,6 +11,8 @@ import numpy as np
 
 from .. import random as _random
 from ..layers.base import clear_session
+from ..saving.object_registration import (custom_object_scope, get_custom_objects,  # noqa: F401
+                                          register_keras_serializable)
 
 
 def set_random_seed(seed: int) -> None:
@@ -82,4 +84,5 @@ def plot_history(history, metrics=None, ax=None, show=False):
     return fig
 
 
-__all__ = ["set_random_seed", "to_categorical", "normalize", "plot_history", "clear_session"]
+__all__ = ["set_random_seed", "to_categorical", "normalize", "plot_history", "clear_session",
+           "custom_object_scope", "get_custom_objects", "register_keras_serializable"]
