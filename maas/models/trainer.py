@@ -21,6 +21,7 @@ from ..autodiff import GradientTape
 from ..errors import NotFittedError
 from ..layers.base import _flatten
 from ..tensor import Tensor
+from ..utils import data_adapters as _data_adapters
 
 _LOSS_CLASSES = {
     losses_module.mean_squared_error: losses_module.MeanSquaredError,
@@ -458,6 +459,8 @@ class Trainer:
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
             raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x, shuffle=shuffle, steps_per_epoch=steps_per_epoch)
+        validation_data = _data_adapters.adapt(validation_data)
         generator = _is_iterable_data(x)
         if generator:
             if y is not None:
@@ -620,6 +623,7 @@ class Trainer:
         if verbose == "auto":
             verbose = 1
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x)
         if _is_iterable_data(x):
             val = x
             nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
@@ -647,6 +651,7 @@ class Trainer:
         if verbose == "auto":
             verbose = 1
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x)
         if _is_iterable_data(x):
             def gen():
                 for data in x:
