@@ -522,6 +522,8 @@ class Trainer:
         cb = callbacks_module.CallbackList(cbs, model=self, **params)
         self.stop_training = False
         cb.on_train_begin()
+        # a callback may move the start (BackupAndRestore resuming a killed run), as in Keras
+        initial_epoch, self._initial_epoch = getattr(self, "_initial_epoch", None) or initial_epoch, None
         gen_iter = None
         logs = {}
         epoch_logs = {}
