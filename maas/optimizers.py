@@ -11,10 +11,9 @@ array([ 0.9, -1.1], dtype=float32)
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
-
-import sys
 
 from . import _core
 from . import optimizers_schedules as schedules

@@ -6,7 +6,6 @@ path, checked against a float64 NumPy SGD; and the schedule is saved with
 the model and restored."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
