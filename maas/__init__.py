@@ -10,7 +10,15 @@ from ._blas import load as _load_blas
 
 _load_blas()
 
-from . import _core  # noqa: E402
+try:
+    from . import _core  # noqa: E402
+except ImportError as _e:  # a source checkout without the built extension?
+    from ._source_tree import source_tree_error as _source_tree_error
+
+    _err = _source_tree_error(__file__)
+    if _err is None:
+        raise
+    raise _err from _e
 from . import errors, losses, ops, optimizers, random, saving  # noqa: E402
 from .autodiff import GradientTape  # noqa: E402
 from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402

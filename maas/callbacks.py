@@ -458,8 +458,13 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
         super().__init__()
-        if save_freq != "epoch":
-            raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported, received {save_freq!r}")
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and not isinstance(save_freq, bool)
+                                         and save_freq > 0):
+            raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected save_freq are "
+                             f"'epoch' or positive integer values (a number of batches)")
+        self.save_freq = save_freq
+        self._batch_counter = _BatchCounter(save_freq)
+        self._current_epoch = 0
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"ModelCheckpoint: mode must be 'auto', 'min' or 'max', received {mode!r}")
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
@@ -471,9 +476,21 @@ class ModelCheckpoint(Callback):
         default = math.inf if mode == "min" else -math.inf
         self.best = default if initial_value_threshold is None else initial_value_threshold
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._batch_counter.due(batch):
+            self._save(self._current_epoch, batch, logs)
+
     def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs)
+
+    def _save(self, epoch, batch, logs):
         logs = logs or {}
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        fields = dict(logs) if batch is None or "batch" in logs else {**logs, "batch": batch + 1}
+        path = self.filepath.format(epoch=epoch + 1, **fields)
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
@@ -493,3 +510,257 @@ class ModelCheckpoint(Callback):
             self.model.save_weights(path)
         else:
             self.model.save(path)
+
+
+class _BatchCounter:
+    """Keras's batch-level save logic: due every ``save_freq`` batches,
+    counting across epochs (the batch index restarts at 0 each epoch)."""
+
+    def __init__(self, save_freq):
+        self.save_freq = save_freq
+        self._since = 0
+        self._last = 0
+
+    def due(self, batch) -> bool:
+        if self.save_freq == "epoch":
+            return False
+        self._since += batch + 1 if batch <= self._last else batch - self._last
+        self._last = batch
+        if self._since >= self.save_freq:
+            self._since = 0
+            return True
+        return False
+
+
+class BackupAndRestore(Callback):
+    """Backs up the training state so that a killed ``fit`` resumes where
+    the last backup left it, as ``keras.callbacks.BackupAndRestore``.
+
+    The backup (``backup_dir/latest.backup.safetensors``, written atomically)
+    holds the weights, the optimizer's state and iteration count, the epoch
+    to resume at, and maas's random-number state, so that a resumed run
+    shuffles and drops out as the uninterrupted one would have: with
+    ``save_freq="epoch"`` it ends with the same weights, bit for bit. With
+    ``save_freq=N`` a backup is written every N batches and, as in Keras,
+    a resumed run restarts the epoch it was in (from the weights of the
+    backup). ``fit`` deletes the backup when it finishes, unless
+    ``delete_checkpoint=False``. Give each training run its own folder.
+
+    >>> cb = maas.callbacks.BackupAndRestore("/tmp/backup")
+    >>> model.fit(x, y, epochs=10, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    FILENAME = "latest.backup.safetensors"
+
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("Empty `backup_dir` argument passed")
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and not isinstance(save_freq, bool)
+                                         and save_freq > 0):
+            raise ValueError(f"Invalid value for argument `save_freq`. Received: "
+                             f"save_freq={save_freq}. Expected either 'epoch' or an integer value.")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq, self.delete_checkpoint = save_freq, bool(delete_checkpoint)
+        self._path = os.path.join(self.backup_dir, self.FILENAME)
+        self._counter = _BatchCounter(save_freq)
+        self._current_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        if not self.model.weights:
+            raise ValueError("To use the BackupAndRestore callback, you model must be built "
+                             f"before you call `fit()`. Model {self.model} is unbuilt. You can "
+                             "build it beforehand by calling it on a batch of data.")
+        self._counter = _BatchCounter(self.save_freq)
+        if os.path.exists(self._path):
+            self._restore()
+
+    def _restore(self):
+        import json
+
+        from . import random as _random
+        from .saving import load_tensors
+        from .saving.model_file import weight_names
+
+        tensors, meta = load_tensors(self._path, mmap=False, verify=True)
+        try:
+            state = json.loads(meta["maas.backup"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{self._path} is not a BackupAndRestore backup; remove it or give "
+                             f"the callback another backup_dir") from None
+        named = weight_names(self.model)
+        names = state["weights"]
+        problems = [] if len(names) == len(named) else [
+            f"the backup holds {len(names)} weights, the model {len(named)}"]
+        for i, ((_, w), saved) in enumerate(zip(named, names)):
+            t = tensors.get(f"weights/{i}")
+            if t is None or tuple(t.shape) != tuple(w.shape):
+                problems.append(f"{saved}: shape {None if t is None else tuple(t.shape)} in the "
+                                f"backup, {tuple(w.shape)} in the model")
+        if problems:
+            raise ValueError(f"{self._path} does not match this model ({'; '.join(problems)}): "
+                             f"it was written by another training run; remove it or use another "
+                             f"backup_dir")
+        opt = getattr(self.model, "optimizer", None)
+        for i, (_, w) in enumerate(named):
+            w.assign(tensors[f"weights/{i}"])
+            if opt is not None:
+                prefix = f"optimizer/{i}/"
+                for key, value in tensors.items():
+                    if key.startswith(prefix):
+                        opt.slot(w, key[len(prefix):]).assign(value)
+        if opt is not None:
+            opt.iterations = int(state["iterations"])
+        _random._state.update(seed=int(state["seed"]), stream=int(state["stream"]))
+        self._current_epoch = int(state["epoch"])
+        self.model._initial_epoch = self._current_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        if self.save_freq == "epoch":
+            self._save(batch=0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._counter.due(batch):
+            self._save(batch=batch + 1)
+
+    def _save(self, batch):
+        import json
+
+        from . import random as _random
+        from .saving import save_tensors
+        from .saving.model_file import weight_names
+
+        named = weight_names(self.model)
+        opt = getattr(self.model, "optimizer", None)
+        tensors = {}
+        for i, (_, w) in enumerate(named):
+            tensors[f"weights/{i}"] = w
+            for slot, value in (opt._slots.get(id(w), {}) if opt is not None else {}).items():
+                if slot != "__var__":
+                    tensors[f"optimizer/{i}/{slot}"] = value
+        state = {"epoch": self._current_epoch, "batch": batch,
+                 "iterations": int(opt.iterations) if opt is not None else 0,
+                 "seed": _random._state["seed"], "stream": _random._state["stream"],
+                 "weights": [n for n, _ in named]}
+        os.makedirs(self.backup_dir, exist_ok=True)
+        save_tensors(self._path, tensors, {"maas.backup": json.dumps(state)})
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and os.path.exists(self._path):
+            os.unlink(self._path)
+            try:
+                os.rmdir(self.backup_dir)  # only when nothing else is in it
+            except OSError:
+                pass
+
+
+class TensorBoard(Callback):
+    """Writes TensorBoard event files, as ``keras.callbacks.TensorBoard``:
+    ``log_dir/train`` gets ``epoch_<metric>`` scalars (and
+    ``epoch_learning_rate``) at each epoch's end, ``log_dir/validation`` the
+    ``val_`` ones under the same tags, so TensorBoard draws both on one
+    chart; ``update_freq="batch"`` or N adds ``batch_<metric>`` every N
+    batches (step: the batch count since fit began); ``histogram_freq=N``
+    adds a histogram of every weight every N epochs. Needs the
+    ``tensorboard`` package (``pip install tensorboard``), whose own event
+    writer writes the files; ``tensorboard --logdir log_dir`` shows them.
+
+    >>> cb = maas.callbacks.TensorBoard(log_dir="logs")
+    >>> model.fit(x, y, epochs=5, validation_split=0.1, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
+                 write_steps_per_second=False, update_freq="epoch", profile_batch=0,
+                 embeddings_freq=0, embeddings_metadata=None):
+        super().__init__()
+        if update_freq != "epoch" and update_freq != "batch" and not (
+                isinstance(update_freq, int) and update_freq > 0):
+            raise ValueError(f"update_freq must be 'epoch', 'batch' or a positive integer, "
+                             f"received update_freq={update_freq!r}")
+        for arg, value in (("write_images", write_images), ("profile_batch", profile_batch),
+                           ("embeddings_freq", embeddings_freq)):
+            if value:
+                raise ValueError(f"TensorBoard({arg}={value!r}) is not supported by maas: it "
+                                 f"writes scalars and weight histograms; leave {arg} at its "
+                                 f"default")
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq = int(histogram_freq)
+        self.write_graph = write_graph  # there is no TensorFlow graph to write; accepted, unused
+        self.write_steps_per_second = bool(write_steps_per_second)
+        self.update_freq = 1 if update_freq == "batch" else update_freq
+        self._writers = {}
+        self._train_step = 0
+
+    @staticmethod
+    def _proto():
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            raise ImportError("maas.callbacks.TensorBoard writes with the tensorboard package: "
+                              "pip install tensorboard (or pip install 'maas[tensorboard]')") from None
+        return event_pb2, summary_pb2, EventFileWriter
+
+    def _writer(self, name):
+        if name not in self._writers:
+            _, _, EventFileWriter = self._proto()
+            self._writers[name] = EventFileWriter(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def _write(self, name, step, scalars=(), histograms=()):
+        event_pb2, summary_pb2, _ = self._proto()
+        values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars]
+        for tag, array in histograms:
+            a = np.asarray(array, np.float64).ravel()
+            counts, edges = np.histogram(a, bins=30) if a.size else (np.zeros(0), np.zeros(1))
+            histo = summary_pb2.HistogramProto(
+                min=float(a.min()) if a.size else 0.0, max=float(a.max()) if a.size else 0.0,
+                num=float(a.size), sum=float(a.sum()), sum_squares=float((a * a).sum()),
+                bucket_limit=[float(e) for e in edges[1:]], bucket=[float(c) for c in counts])
+            values.append(summary_pb2.Summary.Value(tag=tag, histo=histo))
+        if values:
+            self._writer(name).add_event(event_pb2.Event(
+                wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
+
+    def on_train_begin(self, logs=None):
+        self._proto()  # fail before training when tensorboard is missing
+        self._train_step = 0
+        self._epoch_start = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+        self._epoch_steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._train_step += 1
+        self._epoch_steps = batch + 1
+        if self.update_freq != "epoch" and self._train_step % self.update_freq == 0:
+            self._write("train", self._train_step,
+                        [(f"batch_{k}", v) for k, v in (logs or {}).items() if np.ndim(v) == 0])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train = [(f"epoch_{k}", v) for k, v in logs.items()
+                 if not k.startswith("val_") and np.ndim(v) == 0]
+        opt = getattr(self.model, "optimizer", None)
+        if opt is not None and "learning_rate" not in logs:
+            train.append(("epoch_learning_rate", float(opt.learning_rate)))
+        if self.write_steps_per_second:
+            elapsed = max(time.time() - self._epoch_start, 1e-9)
+            train.append(("epoch_steps_per_second", self._epoch_steps / elapsed))
+        hist = []
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            from .saving.model_file import weight_names
+
+            hist = [(name, np.asarray(w)) for name, w in weight_names(self.model)]
+        self._write("train", epoch, train, hist)
+        self._write("validation", epoch, [(f"epoch_{k[4:]}", v) for k, v in logs.items()
+                                          if k.startswith("val_") and np.ndim(v) == 0])
+        for w in self._writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}

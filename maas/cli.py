@@ -15,6 +15,45 @@ import sys
 
 from .errors import ModelFormatError
 
+# `python -c` puts '' (the working folder) first on sys.path; this removes it
+# before running the module, as Python 3.11's -P does for `python -m`
+_RUN_MODULE_SAFE = ("import runpy, sys; del sys.path[0]; m = sys.argv.pop(1); "
+                    "runpy.run_module(m, run_name='__main__', alter_sys=True)")
+
+
+def child_argv(module: str, *args: str) -> list[str]:
+    """The argv of a child process running ``python -m module args`` that
+    imports maas from where this process imported it, whatever its working
+    folder. ``python -m`` puts the working folder first on sys.path, so run
+    from a source checkout it would import the checkout's ``maas/`` (with no
+    built ``_core``) instead of the installed package; Python 3.11's ``-P``
+    (safe_path) leaves the folder out, and on 3.10 a ``-c`` shim removes it.
+    Start the child with :func:`child_env`.
+
+    >>> child_argv("maas", "serve", "models")[1:3]  # doctest: +SKIP
+    ['-P', '-m']
+    """
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", module, *args]
+    return [sys.executable, "-c", _RUN_MODULE_SAFE, module, *args]
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment for a child from :func:`child_argv`: ``env`` (default
+    os.environ), plus, when this process imported maas through its script's
+    folder or working folder (which the child leaves off its path), that
+    folder on PYTHONPATH, so that parent and child run the same maas."""
+    env = dict(os.environ if env is None else env)
+    import maas
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(maas.__file__)))
+    # sys.path[0] is the script's or working folder, unless -P (safe_path) left it out
+    rest = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
+    found_elsewhere = any(p and os.path.abspath(p) == home for p in rest)
+    if not found_elsewhere:
+        env["PYTHONPATH"] = os.pathsep.join([home] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
 
 def _architecture(config_json: str) -> list[str]:
     """A best-effort summary of a Keras-style config: class and layers."""

@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     model, x_test, y_test = _train()
     path = maas.saving.save_to_repository(model, a.repo, "digits")
     print(f"saved {path}")
-    cmd = [sys.executable, "-m", "maas", "serve", a.repo, "--host", a.host, "--port", str(a.port),
-           "--workers", str(a.workers)]
-    print("starting:", " ".join(cmd[2:]))
-    proc = subprocess.Popen(cmd)
+    from .cli import child_argv, child_env
+
+    # not plain `python -m maas`: from a source checkout that would import the
+    # checkout's maas/ (no built _core) instead of the installed package
+    args = ["serve", a.repo, "--host", a.host, "--port", str(a.port), "--workers", str(a.workers)]
+    print("starting: maas", " ".join(args))
+    proc = subprocess.Popen(child_argv("maas", *args), env=child_env())
     url = f"http://{a.host}:{a.port}"
     try:
         _wait_ready(url, proc)

@@ -11,11 +11,15 @@ array([ 0.9, -1.1], dtype=float32)
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from . import _core
+from . import optimizers_schedules as schedules
 from .tensor import Tensor, Variable
+
+sys.modules[__name__ + ".schedules"] = schedules  # `import maas.optimizers.schedules` works too
 
 _adam_update = _core.adam_update
 
@@ -53,6 +57,13 @@ class Optimizer:
         if not callable(value) and not (isinstance(value, (int, float)) and value >= 0):
             raise ValueError(f"learning_rate must be a non-negative number or a schedule, "
                              f"received learning_rate={value!r}")
+        if not callable(value) and isinstance(getattr(self, "_learning_rate", None),
+                                              schedules.LearningRateSchedule):
+            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as "
+                            "its `learning_rate` constructor argument, hence its learning rate "
+                            "is not settable. If you need the learning rate to be settable, you "
+                            "should instantiate the optimizer with a float `learning_rate` "
+                            "argument.")
         self._learning_rate = value
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
@@ -137,12 +148,17 @@ class Optimizer:
 
     def get_config(self) -> dict:
         lr = self._learning_rate
+        if isinstance(lr, schedules.LearningRateSchedule):
+            lr = schedules.serialize(lr)  # saved with the model, rebuilt by from_config
         return {"name": self.name, "learning_rate": lr if not callable(lr) else None,
                 "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
                 "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Optimizer":
+    def from_config(cls, config: dict, custom_objects=None) -> "Optimizer":
+        if isinstance(config.get("learning_rate"), dict):
+            config = {**config, "learning_rate": schedules.deserialize(config["learning_rate"],
+                                                                       custom_objects)}
         return cls(**config)
 
 

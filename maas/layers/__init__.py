@@ -16,13 +16,26 @@ _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flat
 
 def serialize(layer) -> dict:
     """{"module", "class_name", "config"} of a layer (Keras's layout)."""
-    return {"module": "maas.layers", "class_name": type(layer).__name__,
-            "config": layer.get_config()}
+    from ..saving.object_registration import GLOBAL_CUSTOM_NAMES
+
+    out = {"module": "maas.layers", "class_name": type(layer).__name__,
+           "config": layer.get_config()}
+    registered = GLOBAL_CUSTOM_NAMES.get(type(layer))
+    if registered is not None:  # Keras's layout: the bare class name and "package>Name"
+        out["module"], out["registered_name"] = type(layer).__module__, registered
+    return out
 
 
 def deserialize(config: dict, custom_objects=None):
     """A layer (or model) from :func:`serialize`'s dict."""
+    from ..saving.object_registration import get_registered_object
+
     name = config["class_name"]
+    registered = config.get("registered_name")
+    if isinstance(registered, str):
+        cls = get_registered_object(registered, custom_objects)
+        if cls is not None:
+            return cls.from_config(config["config"])
     classes = dict(_CLASSES)
     from .. import models
     classes.update({"Sequential": models.Sequential, "Functional": models.Model,

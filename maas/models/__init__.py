@@ -7,5 +7,7 @@ subclassed ``Model``s, all with compile/fit/evaluate/predict.
 """
 from .model import Model
 from .sequential import Sequential
+from .cloning import clone_model
+from ..saving.model_file import load_model, model_from_json, save_model
 
-__all__ = ["Model", "Sequential"]
+__all__ = ["Model", "Sequential", "clone_model", "load_model", "save_model", "model_from_json"]

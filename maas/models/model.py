@@ -202,6 +202,13 @@ class Model(Trainer, Layer):
 
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON (``json.dumps`` kwargs pass through);
+        ``maas.models.model_from_json`` rebuilds it with new weights."""
+        from ..saving.model_file import model_to_json
+
+        return model_to_json(self, **kwargs)
+
     def save_weights(self, filepath, overwrite=True):
         """Writes the weights alone (safetensors, named ``layer/variable``)."""
         from ..saving import save_weights

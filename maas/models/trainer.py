@@ -24,6 +24,7 @@ from ..errors import NotFittedError
 from ..layers.base import _flatten, _map
 from ..tensor import Tensor
 from ..utils import pack_x_y_sample_weight, unpack_x_y_sample_weight
+from ..utils import data_adapters as _data_adapters
 
 _LOSS_CLASSES = {
     losses_module.mean_squared_error: losses_module.MeanSquaredError,
@@ -721,6 +722,8 @@ class Trainer:
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
             raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x, shuffle=shuffle, steps_per_epoch=steps_per_epoch)
+        validation_data = _data_adapters.adapt(validation_data)
         generator = _is_iterable_data(x)
         if generator:
             if y is not None:
@@ -783,6 +786,8 @@ class Trainer:
         cb = callbacks_module.CallbackList(cbs, model=self, **params)
         self.stop_training = False
         cb.on_train_begin({})
+        # a callback may move the start (BackupAndRestore resuming a killed run), as in Keras
+        initial_epoch, self._initial_epoch = getattr(self, "_initial_epoch", None) or initial_epoch, None
         gen_iter = None
         logs = {}
         epoch_logs = {}
@@ -902,6 +907,7 @@ class Trainer:
         if verbose == "auto":
             verbose = 1
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x)
         if _is_iterable_data(x):
             val = x
             nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
@@ -932,6 +938,7 @@ class Trainer:
         if verbose == "auto":
             verbose = 1
         batch_size = int(batch_size or 32)
+        x = _data_adapters.adapt(x)
         if _is_iterable_data(x):
             def gen():
                 for data in x:

@@ -27,6 +27,8 @@ import numpy as np
 from .. import _core
 from .. import random as _random
 from ..errors import ModelFormatError
+from .object_registration import (GLOBAL_CUSTOM_NAMES, GLOBAL_CUSTOM_OBJECTS,
+                                  register_serializable, visible_objects)
 from .repository import version_path
 from .safetensors import (CONFIG_KEY, FORMAT_VERSION_KEY, MAAS_VERSION_KEY, TRAINING_CONFIG_KEY,
                           load_tensors, save_tensors)
@@ -36,30 +38,10 @@ ITERATIONS_KEY = "maas.optimizer_iterations"
 ORDER_KEY = "maas.weight_order"  # the weights' names in the model's order
 WEIGHTS = "weights/"
 OPTIMIZER = "optimizer/"
-_REGISTERED: dict[str, type] = {}
+_REGISTERED = GLOBAL_CUSTOM_OBJECTS  # "package>Name" -> class (object_registration holds it)
 
 __all__ = ["register_serializable", "save_model", "load_model", "save_weights", "load_weights",
            "load_from_repository", "weight_names"]
-
-
-def register_serializable(package: str = "Custom", name: str | None = None):
-    """Class decorator: lets ``load_model`` rebuild a subclassed model (or a
-    custom layer) by this registered name, and nothing else.
-
-    >>> @maas.saving.register_serializable()
-    ... class MyModel(maas.Model):
-    ...     def __init__(self, **kwargs):
-    ...         super().__init__(**kwargs)
-    ...         self.dense = maas.layers.Dense(3)
-    ...     def call(self, x, training=False):
-    ...         return self.dense(x)
-    """
-    def decorate(cls):
-        key = f"{package}>{name or cls.__name__}"
-        _REGISTERED[key] = cls
-        cls._maas_registered_name = key
-        return cls
-    return decorate
 
 
 def weight_names(model) -> list[tuple[str, object]]:
@@ -90,7 +72,7 @@ def _architecture(model) -> dict:
     elif type(model) is Model and getattr(model, "_is_graph_network", False):
         arch = {"class_name": "Functional", "config": model.get_config()}
     else:
-        key = getattr(type(model), "_maas_registered_name", None)
+        key = GLOBAL_CUSTOM_NAMES.get(type(model))
         if key is None or _REGISTERED.get(key) is not type(model):
             raise ValueError(f"cannot save a {type(model).__name__}: register its class with "
                              f"@maas.saving.register_serializable() so that load_model can "
@@ -133,9 +115,19 @@ def _training_config(model):
             "loss_weights": getattr(model, "_loss_weights", None)}
 
 
-def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True) -> None:
-    """Writes ``model`` to one file (see the module doc); atomic."""
+def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True,
+               zipped=None) -> None:
+    """Writes ``model`` to one file (see the module doc); atomic. Keras's
+    ``keras.saving.save_model``; the file is one safetensors file, never a
+    zip (``zipped=True`` is refused).
+
+    >>> maas.saving.save_model(model, "digits.maas")  # doctest: +SKIP
+    """
     from .. import __version__
+
+    if zipped:
+        raise ValueError("save_model(zipped=True): a maas model file is one safetensors file, "
+                         "never a zip archive; leave zipped unset")
 
     filepath = os.fspath(filepath)
     if not overwrite and os.path.exists(filepath):
@@ -194,8 +186,7 @@ def _classes(custom_objects):
         classes.update({k: v for k, v in vars(mod).items()
                         if isinstance(v, type) and v.__module__.startswith("maas.")})
     classes.update(layers._CLASSES)
-    classes.update(_REGISTERED)
-    classes.update(custom_objects or {})
+    classes.update(visible_objects(custom_objects))  # registered, scoped, passed
     return classes
 
 
@@ -214,7 +205,7 @@ def _rebuild(arch, custom_objects, path):
     cls = classes[name]
     try:
         if name in ("Sequential", "Functional", "Model"):
-            model = cls.from_config(arch["config"], custom_objects=custom_objects)
+            model = cls.from_config(arch["config"], custom_objects=visible_objects(custom_objects))
         else:
             model = cls.from_config(arch["config"]) if hasattr(cls, "from_config") and arch["config"] \
                 else cls(**arch["config"])
@@ -234,9 +225,13 @@ def _check_layer_classes(config, classes, path):
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            cn = node.get("class_name")
-            if isinstance(cn, str) and "config" in node and cn not in classes:
-                raise ModelFormatError(f"{path}: refusing to load unknown class {cn!r}")
+            cn, rn = node.get("class_name"), node.get("registered_name")
+            if isinstance(cn, str) and "config" in node and cn not in classes \
+                    and not (isinstance(rn, str) and rn in classes):
+                raise ModelFormatError(f"{path}: refusing to load unknown class {cn!r}"
+                                       + (f" (registered as {rn!r})" if isinstance(rn, str) else "")
+                                       + ": register it with @maas.saving.register_keras_serializable()"
+                                       " in the loading process, or pass custom_objects=")
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -305,10 +300,14 @@ def _bind_weights(model, tensors, metadata, path):
     return {fname: w for _, w, fname in pairs}
 
 
-def load_model(filepath, custom_objects=None, compile: bool = True, mmap: bool = True):
+def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True,
+               mmap: bool = True):
     """Loads a model written by ``model.save``; predictions are bit-identical
     to the saved model's. With ``mmap=True`` (the default) the weights share
-    the file's mapped pages; ``mmap=False`` copies them.
+    the file's mapped pages; ``mmap=False`` copies them. Custom classes come
+    from ``custom_objects``, an active ``custom_object_scope`` or the
+    registry (``register_keras_serializable``). ``safe_mode`` is Keras's
+    argument: maas never deserializes code (no lambdas), whatever its value.
 
     >>> model = maas.load_model("digits.maas")  # doctest: +SKIP
     """
@@ -413,3 +412,33 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
 def load_from_repository(repo, name: str, version: int | None = None, **kwargs):
     """Loads ``REPO/<name>/<version>/model.maas`` (the latest version by default)."""
     return load_model(version_path(repo, name, version), **kwargs)
+
+
+# ------------------------------------------------------------------- JSON
+
+def model_to_json(model, **kwargs) -> str:
+    """The architecture (no weights) as JSON: ``model.to_json()``."""
+    arch = _architecture(model)
+    key = GLOBAL_CUSTOM_NAMES.get(type(model))
+    arch = {"module": type(model).__module__ if key else "maas.models", **arch,
+            "registered_name": key}
+    return json.dumps(arch, **kwargs)
+
+
+def model_from_json(json_string: str, custom_objects=None):
+    """A new model (fresh weights) from :func:`model_to_json`'s text, built
+    from maas's own and registered classes only, as ``load_model`` builds.
+
+    >>> model = maas.Sequential([maas.Input((4,)), maas.layers.Dense(2)])
+    >>> clone = maas.models.model_from_json(model.to_json())
+    >>> [w.shape for w in clone.weights]
+    [(4, 2), (2,)]
+    """
+    try:
+        arch = json.loads(json_string)
+    except (TypeError, ValueError) as e:
+        raise ModelFormatError(f"model_from_json: not valid JSON: {e}") from None
+    if isinstance(arch, dict) and isinstance(arch.get("registered_name"), str) \
+            and arch["registered_name"] in visible_objects(custom_objects):
+        arch = {**arch, "class_name": arch["registered_name"]}
+    return _rebuild(arch, custom_objects, "model_from_json")

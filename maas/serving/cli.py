@@ -117,7 +117,14 @@ def serve_main(argv: list[str] | None = None) -> int:
             if f.endswith(".db"):
                 os.unlink(os.path.join(mp, f))
     conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
-    args = [sys.executable, "-m", "gunicorn", "-c", conf,
+    # gunicorn_run.py is gunicorn's command line with the working folder last on
+    # sys.path, and child_argv/child_env keep it off the master's: a server
+    # started from a source checkout imports the installed maas, not ./maas/
+    from ..cli import child_env
+
+    env = child_env(env)
+    args = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []),
+            os.path.join(os.path.dirname(conf), "gunicorn_run.py"), "-c", conf,
             "--worker-class", "gthread", "--workers", str(a.workers), "--threads", str(a.threads),
             "--bind", f"{a.host}:{a.port}", "--graceful-timeout", str(int(a.graceful_timeout)),
             "--timeout", str(int(a.timeout)), "maas.serving.cli:app_from_env()"]

@@ -11,6 +11,10 @@ import numpy as np
 
 from .. import random as _random
 from ..layers.base import clear_session
+from ..saving.object_registration import (custom_object_scope, get_custom_objects,  # noqa: F401
+                                          register_keras_serializable)
+from .data_adapters import PyDataset, Sequence  # noqa: F401
+from .progbar import Progbar  # noqa: F401
 
 
 def set_random_seed(seed: int) -> None:
@@ -121,4 +125,6 @@ def plot_history(history, metrics=None, ax=None, show=False):
 
 
 __all__ = ["set_random_seed", "to_categorical", "normalize", "plot_history", "clear_session",
-           "pack_x_y_sample_weight", "unpack_x_y_sample_weight"]
+           "pack_x_y_sample_weight", "unpack_x_y_sample_weight",
+           "custom_object_scope", "get_custom_objects", "register_keras_serializable",
+           "PyDataset", "Sequence", "Progbar"]
