@@ -23,6 +23,8 @@ static const struct {
     {"MAX_DIMS", MAAS_MAX_DIMS}, {"PAR_THRESHOLD", MAAS_PAR_THRESHOLD},
 };
 
+extern PyMethodDef bind_optim2_methods[]; /* bind_optim2.c */
+
 static int core_exec(PyObject *m)
 {
     if (_import_array() < 0)
@@ -32,6 +34,8 @@ static int core_exec(PyObject *m)
         return -1;
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0 ||
         PyModule_AddFunctions(m, bind_format_methods) < 0)
+        return -1;
+    if (PyModule_AddFunctions(m, bind_optim2_methods) < 0)
         return -1;
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
         if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0)
