@@ -821,3 +821,11 @@ def test_composed_loss_trains_a_model():
     model.compile(optimizer=maas.optimizers.Adam(0.05), loss=losses.Huber(delta=0.5))
     hist = model.fit(x, y, epochs=6, batch_size=16, verbose=0, shuffle=False)
     assert hist.history["loss"][-1] < 0.5 * hist.history["loss"][0], hist.history["loss"]
+
+
+def test_docstring_examples_run():
+    """The examples in maas.losses's docstrings are real: they run and print what they show."""
+    import doctest
+    r = doctest.testmod(maas.losses, extraglobs={"maas": maas, "np": np},
+                        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert r.failed == 0 and r.attempted > 5

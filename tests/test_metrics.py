@@ -465,3 +465,11 @@ def test_new_metrics_in_fit_and_evaluate():
     assert logs["precision"] == pytest.approx(skm.precision_score(y.ravel(), p.ravel() > 0.4), rel=1e-5)
     assert logs["r2_score"] == pytest.approx(skm.r2_score(y, p), rel=1e-4, abs=1e-5)
     assert logs["true_positives"] == pytest.approx(np.sum((p.ravel() > 0.5) & (y.ravel() == 1)))
+
+
+def test_docstring_examples_run():
+    """The examples in maas.metrics's docstrings are real: they run and print what they show."""
+    import doctest
+    r = doctest.testmod(maas.metrics, extraglobs={"maas": maas, "np": np},
+                        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert r.failed == 0 and r.attempted > 5

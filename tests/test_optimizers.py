@@ -730,3 +730,11 @@ def test_save_load_resumes_training_bit_identically(tmp_path, make):
     h2 = loaded.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False).history["loss"]
     assert h1 == h2
     np.testing.assert_array_equal(np.asarray(model.predict(x, verbose=0)), np.asarray(loaded.predict(x, verbose=0)))
+
+
+def test_docstring_examples_run():
+    """The examples in maas.optimizers's docstrings are real: they run and print what they show."""
+    import doctest
+    r = doctest.testmod(maas.optimizers, extraglobs={"maas": maas, "np": np},
+                        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert r.failed == 0 and r.attempted > 5
