@@ -982,6 +982,10 @@ class IoU(Metric):
             raise ValueError(f"Target class id {max(target_class_ids)} is out of range, which is "
                              f"[0, {num_classes}).")
         self.num_classes, self.target_class_ids = int(num_classes), list(target_class_ids)
+        # Keras's default dtype here is "int": sample weights are cast (truncated) to
+        # integers; dtype="float32" keeps fractional weights
+        self._int_weights = dtype in (None, "int", "int32", "int64")
+        self._iou_dtype = dtype or "int"
         self.ignore_class, self.sparse_y_true, self.sparse_y_pred = ignore_class, sparse_y_true, sparse_y_pred
         self.axis = axis
         self.total_cm = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
@@ -998,6 +1002,12 @@ class IoU(Metric):
             raise ValueError(f"{self.name}: {t.size} labels for {p.size} predictions")
         w = np.ones(t.size) if sample_weight is None else np.broadcast_to(
             np.asarray(sample_weight, np.float64).reshape(-1), t.shape)
+        if self._int_weights and sample_weight is not None and np.any(w != np.trunc(w)):
+            import warnings
+            warnings.warn("You are passing weight as `float`, but dtype is `int`. This may result in an "
+                          "incorrect weight due to type casting Consider using integer weights "
+                          "(or dtype='float32').", stacklevel=2)
+            w = np.trunc(w)
         C = self.num_classes
         ok = (t >= 0) & (t < C) & (p >= 0) & (p < C)
         if self.ignore_class is not None:
@@ -1015,7 +1025,7 @@ class IoU(Metric):
         return np.float32(np.sum(iou) / (np.sum(valid) + EPSILON))
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
+        return {**super().get_config(), "dtype": self._iou_dtype, "num_classes": self.num_classes,
                 "target_class_ids": self.target_class_ids, "ignore_class": self.ignore_class,
                 "sparse_y_true": self.sparse_y_true, "sparse_y_pred": self.sparse_y_pred, "axis": self.axis}
 
@@ -1023,7 +1033,9 @@ class IoU(Metric):
 class MeanIoU(IoU):
     """The mean IoU over all ``num_classes`` classes (Keras's MeanIoU): labels
     and predictions are class ids, or one-hot/scores with
-    ``sparse_y_true``/``sparse_y_pred`` False.
+    ``sparse_y_true``/``sparse_y_pred`` False. As in Keras, the default
+    dtype ("int") truncates fractional sample weights (with a warning); pass
+    ``dtype="float32"`` to keep them.
 
     >>> m = maas.metrics.MeanIoU(num_classes=2)
     >>> m.update_state([0, 0, 1, 1], [0, 1, 0, 1]); round(float(m.result()), 4)

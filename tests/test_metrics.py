@@ -390,13 +390,20 @@ def test_mean_iou_vs_sklearn():
     y = rng.integers(0, C - 1, 400)  # class 5 never appears: left out of the mean
     p = np.where(rng.random(400) < 0.6, y, rng.integers(0, C - 1, 400))
     assert _batched(M.MeanIoU(num_classes=C), y, p) == pytest.approx(_sk_mean_iou(y, p, C), rel=1e-5)
-    assert _batched(M.MeanIoU(num_classes=C), y, p, sw) == pytest.approx(_sk_mean_iou(y, p, C, sw), rel=1e-5)
+    assert _batched(M.MeanIoU(num_classes=C, dtype="float32"), y, p, sw) == pytest.approx(
+        _sk_mean_iou(y, p, C, sw), rel=1e-5)
+    # Keras's default dtype "int" truncates fractional weights, and says so
+    with pytest.warns(UserWarning, match="You are passing weight as `float`, but dtype is `int`"):
+        got = _batched(M.MeanIoU(num_classes=C), y, p, sw)
+    assert got == pytest.approx(_sk_mean_iou(y, p, C, np.trunc(sw)), rel=1e-5)
+    assert _batched(M.MeanIoU(num_classes=C), y, p, np.round(sw)) == pytest.approx(
+        _sk_mean_iou(y, p, C, np.round(sw)), rel=1e-5)
     # sklearn's jaccard (macro over the classes present) is the same number
     assert _batched(M.MeanIoU(num_classes=C), y, p) == pytest.approx(
         skm.jaccard_score(y, p, average="macro", labels=np.unique(np.r_[y, p])), rel=1e-5)
     # one-hot labels and scores, and an ignored class
     scores = np.eye(C)[p] + rng.uniform(0, 0.1, (400, C))
-    m = M.MeanIoU(num_classes=C, sparse_y_true=False, sparse_y_pred=False)
+    m = M.MeanIoU(num_classes=C, sparse_y_true=False, sparse_y_pred=False, dtype="float32")
     assert _batched(m, np.eye(C)[y], scores, sw) == pytest.approx(_sk_mean_iou(y, p, C, sw), rel=1e-5)
     keep = y != 2
     got = _batched(M.MeanIoU(num_classes=C, ignore_class=2), y, p)
@@ -409,7 +416,7 @@ def test_mean_iou_vs_sklearn():
     with pytest.raises(ValueError, match=r"Target class id 7 is out of range, which is \[0, 6\)"):
         M.IoU(num_classes=6, target_class_ids=[7])
     assert M.MeanIoU(num_classes=3).get_config() == {
-        "name": "mean_io_u", "dtype": "float32", "num_classes": 3, "ignore_class": None,
+        "name": "mean_io_u", "dtype": "int", "num_classes": 3, "ignore_class": None,
         "sparse_y_true": True, "sparse_y_pred": True, "axis": -1}
 
 
