@@ -515,6 +515,37 @@ maas_status maas_adam_update(float *p, float *m, float *v, float *vhat,
 maas_status maas_rmsprop_update(float *p, float *v, float *avg, float *mom,
                                 const float *g, int64_t n, float lr, float rho,
                                 float momentum, float eps, int centered, float wd);
+/* Keras Adagrad: acc += g^2 ; p -= lr g / sqrt(acc + eps) (eps inside the
+ * root; the caller starts acc at initial_accumulator_value). */
+maas_status maas_adagrad_update(float *p, float *acc, const float *g, int64_t n, float lr,
+                                float eps, float wd);
+/* Keras Adadelta: acc_grad = rho acc_grad + (1-rho) g^2 ;
+ *   d = -sqrt(acc_delta + eps) / sqrt(acc_grad + eps) g ;
+ *   acc_delta = rho acc_delta + (1-rho) d^2 ; p += lr d */
+maas_status maas_adadelta_update(float *p, float *acc_grad, float *acc_delta, const float *g,
+                                 int64_t n, float lr, float rho, float eps, float wd);
+/* Keras Adamax (step counts from 1): m = b1 m + (1-b1) g ; u = max(b2 u, |g|) ;
+ *   p -= lr / (1-b1^t) m / (u + eps) */
+maas_status maas_adamax_update(float *p, float *m, float *u, const float *g, int64_t n,
+                               float lr, float beta_1, float beta_2, float eps, int64_t step,
+                               float wd);
+/* Keras Nadam (step counts from 1): u_s = b1 (1 - 0.5 * 0.96^s); `u_product`
+ * is prod_{s=1..t} u_s, kept by the caller (one value per optimizer step).
+ *   m, v as Adam ; m_hat = u_{t+1} m / (1 - u_product u_{t+1}) + (1-u_t) g / (1 - u_product)
+ *   p -= lr m_hat / (sqrt(v / (1-b2^t)) + eps) */
+maas_status maas_nadam_update(float *p, float *m, float *v, const float *g, int64_t n,
+                              float lr, float beta_1, float beta_2, float eps, int64_t step,
+                              double u_product, float wd);
+/* Keras Lion: p -= lr sign(b1 m + (1-b1) g) ; m = b2 m + (1-b2) g */
+maas_status maas_lion_update(float *p, float *m, const float *g, int64_t n, float lr,
+                             float beta_1, float beta_2, float wd);
+/* Keras Ftrl (lr > 0, lr_power <= 0, strengths >= 0), with k = -lr_power:
+ *   acc' = acc + g^2 ; linear += g + 2 l2_shrinkage p - (acc'^k - acc^k) / lr p
+ *   p = (clip(linear, -l1, l1) - linear) / (acc'^k / lr + 2 (l2 + beta / (2 lr)))
+ *   acc = acc' */
+maas_status maas_ftrl_update(float *p, float *acc, float *linear, const float *g, int64_t n,
+                             float lr, float lr_power, float l1, float l2, float l2_shrinkage,
+                             float beta, float wd);
 /* Sum of squares in double, fixed order (for clipnorm). */
 double maas_sum_squares(const float *x, int64_t n);
 /* x *= s */

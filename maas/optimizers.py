@@ -79,8 +79,9 @@ class Optimizer:
             return 0.0
         return float(self.weight_decay)
 
-    def slot(self, var, name: str) -> Variable:
-        """The optimizer's state tensor `name` for `var` (created as zeros)."""
+    def slot(self, var, name: str, initial_value: float = 0.0) -> Variable:
+        """The optimizer's state tensor `name` for `var`, created on first use
+        filled with ``initial_value`` (zeros by default)."""
         slots = self._slots.get(id(var))
         if slots is None:
             slots = self._slots[id(var)] = {"__var__": var}
@@ -88,7 +89,7 @@ class Optimizer:
             s = slots.get(name)
             if s is not None:  # the common case, once per variable per step
                 return s
-        s = slots[name] = Variable(np.zeros(var.shape, np.float32), trainable=False,
+        s = slots[name] = Variable(np.full(var.shape, initial_value, np.float32), trainable=False,
                                    name=f"{getattr(var, 'name', 'var')}/{name}")
         return s
 
@@ -242,7 +243,196 @@ class RMSprop(Optimizer):
                 "epsilon": self.epsilon, "centered": self.centered}
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+class Adagrad(Optimizer):
+    """Adagrad as Keras computes it: ``acc += g**2; w -= lr * g / sqrt(acc + epsilon)``
+    (epsilon inside the square root; accumulators start at
+    ``initial_accumulator_value``).
+
+    >>> import maas, numpy as np
+    >>> w = maas.Variable(np.array([1.0]))
+    >>> maas.optimizers.Adagrad(learning_rate=0.1).apply_gradients([(maas.tensor([0.3]), w)])
+    >>> round(float(w.numpy()[0]), 4)   # 1 - 0.1 * 0.3 / sqrt(0.1 + 0.09)
+    0.9312
+    """
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name="adagrad"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        if not initial_accumulator_value >= 0:
+            raise ValueError("initial_accumulator_value must be non-negative, received "
+                             f"initial_accumulator_value={initial_accumulator_value}")
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = float(epsilon)
+
+    def update_step(self, g, v, lr):
+        acc = self.slot(v, "accumulator", self.initial_accumulator_value)
+        _core.adagrad_update(v, g, acc, lr, self.epsilon, self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012) with Keras's defaults (``rho=0.95``,
+    ``epsilon=1e-7``, ``learning_rate=0.001``; the paper's form is
+    ``learning_rate=1.0``).
+
+    >>> opt = maas.optimizers.Adadelta(learning_rate=1.0)
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adadelta"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        self.rho, self.epsilon = float(rho), float(epsilon)
+
+    def update_step(self, g, v, lr):
+        slot = self.slot
+        _core.adadelta_update(v, g, slot(v, "accumulated_grad"), slot(v, "accumulated_delta_var"),
+                              lr, self.rho, self.epsilon, self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+class Adamax(Optimizer):
+    """Adamax, Adam with the infinity norm: ``u = max(beta_2 * u, |g|)``,
+    ``w -= lr / (1 - beta_1**t) * m / (u + epsilon)``.
+
+    >>> opt = maas.optimizers.Adamax(learning_rate=2e-3)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name="adamax"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def update_step(self, g, v, lr):
+        slot = self.slot
+        _core.adamax_update(v, g, slot(v, "momentum"), slot(v, "norm"), lr, self.beta_1,
+                            self.beta_2, self.epsilon, self.iterations, self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class Nadam(Optimizer):
+    """Nadam (Adam with Nesterov momentum) with Keras's momentum schedule
+    ``u_t = beta_1 * (1 - 0.5 * 0.96**t)`` (PyTorch's NAdam with
+    ``momentum_decay=1``; PyTorch's default 0.004 is a different schedule).
+
+    >>> opt = maas.optimizers.Nadam(learning_rate=1e-3)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name="nadam"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self._u_step, self._u_product = 0, 1.0
+
+    def _momentum_product(self, t: int) -> float:
+        """prod_{s=1..t} beta_1 (1 - 0.5 * 0.96**s), kept incrementally (and
+        recomputed when the iteration counter was set, e.g. by loading)."""
+        if t != self._u_step:
+            if t == self._u_step + 1:
+                start, prod = t, self._u_product
+            else:
+                start, prod = 1, 1.0
+            for s in range(start, t + 1):
+                prod *= self.beta_1 * (1.0 - 0.5 * 0.96 ** s)
+            self._u_step, self._u_product = t, prod
+        return self._u_product
+
+    def update_step(self, g, v, lr):
+        slot = self.slot
+        t = self.iterations
+        _core.nadam_update(v, g, slot(v, "momentum"), slot(v, "velocity"), lr, self.beta_1,
+                           self.beta_2, self.epsilon, t, self._momentum_product(t),
+                           self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al., 2023): ``w -= lr * sign(beta_1 * m + (1 - beta_1) * g)``,
+    then ``m = beta_2 * m + (1 - beta_2) * g``. Use a learning rate 3-10x
+    smaller than AdamW's.
+
+    >>> opt = maas.optimizers.Lion(learning_rate=1e-4, weight_decay=0.01)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="lion"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        if beta_1 <= 0 or beta_1 > 1:
+            raise ValueError("Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
+                             f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}.")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+
+    def update_step(self, g, v, lr):
+        _core.lion_update(v, g, self.slot(v, "momentum"), lr, self.beta_1, self.beta_2,
+                          self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}
+
+
+class Ftrl(Optimizer):
+    """FTRL-proximal (McMahan et al., 2013) as Keras computes it, with online
+    L1/L2 regularization and L2 shrinkage; for wide, sparse linear models.
+
+    >>> opt = maas.optimizers.Ftrl(learning_rate=0.1, l1_regularization_strength=0.01)
+    """
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="ftrl"):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
+        if initial_accumulator_value < 0.0:
+            raise ValueError("`initial_accumulator_value` needs to be positive or zero. "
+                             f"Received: initial_accumulator_value={initial_accumulator_value}.")
+        if learning_rate_power > 0.0:
+            raise ValueError("`learning_rate_power` needs to be negative or zero. Received: "
+                             f"learning_rate_power={learning_rate_power}.")
+        for arg, val in (("l1_regularization_strength", l1_regularization_strength),
+                         ("l2_regularization_strength", l2_regularization_strength),
+                         ("l2_shrinkage_regularization_strength",
+                          l2_shrinkage_regularization_strength)):
+            if val < 0.0:
+                raise ValueError(f"`{arg}` needs to be positive or zero. Received: {arg}={val}.")
+        self.learning_rate_power = float(learning_rate_power)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.l1_regularization_strength = float(l1_regularization_strength)
+        self.l2_regularization_strength = float(l2_regularization_strength)
+        self.l2_shrinkage_regularization_strength = float(l2_shrinkage_regularization_strength)
+        self.beta = float(beta)
+
+    def update_step(self, g, v, lr):
+        slot = self.slot
+        _core.ftrl_update(v, g, slot(v, "accumulator", self.initial_accumulator_value),
+                          slot(v, "linear"), lr, self.learning_rate_power,
+                          self.l1_regularization_strength, self.l2_regularization_strength,
+                          self.l2_shrinkage_regularization_strength, self.beta,
+                          self._decay_for(v))
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate_power": self.learning_rate_power,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "l1_regularization_strength": self.l1_regularization_strength,
+                "l2_regularization_strength": self.l2_regularization_strength,
+                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
+                "beta": self.beta}
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam, "lion": Lion, "ftrl": Ftrl}
 
 
 def get(identifier) -> Optimizer:

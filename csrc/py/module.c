@@ -28,6 +28,8 @@ static const struct {
     {"MAX_DIMS", MAAS_MAX_DIMS}, {"PAR_THRESHOLD", MAAS_PAR_THRESHOLD},
 };
 
+extern PyMethodDef bind_optim2_methods[]; /* bind_optim2.c */
+
 static int core_exec(PyObject *m)
 {
     if (_import_array() < 0)
@@ -36,6 +38,7 @@ static int core_exec(PyObject *m)
     if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0 || plan_type_init(m, st) < 0)
         return -1;
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0 ||
+        PyModule_AddFunctions(m, bind_optim2_methods) < 0 ||
         PyModule_AddFunctions(m, bind_format_methods) < 0 ||
         PyModule_AddFunctions(m, bind_trace_methods) < 0)
         return -1;

@@ -217,6 +217,179 @@ static void test_helpers(void)
     free(y);
 }
 
+/* ---------------------------------------------- Adagrad .. Ftrl (optim.c) */
+
+typedef enum { OPT_ADAGRAD, OPT_ADADELTA, OPT_ADAMAX, OPT_NADAM, OPT_LION, OPT_FTRL } opt2_kind;
+
+typedef struct {
+    const char *name;
+    opt2_kind kind;
+    float lr, a, b, eps, wd; /* a, b: betas / rho; eps also Adagrad's and Ftrl's initial accumulator */
+    float lr_power, l1, l2, l2s, beta; /* Ftrl */
+} opt2_case;
+
+static void ref2_step(const opt2_case *oc, double *p, double s[2], double g, long t,
+                      double u_product)
+{
+    const double lr = oc->lr, eps = oc->eps, a = oc->a, b = oc->b;
+    if (oc->wd != 0)
+        *p -= lr * oc->wd * *p;
+    switch (oc->kind) {
+    case OPT_ADAGRAD:
+        s[0] += g * g;
+        *p -= lr * g / sqrt(s[0] + eps);
+        break;
+    case OPT_ADADELTA: {
+        s[0] = a * s[0] + (1 - a) * g * g;
+        const double d = -sqrt(s[1] + eps) / sqrt(s[0] + eps) * g;
+        s[1] = a * s[1] + (1 - a) * d * d;
+        *p += lr * d;
+        break;
+    }
+    case OPT_ADAMAX:
+        s[0] = a * s[0] + (1 - a) * g;
+        s[1] = fmax(b * s[1], fabs(g));
+        *p -= lr / (1 - pow(a, (double)t)) * s[0] / (s[1] + eps);
+        break;
+    case OPT_NADAM: {
+        const double ut = a * (1 - 0.5 * pow(0.96, (double)t));
+        const double ut1 = a * (1 - 0.5 * pow(0.96, (double)t + 1));
+        s[0] = a * s[0] + (1 - a) * g;
+        s[1] = b * s[1] + (1 - b) * g * g;
+        const double mhat = ut1 * s[0] / (1 - u_product * ut1) + (1 - ut) * g / (1 - u_product);
+        *p -= lr * mhat / (sqrt(s[1] / (1 - pow(b, (double)t))) + eps);
+        break;
+    }
+    case OPT_LION: {
+        const double c = a * s[0] + (1 - a) * g;
+        *p -= lr * (c > 0 ? 1.0 : c < 0 ? -1.0 : 0.0);
+        s[0] = b * s[0] + (1 - b) * g;
+        break;
+    }
+    case OPT_FTRL: {
+        const double k = -oc->lr_power, na = s[0] + g * g;
+        s[1] += g + 2 * oc->l2s * *p - (pow(na, k) - pow(s[0], k)) / lr * *p;
+        const double quad = pow(na, k) / lr + 2 * (oc->l2 + oc->beta / (2 * lr));
+        const double lc = fmin(fmax(s[1], -oc->l1), oc->l1);
+        *p = (lc - s[1]) / quad;
+        s[0] = na;
+        break;
+    }
+    }
+}
+
+static maas_status kernel2_step(const opt2_case *oc, float *p, float *s0, float *s1,
+                                const float *g, long n, long t, double u_product)
+{
+    switch (oc->kind) {
+    case OPT_ADAGRAD:
+        return maas_adagrad_update(p, s0, g, n, oc->lr, oc->eps, oc->wd);
+    case OPT_ADADELTA:
+        return maas_adadelta_update(p, s0, s1, g, n, oc->lr, oc->a, oc->eps, oc->wd);
+    case OPT_ADAMAX:
+        return maas_adamax_update(p, s0, s1, g, n, oc->lr, oc->a, oc->b, oc->eps, t, oc->wd);
+    case OPT_NADAM:
+        return maas_nadam_update(p, s0, s1, g, n, oc->lr, oc->a, oc->b, oc->eps, t, u_product,
+                                 oc->wd);
+    case OPT_LION:
+        return maas_lion_update(p, s0, g, n, oc->lr, oc->a, oc->b, oc->wd);
+    case OPT_FTRL:
+        return maas_ftrl_update(p, s0, s1, g, n, oc->lr, oc->lr_power, oc->l1, oc->l2, oc->l2s,
+                                oc->beta, oc->wd);
+    }
+    return MAAS_ERR_VALUE;
+}
+
+static void run_case2(const opt2_case *oc, long n)
+{
+    float *p = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
+    float *s0 = calloc((size_t)n, sizeof(float)), *s1 = calloc((size_t)n, sizeof(float));
+    double *pd = malloc(sizeof(double) * n), *sd = calloc((size_t)n * 2, sizeof(double));
+    const double init = (oc->kind == OPT_FTRL) ? oc->eps : (oc->kind == OPT_ADAGRAD ? 0.1 : 0.0);
+    check_fill(p, n, 7);
+    for (long i = 0; i < n; i++) {
+        pd[i] = p[i];
+        s0[i] = (float)init;
+        sd[2 * i] = (float)init;
+    }
+    double u_product = 1.0;
+    for (long t = 1; t <= STEPS; t++) {
+        check_fill(g, n, 200 + (unsigned)t);
+        u_product *= oc->a * (1 - 0.5 * pow(0.96, (double)t));
+        CHECK_OK(kernel2_step(oc, p, s0, s1, g, n, t, u_product));
+        for (long i = 0; i < n; i++)
+            ref2_step(oc, &pd[i], &sd[2 * i], (double)g[i], t, u_product);
+    }
+    double err = 0.0;
+    for (long i = 0; i < n; i++) {
+        double e = fabs(p[i] - pd[i]) / (1.0 + fabs(pd[i]));
+        err = e > err ? e : err;
+    }
+    CHECK(err < TOL);
+    if (!(err < TOL))
+        fprintf(stderr, "  in %s (n=%ld): max error %g\n", oc->name, n, err);
+    free(p); free(g); free(s0); free(s1); free(pd); free(sd);
+}
+
+static void test_checks2(void)
+{
+    float p[4] = {1, 1, 1, 1}, g[4] = {1, 1, 1, 1}, s[4] = {0}, q[4] = {0};
+    CHECK(maas_adagrad_update(p, NULL, g, 4, 0.1f, 1e-7f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_adagrad_update(p, s, g, 4, NAN, 1e-7f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_adadelta_update(p, s, NULL, g, 4, 0.1f, 0.9f, 1e-7f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_adadelta_update(p, s, q, g, 4, 0.1f, INFINITY, 1e-7f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_adamax_update(p, s, q, g, 4, 0.1f, 0.9f, 0.999f, 1e-7f, 0, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_adamax_update(p, s, NULL, g, 4, 0.1f, 0.9f, 0.999f, 1e-7f, 1, 0) ==
+          MAAS_ERR_VALUE);
+    CHECK(maas_nadam_update(p, s, q, g, 4, 0.1f, 0.9f, 0.999f, 1e-7f, 0, 0.5, 0) ==
+          MAAS_ERR_VALUE);
+    CHECK(maas_nadam_update(p, s, q, g, 4, 0.1f, 0.9f, 0.999f, 1e-7f, 1, 1.0, 0) ==
+          MAAS_ERR_VALUE);
+    CHECK(maas_nadam_update(p, s, q, g, 4, 0.1f, 0.9f, 0.999f, 1e-7f, 1, NAN, 0) ==
+          MAAS_ERR_VALUE);
+    CHECK(maas_lion_update(p, NULL, g, 4, 0.1f, 0.9f, 0.99f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_lion_update(p, s, NULL, 4, 0.1f, 0.9f, 0.99f, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_ftrl_update(p, s, q, g, 4, 0.0f, -0.5f, 0, 0, 0, 0, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_ftrl_update(p, s, q, g, 4, 0.1f, 0.5f, 0, 0, 0, 0, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_ftrl_update(p, s, q, g, 4, 0.1f, -0.5f, -1, 0, 0, 0, 0) == MAAS_ERR_VALUE);
+    CHECK(maas_ftrl_update(p, s, NULL, g, 4, 0.1f, -0.5f, 0, 0, 0, 0, 0) == MAAS_ERR_VALUE);
+    /* nothing was written by the refused calls */
+    for (int i = 0; i < 4; i++)
+        CHECK(p[i] == 1.0f && s[i] == 0.0f && q[i] == 0.0f);
+    /* n == 0 with NULL buffers is fine */
+    CHECK_OK(maas_lion_update(NULL, NULL, NULL, 0, 0.1f, 0.9f, 0.99f, 0));
+    CHECK_OK(maas_ftrl_update(NULL, NULL, NULL, NULL, 0, 0.1f, -0.5f, 0, 0, 0, 0, 0));
+    /* Lion moves by exactly lr per element (sign), and not where c == 0 */
+    float lp[3] = {0, 0, 0}, lm[3] = {0, 0, 0}, lg[3] = {2.0f, -0.001f, 0.0f};
+    CHECK_OK(maas_lion_update(lp, lm, lg, 3, 0.5f, 0.9f, 0.99f, 0));
+    CHECK(lp[0] == -0.5f && lp[1] == 0.5f && lp[2] == 0.0f);
+}
+
+static void test_new_kernels(void)
+{
+    const opt2_case cases[] = {
+        {"adagrad", OPT_ADAGRAD, 0.05f, 0, 0, 1e-7f, 0, 0, 0, 0, 0, 0},
+        {"adagrad big eps wd", OPT_ADAGRAD, 0.05f, 0, 0, 0.3f, 0.1f, 0, 0, 0, 0, 0},
+        {"adadelta", OPT_ADADELTA, 1.0f, 0.95f, 0, 1e-7f, 0, 0, 0, 0, 0, 0},
+        {"adadelta wd", OPT_ADADELTA, 0.5f, 0.7f, 0, 1e-3f, 0.1f, 0, 0, 0, 0, 0},
+        {"adamax", OPT_ADAMAX, 0.01f, 0.9f, 0.999f, 1e-7f, 0, 0, 0, 0, 0, 0},
+        {"adamax wd", OPT_ADAMAX, 0.02f, 0.5f, 0.9f, 0.5f, 0.1f, 0, 0, 0, 0, 0},
+        {"nadam", OPT_NADAM, 0.01f, 0.9f, 0.999f, 1e-7f, 0, 0, 0, 0, 0, 0},
+        {"nadam wd", OPT_NADAM, 0.02f, 0.5f, 0.9f, 1e-3f, 0.1f, 0, 0, 0, 0, 0},
+        {"lion", OPT_LION, 0.01f, 0.9f, 0.99f, 0, 0, 0, 0, 0, 0, 0},
+        {"lion wd", OPT_LION, 0.01f, 0.5f, 0.9f, 0, 0.3f, 0, 0, 0, 0, 0},
+        {"ftrl", OPT_FTRL, 0.1f, 0, 0, 0.1f, 0, -0.5f, 0, 0, 0, 0},
+        {"ftrl regularized", OPT_FTRL, 0.1f, 0, 0, 0.1f, 0, -0.5f, 0.05f, 0.1f, 0.02f, 0.5f},
+        {"ftrl pow", OPT_FTRL, 0.1f, 0, 0, 0.5f, 0, -0.7f, 0, 0, 0, 0},
+        {"ftrl pow0 wd", OPT_FTRL, 0.1f, 0, 0, 0.0f, 0.1f, 0.0f, 0.1f, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_case2(&cases[i], N);
+        run_case2(&cases[i], 37);
+    }
+    test_checks2();
+}
+
 int main(void)
 {
     maas_set_num_threads(2);
@@ -241,5 +414,6 @@ int main(void)
     test_moves();
     test_checks();
     test_helpers();
+    test_new_kernels();
     return check_done("test_optim");
 }

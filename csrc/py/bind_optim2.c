@@ -1,0 +1,230 @@
+/* bind_optim2.c -- maas._core bindings of the fused optimizer updates added
+ * beside SGD/Adam/RMSprop: Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl.
+ *
+ * Each binding takes the variable and its slots as maas Tensors (written in
+ * place), the gradient as any array-like, and the hyperparameters; checks
+ * every slot's shape against the variable's with the GIL held; runs the
+ * kernel (without the GIL above MAAS_NOGIL_WORK elements); bumps the
+ * variable's version; and raises on a kernel status. Self-contained: the
+ * helpers below mirror bind_ops.c's. */
+#include "common.h"
+
+#define SHAPE2(t, buf) maas_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
+
+/* The core tensor of an argument written in place (borrowed), or NULL with
+ * TypeError set. */
+static maas_tensor *slot_arg(module_state *st, PyObject *o, const char *op, const char *what)
+{
+    if (!is_tensor(st, o)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a maas Tensor or Variable, got %.100s",
+                     op, what, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    if (TENSOR(o)->dtype != MAAS_F32) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be float32, got %s", op, what,
+                     maas_dtype_name(TENSOR(o)->dtype));
+        return NULL;
+    }
+    return TENSOR(o);
+}
+
+/* -1 with ValueError when a slot's shape differs from the variable's. */
+static int check_shapes(const char *op, maas_tensor *p, maas_tensor *const *slots,
+                        const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!maas_same_shape(slots[i], p)) {
+            char a[160], b[160];
+            PyErr_Format(PyExc_ValueError, "%s: %s shape %s does not match variable shape %s",
+                         op, names[i], SHAPE2(slots[i], a), SHAPE2(p, b));
+            return -1;
+        }
+    return 0;
+}
+
+/* Releases the gradient, reports a shape error (already set) or a kernel
+ * status, and marks the write. */
+static PyObject *update_done(maas_tensor *g, maas_tensor *p, int bad, maas_status s)
+{
+    maas_tensor_decref(g);
+    if (bad)
+        return NULL;
+    if (s != MAAS_OK)
+        return raise_status(s);
+    p->version++;
+    Py_RETURN_NONE;
+}
+
+/* Parses the variable, `nslots` slots and the gradient: p and slots are
+ * borrowed, *g is a new reference. -1 with an exception set. */
+static int take_args(module_state *st, const char *op, PyObject *po, PyObject *go,
+                     PyObject *const *so, const char *const *names, int nslots,
+                     maas_tensor **p, maas_tensor **slots, maas_tensor **g)
+{
+    if (!(*p = slot_arg(st, po, op, "the variable")))
+        return -1;
+    for (int i = 0; i < nslots; i++)
+        if (!(slots[i] = slot_arg(st, so[i], op, names[i])))
+            return -1;
+    if (!(*g = as_tensor(st, go)))
+        return -1;
+    if ((*g)->dtype != MAAS_F32) {
+        PyErr_Format(PyExc_TypeError, "%s: the gradient must be float32, got %s", op,
+                     maas_dtype_name((*g)->dtype));
+        maas_tensor_decref(*g);
+        *g = NULL;
+        return -1;
+    }
+    if (!maas_same_shape(*g, *p)) {
+        char a[160], b[160];
+        PyErr_Format(PyExc_ValueError, "%s: gradient shape %s does not match variable shape %s",
+                     op, SHAPE2(*g, a), SHAPE2(*p, b));
+        maas_tensor_decref(*g);
+        *g = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_adagrad_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *ao;
+    float lr, eps, wd;
+    if (!PyArg_ParseTuple(args, "OOOfff:adagrad_update", &po, &go, &ao, &lr, &eps, &wd))
+        return NULL;
+    static const char *const names[] = {"accumulator"};
+    maas_tensor *p, *s[1], *g;
+    if (take_args(state_of_module(m), "adagrad", po, go, (PyObject *[]){ao}, names, 1, &p, s,
+                  &g) < 0)
+        return NULL;
+    int bad = check_shapes("adagrad", p, s, names, 1);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_adagrad_update(p->data, s[0]->data, g->data, p->size, lr, eps,
+                                               wd));
+    return update_done(g, p, bad, st);
+}
+
+static PyObject *py_adadelta_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *ago, *ado;
+    float lr, rho, eps, wd;
+    if (!PyArg_ParseTuple(args, "OOOOffff:adadelta_update", &po, &go, &ago, &ado, &lr, &rho,
+                          &eps, &wd))
+        return NULL;
+    static const char *const names[] = {"accumulated_grad", "accumulated_delta_var"};
+    maas_tensor *p, *s[2], *g;
+    if (take_args(state_of_module(m), "adadelta", po, go, (PyObject *[]){ago, ado}, names, 2,
+                  &p, s, &g) < 0)
+        return NULL;
+    int bad = check_shapes("adadelta", p, s, names, 2);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_adadelta_update(p->data, s[0]->data, s[1]->data, g->data,
+                                                p->size, lr, rho, eps, wd));
+    return update_done(g, p, bad, st);
+}
+
+static PyObject *py_adamax_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *mo, *uo;
+    float lr, b1, b2, eps, wd;
+    long long step;
+    if (!PyArg_ParseTuple(args, "OOOOffffLf:adamax_update", &po, &go, &mo, &uo, &lr, &b1, &b2,
+                          &eps, &step, &wd))
+        return NULL;
+    static const char *const names[] = {"momentum", "norm"};
+    maas_tensor *p, *s[2], *g;
+    if (take_args(state_of_module(m), "adamax", po, go, (PyObject *[]){mo, uo}, names, 2, &p,
+                  s, &g) < 0)
+        return NULL;
+    int bad = check_shapes("adamax", p, s, names, 2);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_adamax_update(p->data, s[0]->data, s[1]->data, g->data,
+                                              p->size, lr, b1, b2, eps, step, wd));
+    return update_done(g, p, bad, st);
+}
+
+static PyObject *py_nadam_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *mo, *vo;
+    float lr, b1, b2, eps, wd;
+    long long step;
+    double u_product;
+    if (!PyArg_ParseTuple(args, "OOOOffffLdf:nadam_update", &po, &go, &mo, &vo, &lr, &b1, &b2,
+                          &eps, &step, &u_product, &wd))
+        return NULL;
+    static const char *const names[] = {"momentum", "velocity"};
+    maas_tensor *p, *s[2], *g;
+    if (take_args(state_of_module(m), "nadam", po, go, (PyObject *[]){mo, vo}, names, 2, &p, s,
+                  &g) < 0)
+        return NULL;
+    int bad = check_shapes("nadam", p, s, names, 2);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_nadam_update(p->data, s[0]->data, s[1]->data, g->data,
+                                             p->size, lr, b1, b2, eps, step, u_product, wd));
+    return update_done(g, p, bad, st);
+}
+
+static PyObject *py_lion_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *mo;
+    float lr, b1, b2, wd;
+    if (!PyArg_ParseTuple(args, "OOOffff:lion_update", &po, &go, &mo, &lr, &b1, &b2, &wd))
+        return NULL;
+    static const char *const names[] = {"momentum"};
+    maas_tensor *p, *s[1], *g;
+    if (take_args(state_of_module(m), "lion", po, go, (PyObject *[]){mo}, names, 1, &p, s,
+                  &g) < 0)
+        return NULL;
+    int bad = check_shapes("lion", p, s, names, 1);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_lion_update(p->data, s[0]->data, g->data, p->size, lr, b1, b2,
+                                            wd));
+    return update_done(g, p, bad, st);
+}
+
+static PyObject *py_ftrl_update(PyObject *m, PyObject *args)
+{
+    PyObject *po, *go, *ao, *lo;
+    float lr, lr_power, l1, l2, l2s, beta, wd;
+    if (!PyArg_ParseTuple(args, "OOOOfffffff:ftrl_update", &po, &go, &ao, &lo, &lr, &lr_power,
+                          &l1, &l2, &l2s, &beta, &wd))
+        return NULL;
+    static const char *const names[] = {"accumulator", "linear"};
+    maas_tensor *p, *s[2], *g;
+    if (take_args(state_of_module(m), "ftrl", po, go, (PyObject *[]){ao, lo}, names, 2, &p, s,
+                  &g) < 0)
+        return NULL;
+    int bad = check_shapes("ftrl", p, s, names, 2);
+    maas_status st = MAAS_OK;
+    if (!bad)
+        MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
+                      st = maas_ftrl_update(p->data, s[0]->data, s[1]->data, g->data, p->size,
+                                            lr, lr_power, l1, l2, l2s, beta, wd));
+    return update_done(g, p, bad, st);
+}
+
+PyMethodDef bind_optim2_methods[] = {
+    {"adagrad_update", py_adagrad_update, METH_VARARGS,
+     "adagrad_update(p, g, accumulator, lr, eps, wd)"},
+    {"adadelta_update", py_adadelta_update, METH_VARARGS,
+     "adadelta_update(p, g, accumulated_grad, accumulated_delta_var, lr, rho, eps, wd)"},
+    {"adamax_update", py_adamax_update, METH_VARARGS,
+     "adamax_update(p, g, m, u, lr, beta_1, beta_2, eps, step, wd)"},
+    {"nadam_update", py_nadam_update, METH_VARARGS,
+     "nadam_update(p, g, m, v, lr, beta_1, beta_2, eps, step, u_product, wd)"},
+    {"lion_update", py_lion_update, METH_VARARGS,
+     "lion_update(p, g, m, lr, beta_1, beta_2, wd)"},
+    {"ftrl_update", py_ftrl_update, METH_VARARGS,
+     "ftrl_update(p, g, accumulator, linear, lr, lr_power, l1, l2, l2_shrinkage, beta, wd)"},
+    {NULL, NULL, 0, NULL},
+};
