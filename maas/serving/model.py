@@ -155,8 +155,9 @@ def default_loader(path: str):
     (``mmap=False``), not mapped: a file truncated or rewritten under a
     running server would otherwise kill its workers with SIGBUS or change
     the answers of the served version. The copy costs the model's size in
-    each worker (mapped pages would be shared) and no measurable start-up
-    time (loading reads and checks every byte either way)."""
+    each worker (mapped pages would be shared) and little start-up time
+    (loading reads and checks every byte either way: 1.88 s against 1.70 s
+    for a 95 MB model)."""
     from ..saving import load_model
 
     if os.path.isdir(path):

@@ -50,6 +50,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 
+from ..saving.repository import MAX_VERSION
+from ..saving.repository import _is_version as is_version_name  # one rule for saving and serving
 from .batching import Batcher
 from .errors import ServingError
 from .model import ServedModel, from_model
@@ -63,14 +65,7 @@ _BATCH_DEFAULTS = {"max_batch_size": 32, "max_delay_ms": 2.0, "max_queue_rows": 
 MAX_BATCH_SIZE = 65536
 MAX_DELAY_MS = 10000.0
 MAX_QUEUE_ROWS = 2 ** 31 - 1
-MAX_VERSION = 2 ** 63 - 1  # TF Serving's versions are int64
 CONFIG_MAX_BYTES = 1 << 20
-
-
-def is_version_name(name: str) -> bool:
-    """A version folder's name: ASCII digits, no leading zero, at most 2**63-1."""
-    return (0 < len(name) <= 19 and name.isascii() and name.isdigit() and name[0] != "0"
-            and int(name) <= MAX_VERSION)
 
 
 def _unknown(d: dict, known: Iterable[str], where: str) -> None:
@@ -673,9 +668,8 @@ class Registry:
                           "serving what it loaded before", entry.name, v)
                 lv.reload_error = err
         # a failed version is tried again when its files change
-        for v in list(entry.errors):
-            if fps.get(v) != entry.errors[v][0]:
-                entry.errors.pop(v)
+        # (entry.errors is replaced, never changed in place: requests read it unlocked)
+        entry.errors = {v: err for v, err in entry.errors.items() if fps.get(v) == err[0]}
         # the policy picks among the versions that load
         while True:
             target = set(cfg.select(set(on_disk) - set(entry.errors)))
@@ -683,7 +677,7 @@ class Registry:
             for v in sorted(target - set(entry.versions), reverse=True):
                 lv, err = self._load(entry, v, on_disk[v], fps[v], cfg)
                 if lv is None:
-                    entry.errors[v] = err
+                    entry.errors = {**entry.errors, v: err}
                     failed = True
                     break
                 log.info("loaded model %s version %d", entry.name, v)
@@ -807,8 +801,9 @@ class Registry:
         v = _version_number(version)
         lv = e.versions.get(v)
         if lv is None:
-            if v in e.errors:
-                raise ServingError(503, f"model {name!r} version {v} failed to load: {e.errors[v][2]}")
+            err = e.errors.get(v)
+            if err is not None:
+                raise ServingError(503, f"model {name!r} version {v} failed to load: {err[2]}")
             have = ", ".join(str(k) for k in sorted(e.versions)) or "none"
             raise ServingError(404, f"model {name!r} has no version {v}; loaded versions: {have}")
         return lv
