@@ -185,6 +185,8 @@ class ModelConfig:
             raise ValueError(f"{label}: not UTF-8 text") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{label}: invalid JSON: {e}") from None
+        except RecursionError:
+            raise ValueError(f"{label}: nested too deeply") from None
         except ValueError as e:
             raise ValueError(f"{label}: {e}") from None
         if not isinstance(d, dict):
