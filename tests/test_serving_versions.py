@@ -427,8 +427,9 @@ def test_a_failed_new_version_never_unloads_the_serving_one(tmp_path):
         assert "could not load model m version 2" in s.output()
 
         # '٣' is ARABIC-INDIC DIGIT THREE: not a version, even holding a good model
-        publish(repo, "m", 3, seed=10)
-        os.rename(os.path.join(repo, "m", "3"), os.path.join(repo, "m", "\u0663"))
+        os.makedirs(repo / "m" / ".tmp-3")
+        build(10).save(repo / "m" / ".tmp-3" / "model.maas")
+        os.rename(repo / "m" / ".tmp-3", repo / "m" / "\u0663")
         for v in ("\u0663", "\uff13", "03"):  # FULLWIDTH DIGIT THREE, a leading zero
             r = predict(s.url, version=v)
             assert r.status_code == 404, (v, r.text)
@@ -640,6 +641,11 @@ def test_config_file_errors_name_the_file_not_the_path(tmp_path):
         with pytest.raises(ValueError, match=message) as e:
             ModelConfig.from_file(str(d / "config.json"))
         assert str(tmp_path) not in str(e.value)
+    (d / "config.json").unlink()
+    os.mkfifo(d / "config.json")  # would block a plain open() for ever
+    with pytest.raises(ValueError, match=r"^config.json: not a regular file"):
+        ModelConfig.from_file(str(d / "config.json"))
+    (d / "config.json").unlink()
     # the good ones: the defaults, the Triton spelling and the policies
     (d / "config.json").write_text(json.dumps({
         "dynamic_batching": {"max_batch_size": 8, "max_delay_ms": 0.5, "max_queue_rows": 64},

@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
@@ -159,12 +160,21 @@ class ModelConfig:
         the path."""
         label = label or os.path.basename(path)
         try:
-            with open(path, "rb") as f:
-                raw = f.read(CONFIG_MAX_BYTES + 1)
+            # O_NONBLOCK: a FIFO put in its place must not hang the poll thread
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return cls.from_dict({}, base)
         except OSError as e:
             raise ValueError(f"{label}: cannot be read: {e.strerror or type(e).__name__}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{label}: not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read(CONFIG_MAX_BYTES + 1)
+        except OSError as e:
+            raise ValueError(f"{label}: cannot be read: {e.strerror or type(e).__name__}") from None
+        finally:
+            os.close(fd)
         if len(raw) > CONFIG_MAX_BYTES:
             raise ValueError(f"{label}: larger than {CONFIG_MAX_BYTES} bytes")
 
