@@ -290,6 +290,43 @@ def test_repository_versions_and_latest(tmp_path):
     assert not np.array_equal(first.predict(x, verbose=0), latest.predict(x, verbose=0))
 
 
+def test_save_to_repository_publishes_a_version_whole_or_not_at_all(tmp_path):
+    """While a version is written only a hidden folder exists (a polling
+    server ignores it); the numbered folder appears complete, by rename; a
+    failed save leaves nothing behind."""
+    repo = str(tmp_path)
+    model = maas.Sequential([maas.Input((4,)), maas.layers.Dense(3)])
+    model.build((None, 4))
+    seen = []
+
+    class Writer:  # anything with save(path) can be saved to a repository
+        def __init__(self, fail=False):
+            self.fail = fail
+
+        def save(self, path):
+            with open(path + ".part", "wb") as f:
+                f.write(b"half a model")
+            seen.append((os.listdir(os.path.join(repo, "m")), maas.saving.list_versions(repo, "m")))
+            os.unlink(path + ".part")
+            if self.fail:
+                raise OSError("disk full")
+            model.save(path)
+
+    p = maas.saving.save_to_repository(Writer(), repo, "m")
+    assert p == os.path.join(repo, "m", "1", "model.maas")
+    (names, versions), = seen
+    assert versions == [] and len(names) == 1 and names[0].startswith(".tmp-")
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(maas.load_model(p).predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(OSError, match="disk full"):
+        maas.saving.save_to_repository(Writer(fail=True), repo, "m")
+    assert os.listdir(os.path.join(repo, "m")) == ["1"]
+    with pytest.raises(FileExistsError, match="version 1 of model 'm' already exists"):
+        maas.saving.save_to_repository(model, repo, "m", 1)
+    assert os.listdir(os.path.join(repo, "m")) == ["1"]
+    assert maas.saving.save_to_repository(model, repo, "m").endswith(os.path.join("m", "2", "model.maas"))
+
+
 def test_model_checkpoint_saves_the_best_epoch(tmp_path):
     x, y = digits()
     maas.utils.set_random_seed(0)

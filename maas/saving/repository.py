@@ -33,14 +33,20 @@ def _check_name(name) -> str:
     return name
 
 
+MAX_VERSION = 2 ** 63 - 1  # versions are int64 in TF Serving and Triton
+
+
 def _check_version(version) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, received version={version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise ValueError(f"version must be a positive integer (at most 2**63-1), received "
+                         f"version={version!r}")
     return version
 
 
 def _is_version(s: str) -> bool:
-    return s.isascii() and s.isdigit() and s[0] != "0"
+    """A version folder's name: ASCII digits, no leading zero, at most 2**63-1
+    (what maas.serving serves; '٣' or '03' are not versions)."""
+    return 0 < len(s) <= 19 and s.isascii() and s.isdigit() and s[0] != "0" and int(s) <= MAX_VERSION
 
 
 def list_versions(repo, name: str) -> list[int]:

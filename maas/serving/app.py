@@ -32,7 +32,7 @@ from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, pa
 from .errors import ServingError
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
-from .repository import ModelConfig, Registry
+from .repository import ModelConfig, Registry, is_version_name
 
 log = logging.getLogger("maas.serving")
 
@@ -99,11 +99,11 @@ class _Server:
 
     def __init__(self, models, *, loader=None, config=None, batching=None, allow_nan=False,
                  max_rows=8192, api_keys=None, audit_log=None, poll_interval=2.0,
-                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas"):
+                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas", require_models=None):
         self.metrics = get_metrics()
         defaults = ModelConfig(batching=batching, allow_nan=allow_nan, max_rows=max_rows)
         self.registry = Registry(resolve_loader(loader), defaults, on_batch=self.metrics.on_batch,
-                                 on_change=self.metrics.on_change)
+                                 on_change=self.metrics.on_change, required=require_models)
         config = config or {}
         if isinstance(models, (str, os.PathLike)) and os.path.isdir(models) and not _is_model_folder(models):
             self.registry.set_repository(os.fspath(models))
@@ -160,8 +160,9 @@ def _is_model_folder(path) -> bool:
         names = os.listdir(path)
     except OSError:
         return False
-    return any(n.isdigit() for n in names) and not any(
-        os.path.isdir(os.path.join(path, n)) and not n.isdigit() and not n.startswith(".") for n in names)
+    return any(is_version_name(n) for n in names) and not any(
+        os.path.isdir(os.path.join(path, n)) and not is_version_name(n) and not n.startswith(".")
+        for n in names)
 
 
 def _audit_logger(target):
@@ -246,7 +247,7 @@ def _io(m: ServedModel, shape, name):
 def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: dict | None = None,
               batching=None, allow_nan: bool = False, max_rows: int = 8192, api_keys=None,
               audit_log=None, poll_interval: float = 2.0, max_body_bytes: int = DEFAULT_MAX_BODY,
-              ) -> Blueprint:
+              require_models=None) -> Blueprint:
     """A Flask Blueprint serving ``models`` (see :func:`create_app`).
 
     >>> from flask import Flask
@@ -255,7 +256,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     """
     server = _Server(models, loader=loader, config=config, batching=batching, allow_nan=allow_nan,
                      max_rows=max_rows, api_keys=api_keys, audit_log=audit_log,
-                     poll_interval=poll_interval, max_body_bytes=max_body_bytes)
+                     poll_interval=poll_interval, max_body_bytes=max_body_bytes,
+                     require_models=require_models)
     reg = server.registry
     bp = Blueprint(name, __name__)
     bp.maas_server = server  # for tests and the CLI
@@ -311,13 +313,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
 
     @route("/v2/repository/index", "v2", methods=("POST", "GET"))
     def v2_repository_index(call):
-        out = []
-        for n, e in sorted(reg.entries.items()):
-            for v in sorted(e.versions):
-                out.append({"name": n, "version": str(v), "state": "READY"})
-            for v, (_, msg) in sorted(e.errors.items()):
-                out.append({"name": n, "version": str(v), "state": "UNAVAILABLE", "reason": msg})
-        return _json(out)
+        return _json(reg.index())
 
     @route(["/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer"], "v2",
            methods=("POST",))
@@ -456,19 +452,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
                                   "outputs": {o["name"]: {"dtype": "DT_FLOAT", "tensor_shape": o["shape"]}
                                               for o in md["outputs"]},
                                   "method_name": "tensorflow/serving/predict"}}}}})
-            e = reg.entry(name)
-            if version is not None:
-                lv = reg.lookup(name, version)
-                versions = [lv.model.version]
-            else:
-                versions = sorted(e.versions)
-            st = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-                  for v in versions]
-            if version is None:
-                st += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN",
-                                                                      "error_message": msg}}
-                       for v, (_, msg) in sorted(e.errors.items())]
-            return _json({"model_version_status": st})
+            return _json({"model_version_status": reg.version_status(name, version)})
         if meta or verb is None:
             raise ServingError(405, "POST to /v1/models/NAME[/versions/N]:predict")
         if verb != "predict":
@@ -643,7 +627,9 @@ def create_app(models: Any, **kwargs) -> Flask:
     "max_delay_ms": 2}``), ``allow_nan``, ``max_rows``, ``api_keys`` (or
     ``MAAS_API_KEYS``), ``audit_log`` (a path, or ``"-"`` for stderr),
     ``poll_interval`` (seconds between repository scans; 0 turns hot reload
-    off), ``max_body_bytes`` (default 16 MB).
+    off), ``max_body_bytes`` (default 16 MB), ``require_models`` (the model
+    names /v2/health/ready waits for; default: every model that has ever
+    loaded).
 
     >>> import numpy as np
     >>> from maas.serving import ServedModel, create_app

@@ -42,6 +42,9 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
     p.add_argument("--api-key", action="append", default=None,
                    help="an accepted API key (repeat for several; or MAAS_API_KEYS=k1,k2)")
     p.add_argument("--audit-log", default="-", help="audit log file, '-' for stderr, 'off' for none")
+    p.add_argument("--require-model", action="append", default=None, metavar="NAME",
+                   help="a model /v2/health/ready waits for (repeat for several; default: every "
+                        "model that has ever loaded)")
     p.add_argument("--poll-interval", type=float, default=2.0,
                    help="seconds between repository scans for new/removed versions (0: off)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
@@ -63,6 +66,8 @@ def _options(a) -> dict:
         opts["batching"] = {"max_batch_size": a.max_batch_size, "max_delay_ms": a.max_delay_ms}
     if a.api_key:
         opts["api_keys"] = a.api_key
+    if a.require_model:
+        opts["require_models"] = a.require_model
     threads = a.model_threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
     opts["model_threads"] = threads
     return opts

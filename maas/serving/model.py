@@ -151,12 +151,27 @@ def from_model(model: Any, name: str = "model", version: int = 1,
 
 def default_loader(path: str):
     """Loads a model file with ``maas.load_model``; a version folder means
-    its ``model.maas``."""
+    its ``model.maas``. The weights are copied into memory
+    (``mmap=False``), not mapped: a file truncated or rewritten under a
+    running server would otherwise kill its workers with SIGBUS or change
+    the answers of the served version. The copy costs the model's size in
+    each worker (mapped pages would be shared) and little start-up time
+    (loading reads and checks every byte either way: 1.88 s against 1.70 s
+    for a 95 MB model)."""
     from ..saving import load_model
 
     if os.path.isdir(path):
         path = os.path.join(path, "model.maas")
-    return load_model(path)
+    try:
+        return load_model(path, mmap=False)
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        # the core's message quotes the path cut to 60 characters: name it whole
+        # in .filename instead, so that the server can show it relative to its
+        # repository
+        what = str(e.strerror or "").split(" '", 1)[0] or "cannot load"
+        raise type(e)(e.errno, f"{what}: {os.strerror(e.errno)}", path) from None
 
 
 def resolve_loader(loader: Callable[[str], Any] | str | None) -> Callable[[str], Any]:
