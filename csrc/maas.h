@@ -28,6 +28,9 @@
  *   ops/dropout.c     counter-based RNG and dropout
  *   ops/optim.c       fused in-place optimizer updates
  *
+ * How to add an op: see "op table" below (a kernel, one table entry, a
+ * Python wrapper, tests).
+ *
  * Kernel conventions
  * ------------------
  * Kernels come in pairs maas_<op>_forward / maas_<op>_backward. Arguments
