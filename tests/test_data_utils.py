@@ -149,9 +149,10 @@ def test_workers_run_concurrently_in_order_within_the_queue_bound():
     m = model()
     orig = m.train_step
 
-    def spy(x, y, sw=None):
+    def spy(data):   # Keras 3's train_step(data)
+        x, _, _ = maas.utils.unpack_x_y_sample_weight(data)
         got.append(np.asarray(x).copy())
-        return orig(x, y, sw)
+        return orig(data)
 
     m.train_step = spy
     m.fit(ds, epochs=1, shuffle=False, verbose=0, callbacks=[Watch()])
