@@ -133,7 +133,7 @@ def test_save_accepts_tensors_and_variables_and_checks_types(tmp_path):
     t, _ = load_tensors(p)
     assert t["v"].numpy().tolist() == [0, 0] and t["strided"].numpy().tolist() == [1] * 4
     assert t["big_endian"].numpy().tolist() == [1, 1]
-    with pytest.raises(TypeError, match="tensor 'x' has dtype float64; maas model files hold float32"):
+    with pytest.raises(TypeError, match="tensor 'x' has dtype float64; maas model files hold float32, int32, int64, int8, uint8, bool"):
         save_tensors(p, {"x": np.ones(2)})
     with pytest.raises(TypeError, match="metadata keys and values must be strings"):
         save_tensors(p, {}, {"epochs": 3})
@@ -275,7 +275,7 @@ def test_maas_reads_files_written_by_the_safetensors_package(tmp_path):
         verify_file(path)
 
     save_file({"half": np.ones(2, np.float16)}, str(tmp_path / "f16.safetensors"))
-    with pytest.raises(ModelFormatError, match="tensor 'half' has dtype 'F16'; maas reads only F32"):
+    with pytest.raises(ModelFormatError, match="tensor 'half' has dtype 'F16'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only"):
         load_tensors(tmp_path / "f16.safetensors")
 
 
@@ -329,8 +329,13 @@ MALFORMED = [
                                 '"data_offsets": [0, 4]}}', b"\0" * 4), "the key 'dtype' twice"),
     ("missing key", _st({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4), "tensor 'a' has no 'data_offsets'"),
     ("unknown key", _st({"a": dict(E, extra=1)}, b"\0" * 4), "unknown key 'extra'"),
-    ("dtype F64", _st({"a": _entry([1], 0, 8, "F64")}, b"\0" * 8), "tensor 'a' has dtype 'F64'; maas reads only F32"),
-    ("dtype I8", _st({"a": _entry([4], 0, 4, "I8")}, b"\0" * 4), "dtype 'I8'"),
+    ("dtype F64", _st({"a": _entry([1], 0, 8, "F64")}, b"\0" * 8), "tensor 'a' has dtype 'F64'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only"),
+    ("dtype BF16", _st({"a": _entry([2], 0, 4, "BF16")}, b"\0" * 4), "tensor 'a' has dtype 'BF16'; maas reads F32"),
+    ("dtype I16", _st({"a": _entry([2], 0, 4, "I16")}, b"\0" * 4), "tensor 'a' has dtype 'I16'; maas reads F32"),
+    ("I64 shape != bytes", _st({"a": _entry([2], 0, 8, "I64")}, b"\0" * 8),
+     r"tensor 'a' has shape \(2,\) \(16 bytes of I64\) but data_offsets \[0, 8\] hold 8 bytes"),
+    ("BOOL not 0 or 1", _st({"a": _entry([3], 0, 3, "BOOL")}, b"\0\1\2"),
+     "tensor 'a' is BOOL but element 2 is the byte 2"),
     ("negative dim", _st({"a": _entry([-1], 0, 4)}, b"\0" * 4), "non-negative integer"),
     ("float dim", _st('{"a": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}', b"\0" * 4),
      "must be an integer"),

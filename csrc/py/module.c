@@ -31,7 +31,8 @@ static int core_exec(PyObject *m)
     if (tensor_type_init(m, st) < 0 || tape_type_init(m, st) < 0 || plan_type_init(m) < 0)
         return -1;
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0 ||
-        PyModule_AddFunctions(m, bind_format_methods) < 0)
+        PyModule_AddFunctions(m, bind_format_methods) < 0 ||
+        PyModule_AddFunctions(m, bind_cast_methods) < 0)
         return -1;
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
         if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0)
