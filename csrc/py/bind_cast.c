@@ -75,7 +75,7 @@ static maas_tensor *integer_labels(module_state *st, PyObject *o)
         return t;
     int whole = 1;
     for (int64_t i = 0; i < t->size && whole; i++)
-        whole = t->data[i] == truncf(t->data[i]); /* false for NaN and inf too */
+        whole = isfinite(t->data[i]) && t->data[i] == truncf(t->data[i]);
     if (!whole) {
         maas_tensor_decref(t);
         raise_label_error("sparse_categorical_crossentropy: labels must be an integer tensor, "
