@@ -113,11 +113,22 @@ def test_non_integer_and_non_numeric_labels_are_refused_with_what_to_do():
 
 
 def test_fit_with_integer_labels_trains():
+    maas.random.set_seed(0)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     model = maas.Sequential([maas.layers.Input((4,)), maas.layers.Dense(2)])
     model.compile(optimizer="adam", loss=maas.losses.SparseCategoricalCrossentropy(from_logits=True))
-    maas.random.set_seed(0) if hasattr(maas.random, "set_seed") else None
     hist = model.fit(x, maas.tensor(y), epochs=20, batch_size=16, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+def test_other_losses_cast_integer_label_tensors_to_float_as_keras_does():
+    y = np.array([[0, 1], [1, 1]])
+    p = np.array([[0.2, 0.7], [0.9, 0.6]], np.float32)
+    for fn in (losses.binary_crossentropy, losses.mean_squared_error, losses.hinge):
+        got = fn(maas.tensor(y), p)           # an int64 tensor
+        want = fn(y.astype(np.float32), p)
+        assert got.numpy().tobytes() == want.numpy().tobytes()
+    with pytest.raises(TypeError, match="expected a float32 tensor, received a tensor of dtype int64"):
+        losses.mean_squared_error(y, maas.tensor(y))   # predictions are never cast

@@ -826,7 +826,8 @@ static PyObject *py_loss(PyObject *m, PyObject *args)
     if (op < 0 || op >= MAAS_L_COUNT)
         return PyErr_Format(PyExc_ValueError, "loss: unknown op %d", op);
     module_state *st = state_of_module(m);
-    maas_tensor *in[2] = {as_tensor(st, yt), NULL}, *out = NULL;
+    /* y_true: cast to float32 as Keras's losses do (integer label tensors) */
+    maas_tensor *in[2] = {as_float_converted(st, yt), NULL}, *out = NULL;
     if (!in[0] || !(in[1] = as_tensor(st, yp))) {
         maas_tensor_decref(in[0]);
         return NULL;

@@ -46,10 +46,16 @@ int is_tensor(module_state *st, PyObject *o);
 /* Wraps a core tensor in a new Tensor object (steals the reference; on
  * failure the tensor is released). */
 PyObject *tensor_wrap(module_state *st, maas_tensor *t);
-/* A new core reference for any array-like (a Tensor is shared, a float32
- * C-contiguous writeable array is wrapped without copying, other numeric
- * data is converted). NULL with TypeError/ValueError set. */
+/* A new float32 core reference for any array-like (a float32 Tensor is
+ * shared, a float32 C-contiguous writeable array is wrapped without
+ * copying, other numeric data is converted); a Tensor of another dtype is
+ * refused (TypeError: "this op: expected a float32 tensor, received ...").
+ * NULL with TypeError/ValueError set. as_float_tensor(st, o, NULL). */
 maas_tensor *as_tensor(module_state *st, PyObject *o);
+/* The same, but a Tensor of another dtype is converted too (a float32
+ * copy): for inputs Keras casts itself, such as a loss's y_true
+ * (`ops.cast(y_true, y_pred.dtype)` in every Keras loss). */
+maas_tensor *as_float_converted(module_state *st, PyObject *o);
 /* The same for a float32 kernel's input, naming the op (`opname`, or "this
  * op" when NULL) in the TypeError a Tensor of another dtype gets: a Tensor
  * is shared only when it is float32; other array-likes (Python numbers,

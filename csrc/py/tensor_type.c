@@ -266,6 +266,13 @@ maas_tensor *as_float_tensor(module_state *st, PyObject *o, const char *opname)
     return t;
 }
 
+maas_tensor *as_float_converted(module_state *st, PyObject *o)
+{
+    if (is_tensor(st, o) && TENSOR(o)->dtype != MAAS_F32)
+        return cast_copy(TENSOR(o), MAAS_F32);
+    return as_float_tensor(st, o, NULL);
+}
+
 maas_tensor *as_tensor(module_state *st, PyObject *o)
 {
     return as_float_tensor(st, o, NULL);
