@@ -56,7 +56,7 @@ class Server:
             try:
                 if requests.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, reset or slow while booting
                 pass
             time.sleep(0.1)
         self.stop()
