@@ -6,7 +6,8 @@
  *
  * The header is an object mapping each tensor name to
  * {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]} (offsets
- * relative to the data section) plus an optional "__metadata__" object of
+ * relative to the data section; the dtypes maas reads and writes are F32,
+ * I32, I64, I8, U8 and BOOL, safetensors's names for maas's dtypes) plus an optional "__metadata__" object of
  * string -> string. The writer pads the header with spaces so that the data
  * section starts 64-byte aligned, which the format allows.
  *
@@ -35,6 +36,12 @@
 #endif
 
 static _Thread_local int st_errno;
+
+/* safetensors's dtype names, by maas_dtype */
+static const char *const st_dtype_names[MAAS_DTYPE_COUNT] = {
+    [MAAS_F32] = "F32", [MAAS_I32] = "I32", [MAAS_I64] = "I64",
+    [MAAS_I8] = "I8",   [MAAS_U8] = "U8",   [MAAS_BOOL] = "BOOL",
+};
 
 int maas_st_last_errno(void) { return st_errno; }
 
@@ -616,17 +623,26 @@ static int cmp_offsets(const void *a, const void *b)
 }
 
 /* Checks each entry against the data section and sorts them by offset:
- * F32 only, byte length == 4 * elements, offsets in order, in bounds,
- * neither overlapping nor leaving gaps, covering the section exactly. */
+ * a dtype maas has, byte length == element size * elements, offsets in
+ * order, in bounds, neither overlapping nor leaving gaps, covering the
+ * section exactly. */
 static maas_status check_entries(header *h, int64_t data_size)
 {
     char nb[100], ob[100], sb[200];
     for (int64_t i = 0; i < h->n; i++) {
         maas_st_info *e = &h->entries[i];
         const char *name = printable(e->name, e->name_len, nb, sizeof nb);
-        if (!key_is(e->dtype, e->dtype_len, "F32"))
-            return maas_error(MAAS_ERR_FORMAT, "tensor '%s' has dtype '%s'; maas reads only F32 (float32) tensors",
+        int dt = -1;
+        for (int d = 0; d < MAAS_DTYPE_COUNT && dt < 0; d++)
+            if (key_is(e->dtype, e->dtype_len, st_dtype_names[d]))
+                dt = d;
+        if (dt < 0)
+            return maas_error(MAAS_ERR_FORMAT,
+                              "tensor '%s' has dtype '%s'; maas reads F32, I32, I64, I8, U8 and BOOL "
+                              "tensors only (convert it, e.g. to F32, before saving)",
                               name, printable(e->dtype, e->dtype_len, ob, sizeof ob));
+        e->dt = (maas_dtype)dt;
+        const int64_t elsize = (int64_t)maas_dtype_size(e->dt);
         if (e->begin > e->end)
             return maas_error(MAAS_ERR_FORMAT,
                               "tensor '%s' has misordered data_offsets [%lld, %lld] (begin after end)",
@@ -638,13 +654,14 @@ static maas_status check_entries(header *h, int64_t data_size)
                               name, (long long)e->begin, (long long)e->end, (long long)data_size);
         int64_t count, bytes;
         maas_shape_str(e->ndim, e->shape, sb, sizeof sb);
-        if (maas_shape_size(e->ndim, e->shape, &count) != 0 || maas_mul_size(count, 4, &bytes) != 0)
+        if (maas_shape_size(e->ndim, e->shape, &count) != 0 || maas_mul_size(count, elsize, &bytes) != 0)
             return maas_error(MAAS_ERR_FORMAT, "tensor '%s' has shape %s whose size overflows", name, sb);
         if (bytes != e->end - e->begin)
             return maas_error(MAAS_ERR_FORMAT,
-                              "tensor '%s' has shape %s (%lld bytes of F32) but data_offsets [%lld, %lld] "
+                              "tensor '%s' has shape %s (%lld bytes of %s) but data_offsets [%lld, %lld] "
                               "hold %lld bytes",
-                              name, sb, (long long)bytes, (long long)e->begin, (long long)e->end,
+                              name, sb, (long long)bytes, st_dtype_names[e->dt], (long long)e->begin,
+                              (long long)e->end,
                               (long long)(e->end - e->begin));
     }
     if (h->n > 1)
@@ -854,17 +871,17 @@ maas_status maas_st_load(const char *path, int use_mmap, maas_st_file **out)
         maas_st_info *e = &f->h.entries[i];
         maas_tensor *t;
         char *src = base ? base + e->begin : NULL;
-        if (src && ((uintptr_t)src % sizeof(float)) == 0) {
-            t = maas_tensor_wrap((float *)(void *)src, e->ndim, e->shape, f->map, mapping_release);
+        if (src && ((uintptr_t)src % maas_dtype_size(e->dt)) == 0) {
+            t = maas_tensor_wrap_typed(src, e->dt, e->ndim, e->shape, f->map, mapping_release);
             if (t)
                 __atomic_add_fetch(&f->map->refs, 1, __ATOMIC_ACQ_REL);
         } else {
-            /* copy: asked for, or the data is not float-aligned in the file */
-            t = maas_tensor_new(e->ndim, e->shape);
+            /* copy: asked for, or the data is not aligned for its dtype in the file */
+            t = maas_tensor_new_typed(e->dt, e->ndim, e->shape);
             if (t && e->end > e->begin) {
                 if (src)
-                    memcpy(t->data, src, (size_t)(e->end - e->begin));
-                else if ((s = pread_full(fd, t->data, (size_t)(e->end - e->begin),
+                    memcpy(t->ptr, src, (size_t)(e->end - e->begin));
+                else if ((s = pread_full(fd, t->ptr, (size_t)(e->end - e->begin),
                                          f->data_start + e->begin)) != MAAS_OK) {
                     maas_tensor_decref(t);
                     goto fail;
@@ -876,6 +893,18 @@ maas_status maas_st_load(const char *path, int use_mmap, maas_st_file **out)
             goto fail;
         }
         f->tensors[i] = t;
+        if (e->dt == MAAS_BOOL) {
+            /* a bool is one byte, 0 or 1: kernels rely on it */
+            const unsigned char *b = t->ptr;
+            for (int64_t k = 0; k < t->size; k++)
+                if (b[k] > 1) {
+                    char nb[100];
+                    s = maas_error(MAAS_ERR_FORMAT,
+                                   "tensor '%s' is BOOL but element %lld is the byte %u (a bool is 0 or 1)",
+                                   printable(e->name, e->name_len, nb, sizeof nb), (long long)k, b[k]);
+                    goto fail;
+                }
+        }
     }
     close(fd);
     *out = f;
@@ -1081,7 +1110,13 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names, 
     for (int64_t i = 0; i < n; i++) {
         const maas_tensor *t = tensors[i];
         int64_t bytes;
-        if (maas_mul_size(t->size, 4, &bytes) != 0 || off > INT64_MAX - bytes) {
+        if ((unsigned)t->dtype >= MAAS_DTYPE_COUNT) {
+            s = maas_error(MAAS_ERR_TYPE, "tensor '%s' has an unknown dtype code %d",
+                           printable(names[i], name_lens[i], nb, sizeof nb), (int)t->dtype);
+            goto out;
+        }
+        if (maas_mul_size(t->size, (int64_t)maas_dtype_size(t->dtype), &bytes) != 0 ||
+            off > INT64_MAX - bytes) {
             s = maas_error(MAAS_ERR_VALUE, "the tensors' total size overflows");
             goto out;
         }
@@ -1089,7 +1124,9 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names, 
         if (metadata_json || i > 0)
             sb_put(&hb, ",", 1);
         sb_json_string(&hb, names[i], name_lens[i]);
-        sb_str(&hb, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_str(&hb, ":{\"dtype\":\"");
+        sb_str(&hb, st_dtype_names[t->dtype]);
+        sb_str(&hb, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
             sb_str(&hb, num);
@@ -1111,7 +1148,10 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names, 
         goto out;
     }
 
-    /* a temporary file beside the target: same filesystem, so rename is atomic */
+    /* a temporary file beside the target: same filesystem, so rename is
+     * atomic. Its name is short and of fixed length (not the target's name
+     * plus a suffix), so that any legal target name works, a 255-byte
+     * basename included. */
     size_t plen = strlen(path);
     const char *slash = strrchr(path, '/');
     size_t dlen = slash ? (size_t)(slash - path) : 0;
@@ -1127,8 +1167,8 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names, 
     static long counter;
     for (int attempt = 0; fd < 0; attempt++) {
         long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-        snprintf(tmp, plen + 64, "%.*s.%s.tmp-%ld-%ld", (int)(slash ? slash - path + 1 : 0), path,
-                 slash ? slash + 1 : path, (long)getpid(), c);
+        snprintf(tmp, plen + 64, "%.*s.tmp-maas-%ld-%ld", (int)(slash ? slash - path + 1 : 0), path,
+                 (long)getpid(), c);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && (errno != EEXIST || attempt > 100)) {
             s = io_error("cannot create a temporary file beside", path);
@@ -1143,7 +1183,8 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names, 
     if ((s = write_full(fd, lenbuf, 8)) != MAAS_OK || (s = write_full(fd, hb.p, hb.n)) != MAAS_OK)
         goto out;
     for (int64_t i = 0; i < n; i++)
-        if ((s = write_full(fd, tensors[i]->data, (size_t)tensors[i]->size * sizeof(float))) != MAAS_OK)
+        if ((s = write_full(fd, tensors[i]->ptr,
+                            (size_t)tensors[i]->size * maas_dtype_size(tensors[i]->dtype))) != MAAS_OK)
             goto out;
     if (fsync(fd) != 0) {
         s = io_error("cannot flush", tmp);

@@ -157,6 +157,15 @@ void maas_tensor_decref(maas_tensor *t);
 int maas_same_shape(const maas_tensor *a, const maas_tensor *b);
 /* Writes "(2, 3)" into buf. */
 const char *maas_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+/* ops/cast.c: out[i] = x[i] converted from dtype xdt to odt, for every
+ * pair of dtypes, as NumPy's astype does it: float -> int truncates toward
+ * zero (NaN gives 0; values beyond the target's range, +-inf included,
+ * saturate at its limits, where NumPy's result is undefined); int -> int
+ * wraps modulo 2^bits; int -> float rounds to nearest; anything -> bool is
+ * x != 0 (NaN is true); bool -> anything is 0 or 1. out and x must not
+ * overlap unless they are the same buffer of equal-size dtypes.
+ * Overwrites out. */
+maas_status maas_cast(void *out, maas_dtype odt, const void *x, maas_dtype xdt, int64_t n);
 /* NumPy broadcasting of two shapes; MAAS_ERR_SHAPE names `op` and both. */
 maas_status maas_broadcast_shape(const char *op, int an, const int64_t *as,
                                  int bn, const int64_t *bs, int *on, int64_t *os);
@@ -223,6 +232,7 @@ typedef enum {
     MAAS_OP_LOSS,        /* per-sample losses (maas_loss_op) */
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
     MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
+    MAAS_OP_CAST,        /* dtype conversion (NumPy's astype) */
     MAAS_OP_COUNT
 } maas_op_id;
 
@@ -471,6 +481,20 @@ maas_status maas_loss_backward(maas_loss_op op, float *gpred, const float *gout,
                                const float *y_true, const float *y_pred,
                                int64_t N, int64_t C, int from_logits);
 
+/* Sparse categorical crossentropy with integer labels: `labels` (N) of
+ * dtype ldt (MAAS_I32, MAAS_I64, MAAS_I8 or MAAS_U8; MAAS_ERR_TYPE for
+ * others) holds class indices in [0, C) (MAAS_ERR_VALUE naming the row
+ * otherwise, checked before anything is written). The same per-row math as
+ * maas_loss_forward(MAAS_L_SCCE), so float and integer labels give the
+ * same bits. Forward overwrites out (N); backward accumulates gpred (N, C)
+ * += gout[n] * d loss[n] / d y_pred[n, c]. */
+maas_status maas_scce_forward_typed(float *out, const void *labels, maas_dtype ldt,
+                                    const float *y_pred, int64_t N, int64_t C,
+                                    int from_logits);
+maas_status maas_scce_backward_typed(float *gpred, const float *gout, const void *labels,
+                                     maas_dtype ldt, const float *y_pred, int64_t N,
+                                     int64_t C, int from_logits);
+
 /* -------------------------------------------------- ops: dropout.c */
 
 /* A counter-based generator: the same (seed, stream, index) always gives
@@ -627,12 +651,13 @@ maas_status maas_plan_update(maas_plan *plan, float lr, int64_t step);
 /* The model file is a safetensors file: an 8-byte little-endian header
  * length, a JSON header {name: {"dtype", "shape", "data_offsets"}, ...,
  * "__metadata__": {str: str}}, then the raw little-endian data. maas
- * writes float32 ("F32") tensors, pads the header with spaces so the data
+ * reads and writes the dtypes it has under safetensors's names (F32, I32,
+ * I64, I8, U8, BOOL; a BOOL byte must be 0 or 1), pads the header with spaces so the data
  * starts 64-byte aligned, and replaces the target atomically (temporary
  * file in the same folder, fsync, rename, fsync of the folder).
  *
- * A file is untrusted: every malformed header, truncation, dtype other
- * than F32, size mismatch, overlap, gap or out-of-bounds offset gives
+ * A file is untrusted: every malformed header, truncation, dtype maas
+ * lacks (F16, BF16, F64, ...: the message names it), size mismatch, overlap, gap or out-of-bounds offset gives
  * MAAS_ERR_FORMAT with a message saying what is wrong. Headers above
  * MAAS_ST_HEADER_CAP bytes are refused. I/O failures give MAAS_ERR_IO
  * (errno in maas_st_last_errno()). */
@@ -641,8 +666,9 @@ maas_status maas_plan_update(maas_plan *plan, float lr, int64_t step);
 typedef struct {
     const char *name;      /* UTF-8, NUL-terminated (may hold NULs: use name_len) */
     size_t name_len;
-    const char *dtype;     /* always "F32" once loaded */
+    const char *dtype;     /* the header's name ("F32", "I64", ...) */
     size_t dtype_len;
+    maas_dtype dt;         /* the same as a maas dtype once loaded */
     int ndim;
     int64_t shape[MAAS_MAX_DIMS];
     int64_t begin, end;    /* byte offsets in the data section */
@@ -661,7 +687,8 @@ maas_status maas_st_save(const char *path, int64_t n, const char *const *names,
 maas_status maas_st_check_metadata(const char *json, size_t len);
 /* Opens, validates and loads a file. use_mmap != 0: the file is mapped
  * (private, copy-on-write: writes to a tensor never reach the file) and
- * each tensor wraps the mapping without copying; the mapping is unmapped
+ * each tensor wraps the mapping without copying (a tensor whose offset is
+ * not a multiple of its element size is copied instead); the mapping is unmapped
  * when the file and every tensor are released. use_mmap == 0: each tensor
  * is a copy read with pread. Everything is read within this call, so a
  * binding may release the GIL around it. */

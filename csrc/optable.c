@@ -686,9 +686,16 @@ static maas_status loss_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor
     const char *name = loss_names[a->op];
     const maas_tensor *p = nd->in[0], *t = nd->in[1];
     char st_[160], sp[160];
-    maas_status s = all_f32(nd, name);
+    maas_status s = need_f32(nd, 0, name);
     if (s != MAAS_OK)
         return s;
+    /* labels: float32, or for SCCE an integer tensor read as it is */
+    int int_labels = t->dtype == MAAS_I32 || t->dtype == MAAS_I64 || t->dtype == MAAS_I8 ||
+                     t->dtype == MAAS_U8;
+    if (t->dtype != MAAS_F32 && !(a->op == MAAS_L_SCCE && int_labels))
+        return maas_error(MAAS_ERR_TYPE, "%s: y_true must be %s, received %s", name,
+                          a->op == MAAS_L_SCCE ? "an integer or float32 tensor" : "float32",
+                          maas_dtype_name(t->dtype));
     if (p->ndim < 1)
         return maas_error(MAAS_ERR_SHAPE, "%s: y_pred must have at least 1 dimension, got shape %s",
                           name, SHAPE(p, sp));
@@ -727,6 +734,10 @@ static maas_status loss_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor
 static maas_status loss_forward(maas_node *nd)
 {
     const loss_attr *a = CATTR(loss_attr, nd);
+    const maas_tensor *t = nd->in[1];
+    if (t->dtype != MAAS_F32)
+        return maas_scce_forward_typed(nd->out[0]->data, t->ptr, t->dtype, nd->in[0]->data, a->N,
+                                       a->C, (int)a->from_logits);
     return maas_loss_forward((maas_loss_op)a->op, nd->out[0]->data, nd->in[1]->data,
                              nd->in[0]->data, a->N, a->C, (int)a->from_logits);
 }
@@ -735,6 +746,10 @@ static maas_status loss_backward(const maas_node *nd, const maas_tensor *const *
                                  maas_tensor *const *gin)
 {
     const loss_attr *a = CATTR(loss_attr, nd);
+    const maas_tensor *t = nd->in[1];
+    if (t->dtype != MAAS_F32)
+        return maas_scce_backward_typed(gin[0]->data, gout[0]->data, t->ptr, t->dtype,
+                                        nd->in[0]->data, a->N, a->C, (int)a->from_logits);
     return maas_loss_backward((maas_loss_op)a->op, gin[0]->data, gout[0]->data, nd->in[1]->data,
                               nd->in[0]->data, a->N, a->C, (int)a->from_logits);
 }
@@ -775,6 +790,40 @@ static maas_status dropout_backward(const maas_node *nd, const maas_tensor *cons
                                     maas_tensor *const *gin)
 {
     return maas_dropout_backward(gin[0]->data, gout[0]->data, nd->saved[0]->data, gout[0]->size);
+}
+
+/* ----------------------------------------------------------------- cast */
+
+typedef struct {
+    int64_t dtype; /* the maas_dtype to convert to */
+} cast_attr;
+
+static const maas_attr_field cast_fields[] = {{"dtype", 'l', offsetof(cast_attr, dtype)},
+                                              {NULL, 0, 0}};
+
+static maas_status cast_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_spec *saved)
+{
+    int64_t dt = CATTR(cast_attr, nd)->dtype;
+    if (dt < 0 || dt >= MAAS_DTYPE_COUNT)
+        return maas_error(MAAS_ERR_TYPE, "cast: unknown dtype code %lld", (long long)dt);
+    spec_like(&outs[0], nd->in[0]);
+    outs[0].dtype = (maas_dtype)dt;
+    /* only float32 -> float32 carries a gradient (as in Keras) */
+    if (!(dt == MAAS_F32 && nd->in[0]->dtype == MAAS_F32))
+        nd->nograd = 1u;
+    return MAAS_OK;
+}
+
+static maas_status cast_forward(maas_node *nd)
+{
+    return maas_cast(nd->out[0]->ptr, nd->out[0]->dtype, nd->in[0]->ptr, nd->in[0]->dtype,
+                     nd->in[0]->size);
+}
+
+static maas_status cast_backward(const maas_node *nd, const maas_tensor *const *gout,
+                                 maas_tensor *const *gin)
+{
+    return maas_accumulate(gin[0]->data, gout[0]->data, gout[0]->size);
 }
 
 /* --------------------------------------------------------------- random */
@@ -838,6 +887,7 @@ static const maas_op_def table[MAAS_OP_COUNT] = {
     OP(MAAS_OP_LOSS, "loss", 2, 2, loss_attr, 0, loss_fields, loss),
     OP(MAAS_OP_DROPOUT, "dropout", 1, 1, dropout_attr, MAAS_OPF_RANDOM, dropout_fields, dropout),
     OP(MAAS_OP_RANDOM, "random", 0, 0, random_attr, MAAS_OPF_RANDOM, random_fields, random),
+    OP(MAAS_OP_CAST, "cast", 1, 1, cast_attr, 0, cast_fields, cast),
 };
 
 const maas_op_def *maas_op_get(int op)

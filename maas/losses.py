@@ -60,11 +60,16 @@ def categorical_crossentropy(y_true, y_pred, from_logits: bool = False,
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False,
                                     ignore_class=None, axis: int = -1):
-    """-log p[label] for integer labels in [0, classes)."""
+    """-log p[label] for integer labels in [0, classes).
+
+    Integer labels (int32, int64, int8, uint8 tensors or arrays) are read as
+    they are, without a pass through float; float labels are accepted when
+    every value is a whole number (else IntegerLabelError, both a TypeError
+    and a ValueError)."""
     _check_axis(axis, "sparse_categorical_crossentropy")
     if ignore_class is not None:
         raise NotImplementedError("sparse_categorical_crossentropy: ignore_class is not supported yet")
-    return _c.loss(_c.L_SCCE, y_true, y_pred, bool(from_logits))
+    return _c.scce_int(y_true, y_pred, bool(from_logits))
 
 
 def hinge(y_true, y_pred):

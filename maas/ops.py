@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _core
 from .random import dropout  # noqa: F401  (keras.random.dropout, here too)
+from ._typed import cast  # noqa: F401  (keras.ops.cast)
 from .tensor import Tensor, convert_to_numpy, convert_to_tensor  # noqa: F401
 
 _c = _core

@@ -15,6 +15,7 @@ Keras user continuing to train a loaded model would hit at once.
 import json
 import os
 import random
+import re
 import signal
 import struct
 import subprocess
@@ -133,7 +134,7 @@ def test_save_accepts_tensors_and_variables_and_checks_types(tmp_path):
     t, _ = load_tensors(p)
     assert t["v"].numpy().tolist() == [0, 0] and t["strided"].numpy().tolist() == [1] * 4
     assert t["big_endian"].numpy().tolist() == [1, 1]
-    with pytest.raises(TypeError, match="tensor 'x' has dtype float64; maas model files hold float32"):
+    with pytest.raises(TypeError, match="tensor 'x' has dtype float64; maas model files hold float32, int32, int64, int8, uint8, bool"):
         save_tensors(p, {"x": np.ones(2)})
     with pytest.raises(TypeError, match="metadata keys and values must be strings"):
         save_tensors(p, {}, {"epochs": 3})
@@ -275,7 +276,7 @@ def test_maas_reads_files_written_by_the_safetensors_package(tmp_path):
         verify_file(path)
 
     save_file({"half": np.ones(2, np.float16)}, str(tmp_path / "f16.safetensors"))
-    with pytest.raises(ModelFormatError, match="tensor 'half' has dtype 'F16'; maas reads only F32"):
+    with pytest.raises(ModelFormatError, match="tensor 'half' has dtype 'F16'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only"):
         load_tensors(tmp_path / "f16.safetensors")
 
 
@@ -329,8 +330,13 @@ MALFORMED = [
                                 '"data_offsets": [0, 4]}}', b"\0" * 4), "the key 'dtype' twice"),
     ("missing key", _st({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4), "tensor 'a' has no 'data_offsets'"),
     ("unknown key", _st({"a": dict(E, extra=1)}, b"\0" * 4), "unknown key 'extra'"),
-    ("dtype F64", _st({"a": _entry([1], 0, 8, "F64")}, b"\0" * 8), "tensor 'a' has dtype 'F64'; maas reads only F32"),
-    ("dtype I8", _st({"a": _entry([4], 0, 4, "I8")}, b"\0" * 4), "dtype 'I8'"),
+    ("dtype F64", _st({"a": _entry([1], 0, 8, "F64")}, b"\0" * 8), "tensor 'a' has dtype 'F64'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only"),
+    ("dtype BF16", _st({"a": _entry([2], 0, 4, "BF16")}, b"\0" * 4), "tensor 'a' has dtype 'BF16'; maas reads F32"),
+    ("dtype I16", _st({"a": _entry([2], 0, 4, "I16")}, b"\0" * 4), "tensor 'a' has dtype 'I16'; maas reads F32"),
+    ("I64 shape != bytes", _st({"a": _entry([2], 0, 8, "I64")}, b"\0" * 8),
+     r"tensor 'a' has shape \(2,\) \(16 bytes of I64\) but data_offsets \[0, 8\] hold 8 bytes"),
+    ("BOOL not 0 or 1", _st({"a": _entry([3], 0, 3, "BOOL")}, b"\0\1\2"),
+     "tensor 'a' is BOOL but element 2 is the byte 2"),
     ("negative dim", _st({"a": _entry([-1], 0, 4)}, b"\0" * 4), "non-negative integer"),
     ("float dim", _st('{"a": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}', b"\0" * 4),
      "must be an integer"),
@@ -444,6 +450,143 @@ def test_fuzz_mutated_and_truncated_files_load_or_raise_model_format_error(tmp_p
     elapsed = time.perf_counter() - t0
     print(f"\nfuzz: {n} files in {elapsed:.1f} s: {counts}")
     assert counts["refused"] > n // 2 and counts["loaded"] > 0
+
+
+# ------------------------------------------------------------------ dtypes
+
+FILE_DTYPES = {"float32": "F32", "int32": "I32", "int64": "I64", "int8": "I8", "uint8": "U8",
+               "bool": "BOOL"}
+
+
+def _typed_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    w = {}
+    for name in FILE_DTYPES:
+        if name == "bool":
+            w[name] = rng.random((3, 5)) < 0.5
+        elif name == "float32":
+            w[name] = rng.standard_normal((3, 5)).astype(np.float32)
+        else:
+            info = np.iinfo(name)
+            w[name] = rng.integers(info.min, info.max, size=(3, 5), endpoint=True, dtype=name)
+    w["odd_i8"] = np.array([-128, 0, 127], np.int8)        # 3 bytes: shifts what follows
+    w["scalar_i64"] = np.array(-(2**62) - 7, np.int64)
+    w["empty_i32"] = np.zeros((0, 2), np.int32)
+    return w
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_every_dtype_round_trips_bit_identically_and_stays_aligned(tmp_path, mmap):
+    w = _typed_weights()
+    path = tmp_path / "typed.safetensors"
+    save_tensors(path, w, {"note": "typed"})
+    tensors, meta = load_tensors(path, mmap=mmap)
+    assert set(tensors) == set(w) and meta["note"] == "typed"
+    for k, v in w.items():
+        t = tensors[k]
+        assert t.dtype == v.dtype.name and t.shape == v.shape
+        assert np.asarray(t).tobytes() == v.tobytes()
+        assert t._data_ptr % v.dtype.itemsize == 0
+    if mmap:  # every tensor wraps the mapping: the writer kept each one aligned
+        (lo, hi), = _mappings_of(path)
+        assert all(lo <= t._data_ptr < hi for t in tensors.values() if t.size)
+    # the file order: larger elements first, then names
+    sizes = [np.dtype(t.dtype).itemsize for t in tensors.values()]
+    assert sizes == sorted(sizes, reverse=True)
+    verify_file(path)
+
+
+@pytest.mark.parametrize("dtype", list(FILE_DTYPES))
+def test_each_dtype_is_read_and_written_like_the_safetensors_package(tmp_path, dtype):
+    from safetensors.numpy import load_file, save_file
+
+    v = _typed_weights(4)[dtype]
+    ours, theirs = tmp_path / "maas.safetensors", tmp_path / "st.safetensors"
+    save_tensors(ours, {"x": v})
+    got = load_file(str(ours))
+    assert got["x"].dtype == v.dtype and got["x"].tobytes() == v.tobytes()
+    header = json.loads(ours.read_bytes()[8:8 + struct.unpack("<Q", ours.read_bytes()[:8])[0]])
+    assert header["x"]["dtype"] == FILE_DTYPES[dtype]
+    save_file({"x": v, "f": np.ones(2, np.float32)}, str(theirs))
+    for mmap in (True, False):
+        tensors, _ = load_tensors(theirs, mmap=mmap)
+        assert tensors["x"].dtype == dtype and np.asarray(tensors["x"]).tobytes() == v.tobytes()
+        if mmap and v.size:
+            (lo, hi), = _mappings_of(theirs)
+            assert lo <= tensors["x"]._data_ptr < hi
+
+
+def test_dtypes_maas_lacks_are_refused_naming_the_dtype(tmp_path):
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors.torch import save_file as save_torch
+
+    save_file({"d": np.ones(2, np.float64)}, str(tmp_path / "f64"))
+    save_file({"s": np.ones(2, np.int16)}, str(tmp_path / "i16"))
+    save_torch({"b": torch.ones(2, dtype=torch.bfloat16)}, str(tmp_path / "bf16"))
+    for name, tensor, dt in [("f64", "d", "F64"), ("i16", "s", "I16"), ("bf16", "b", "BF16")]:
+        with pytest.raises(ModelFormatError, match=re.escape(
+                f"tensor '{tensor}' has dtype '{dt}'; maas reads F32, I32, I64, I8, U8 and BOOL "
+                f"tensors only (convert it, e.g. to F32, before saving)")):
+            load_tensors(tmp_path / name)
+    with pytest.raises(TypeError, match="tensor 'h' has dtype float16; maas model files hold float32, "
+                                        "int32, int64, int8, uint8, bool tensors"):
+        save_tensors(tmp_path / "x", {"h": np.ones(2, np.float16)})
+
+
+def test_a_weight_of_the_wrong_dtype_in_a_model_file_is_refused(tmp_path):
+    from maas.saving import model_file
+
+    model = maas.Sequential([maas.layers.Input((3,)), maas.layers.Dense(2)])
+    path = tmp_path / "m.maas"
+    model.save(path)
+    tensors, meta = load_tensors(path)
+    # the biases (the 1-D weights) stored as int32
+    typed = {k: np.asarray(v).astype(np.int32) if v.ndim == 1 else np.asarray(v)
+             for k, v in tensors.items()}
+    meta.pop(CHECKSUM_KEY)
+    save_tensors(path, typed, meta)
+    with pytest.raises(ModelFormatError, match=r"is int32, the model's weight float32"):
+        model_file.load_model(path)
+
+
+def test_saving_to_a_long_file_name_works(tmp_path):
+    """The temporary file's name does not grow with the target's: a 250-byte
+    basename (legal: the limit is 255) used to fail with ENAMETOOLONG."""
+    name = "m" * 250
+    save_tensors(tmp_path / name, {"x": np.ones(2, np.float32)})
+    assert load_tensors(tmp_path / name)[0]["x"].numpy().tolist() == [1.0, 1.0]
+    save_tensors(tmp_path / name, {"x": np.zeros(2, np.float32)})  # and over it
+    assert load_tensors(tmp_path / name)[0]["x"].numpy().tolist() == [0.0, 0.0]
+    assert os.listdir(tmp_path) == [name]                     # no temporary file left
+    with pytest.raises(OSError, match="File name too long"):
+        save_tensors(tmp_path / ("m" * 256), {})
+
+
+def test_fuzz_mutated_typed_files_load_or_raise_model_format_error(tmp_path):
+    """2,000 seeded mutations of a file holding every dtype."""
+    good_path = tmp_path / "good.safetensors"
+    save_tensors(good_path, _typed_weights(9))
+    good = good_path.read_bytes()
+    (hlen,) = struct.unpack("<Q", good[:8])
+    rng = random.Random(20261201)
+    path = tmp_path / "fuzz.safetensors"
+    counts = {"loaded": 0, "refused": 0}
+    for i in range(2000):
+        path.write_bytes(good[:rng.randrange(len(good))] if i % 10 == 0 else _mutate(rng, good, hlen))
+        try:
+            tensors, _ = load_tensors(path, mmap=bool(i % 2))
+        except ModelFormatError:
+            counts["refused"] += 1
+        else:
+            counts["loaded"] += 1
+            for t in tensors.values():
+                a = np.asarray(t)
+                assert a.dtype.name in FILE_DTYPES
+                if a.dtype == bool:
+                    assert set(a.view(np.uint8).ravel().tolist()) <= {0, 1}
+            del tensors
+    assert counts["refused"] > 1000 and counts["loaded"] > 0
 
 
 # ---------------------------------------------------------------- atomicity

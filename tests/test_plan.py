@@ -362,3 +362,21 @@ def test_take_gradient_uses_integer_row_indices_past_float_precision():
         loss = y.sum()
     g = tape.gradient(loss, x).numpy()
     assert g[n - 1, 0] == 1.0 and g[n - 2, 0] == 2.0 and g.sum() == 3.0
+
+
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "binary_crossentropy"])
+def test_integer_labels_are_replayed_not_frozen(loss):
+    """int64 labels reach the plan as they are (SCCE reads them, BCE casts
+    them with a recorded cast node): each replay sees its own batch's labels,
+    and the plan gives eager's bits."""
+    x, y = digits()
+    if loss == "binary_crossentropy":
+        y = (y > 4)[:, None]
+        build = lambda: maas.Sequential([maas.Input((64,)), L.Dense(8, activation="relu"),
+                                         L.Dense(1, activation="sigmoid")])
+    else:
+        build = mlp()
+    res = fit_both(build, lambda: dict(optimizer="adam", loss=loss), x, y.astype(np.int64))
+    assert_same_bits(*res)
+    tr = next(iter(res[0]._plan._train.values()))
+    assert tr.plan.num_nodes > 3

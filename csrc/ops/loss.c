@@ -329,3 +329,85 @@ maas_status maas_loss_backward(maas_loss_op op, float *gpred, const float *gout,
     }
     return MAAS_OK;
 }
+
+/* ---- sparse categorical crossentropy with integer labels (no float pass)
+ * The same rows as maas_loss_forward/backward's MAAS_L_SCCE. */
+
+static int64_t label_at(const void *labels, maas_dtype ldt, int64_t n)
+{
+    switch (ldt) {
+    case MAAS_I32: return ((const int32_t *)labels)[n];
+    case MAAS_I64: return ((const int64_t *)labels)[n];
+    case MAAS_I8: return ((const int8_t *)labels)[n];
+    case MAAS_U8: return ((const uint8_t *)labels)[n];
+    default: return -1;
+    }
+}
+
+static maas_status check_int_labels(const char *fn, const void *labels, maas_dtype ldt,
+                                    int64_t N, int64_t C)
+{
+    if (ldt != MAAS_I32 && ldt != MAAS_I64 && ldt != MAAS_I8 && ldt != MAAS_U8)
+        return maas_error(MAAS_ERR_TYPE,
+                          "sparse_categorical_crossentropy: labels must be an integer tensor "
+                          "(int32, int64, int8 or uint8), received %s",
+                          maas_dtype_name(ldt));
+    if (N < 0 || C < 0)
+        return maas_error(MAAS_ERR_VALUE, "%s: negative size (N=%lld, C=%lld)", fn,
+                          (long long)N, (long long)C);
+    int64_t total;
+    if (maas_mul_size(N, C, &total) != 0)
+        return maas_error(MAAS_ERR_VALUE, "%s: size N*C overflows", fn);
+    if (N > 0 && !labels)
+        return maas_error(MAAS_ERR_VALUE, "%s: NULL buffer", fn);
+    for (int64_t n = 0; n < N; n++) {
+        int64_t l = label_at(labels, ldt, n);
+        if (l < 0 || l >= C)
+            return maas_error(MAAS_ERR_VALUE,
+                              "sparse_categorical_crossentropy: label %lld at row %lld is out "
+                              "of range [0, %lld)",
+                              (long long)l, (long long)n, (long long)C);
+    }
+    return MAAS_OK;
+}
+
+maas_status maas_scce_forward_typed(float *out, const void *labels, maas_dtype ldt,
+                                    const float *y_pred, int64_t N, int64_t C,
+                                    int from_logits)
+{
+    maas_status st = check_int_labels("scce_forward", labels, ldt, N, C);
+    if (st != MAAS_OK || N == 0)
+        return st;
+    if (!out || !y_pred)
+        return maas_error(MAAS_ERR_VALUE, "scce_forward: NULL buffer");
+    /* C == 0 cannot get here: no label lies in [0, 0) */
+    const int nt = maas_get_num_threads();
+    const int logits = from_logits != 0;
+    const int64_t total = N * C;
+#pragma omp parallel for schedule(static) if (total > MAAS_PAR_THRESHOLD) \
+    num_threads(nt)
+    for (int64_t n = 0; n < N; n++)
+        out[n] = (float)row_forward(MAAS_L_SCCE, NULL, y_pred + n * C, C,
+                                    label_at(labels, ldt, n), logits, 0);
+    return MAAS_OK;
+}
+
+maas_status maas_scce_backward_typed(float *gpred, const float *gout, const void *labels,
+                                     maas_dtype ldt, const float *y_pred, int64_t N,
+                                     int64_t C, int from_logits)
+{
+    maas_status st = check_int_labels("scce_backward", labels, ldt, N, C);
+    if (st != MAAS_OK || !gpred || N == 0)
+        return st;
+    if (!gout || !y_pred)
+        return maas_error(MAAS_ERR_VALUE, "scce_backward: NULL buffer");
+    const int nt = maas_get_num_threads();
+    const int logits = from_logits != 0;
+    const int64_t total = N * C;
+#pragma omp parallel for schedule(static) if (total > MAAS_PAR_THRESHOLD) \
+    num_threads(nt)
+    for (int64_t n = 0; n < N; n++)
+        row_backward(MAAS_L_SCCE, gpred + n * C, NULL, y_pred + n * C, C,
+                     label_at(labels, ldt, n), logits, 0, gout[n]);
+    return MAAS_OK;
+}

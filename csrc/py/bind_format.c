@@ -158,11 +158,13 @@ static PyObject *check_safetensors_metadata(PyObject *module, PyObject *arg)
 PyMethodDef bind_format_methods[] = {
     {"save_safetensors", save_safetensors, METH_VARARGS,
      "save_safetensors(path, [(name, Tensor), ...], metadata_json=None)\n\n"
-     "Writes a safetensors file atomically (temporary file, fsync, rename), float32 tensors in the\n"
-     "given order, metadata_json (a JSON object of str -> str) as __metadata__."},
+     "Writes a safetensors file atomically (temporary file, fsync, rename), tensors of any maas dtype\n"
+     "(F32, I32, I64, I8, U8, BOOL) in the given order, metadata_json (a JSON object of str -> str)\n"
+     "as __metadata__."},
     {"load_safetensors", (PyCFunction)(void (*)(void))load_safetensors, METH_VARARGS | METH_KEYWORDS,
      "load_safetensors(path, mmap=True) -> (dict name -> Tensor, metadata_json)\n\n"
-     "Validates the whole header first; ModelFormatError says what is wrong. With mmap=True the\n"
+     "Validates the whole header first; ModelFormatError says what is wrong (a dtype maas lacks,\n"
+     "such as F16, BF16 or F64, is named). With mmap=True the\n"
      "tensors wrap a private copy-on-write mapping of the file (no copy); the dict is in data order."},
     {"check_safetensors_metadata", check_safetensors_metadata, METH_O,
      "check_safetensors_metadata(json) -> None; ModelFormatError unless a JSON object of str -> str."},

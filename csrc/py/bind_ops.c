@@ -44,7 +44,7 @@ static maas_tensor *run_node(maas_node *nd)
 }
 
 /* A node of op `op` over inputs (new references, released here). */
-static maas_tensor *run_op(int op, int nin, maas_tensor **in, const void *attr, size_t attr_size)
+maas_tensor *run_op(int op, int nin, maas_tensor **in, const void *attr, size_t attr_size)
 {
     maas_node nd;
     memset(&nd, 0, offsetof(maas_node, attr));
@@ -640,8 +640,21 @@ static PyObject *py_loss(PyObject *m, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "loss: unknown op %d", op);
     module_state *st = state_of_module(m);
     maas_tensor *in[2]; /* y_pred, y_true */
-    if (convert_inputs(st, 2, objs, in) < 0)
+    if (!(in[0] = as_float_tensor(st, objs[0], "loss: y_pred")))
         return NULL;
+    /* y_true: cast to float32 as Keras's losses do (integer label tensors),
+     * by a recorded cast node, so that a traced step replays it */
+    if (!(in[1] = as_typed_tensor(st, objs[1], -1, 0))) {
+        maas_tensor_decref(in[0]);
+        return NULL;
+    }
+    if (in[1]->dtype != MAAS_F32) {
+        int64_t to = MAAS_F32;
+        if (!(in[1] = run_op(MAAS_OP_CAST, 1, &in[1], &to, sizeof to))) {
+            maas_tensor_decref(in[0]);
+            return NULL;
+        }
+    }
     int64_t a[2] = {op, from_logits};
     return wrap_or_null(st, run_op(MAAS_OP_LOSS, 2, in, a, sizeof a));
 }
@@ -663,19 +676,36 @@ static PyObject *py_dropout(PyObject *m, PyObject *args)
 
 /* -------------------------------------------- in-place: optimizers, fills */
 
-/* The core tensor of a Tensor argument that is written in place. */
-static maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
+/* The core tensor of a Tensor argument that is written in place: a NEW
+ * reference (release it with maas_tensor_decref, with the GIL held), so
+ * that a share_memory on another thread, which swaps the Tensor's core
+ * tensor while a kernel runs without the GIL, cannot free it under the
+ * kernel. `float_only`: the tensor must be float32. NULL with TypeError
+ * (None included: a caller for which None is allowed checks that first). */
+static maas_tensor *inplace_ref(module_state *st, PyObject *o, const char *op, const char *what,
+                                int float_only)
 {
     trace_note("the step (call() or compute_loss) writes a tensor in place (assign, an "
                "optimizer update, a random fill)");
-    if (o == Py_None)
-        return NULL;
     if (!is_tensor(st, o)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a maas Tensor or Variable, got %.100s",
-                     op, what, Py_TYPE(o)->tp_name);
+                     op, what, o == Py_None ? "None" : Py_TYPE(o)->tp_name);
         return NULL;
     }
-    return TENSOR(o);
+    maas_tensor *t = TENSOR(o);
+    if (float_only && t->dtype != MAAS_F32) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a float32 tensor, received %s", op, what,
+                     maas_dtype_name(t->dtype));
+        return NULL;
+    }
+    maas_tensor_incref(t);
+    return t;
+}
+
+/* A float32 tensor written in place (a new reference; see inplace_ref). */
+static maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
+{
+    return inplace_ref(st, o, op, what, 1);
 }
 
 /* Checks that each non-NULL slot has p's shape. */
@@ -692,16 +722,20 @@ static int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots
     return 0;
 }
 
-/* The common end of an optimizer binding: releases the gradient, reports a
- * shape error (already set) or a kernel status, and marks the write. */
-static PyObject *finish_update(maas_tensor *g, maas_tensor *p, int bad, maas_status s)
+/* The common end of an optimizer binding: releases the gradient and the
+ * in-place arguments (refs[0] is the variable), reports a shape error
+ * (already set) or a kernel status, and marks the write. */
+static PyObject *finish_update(maas_tensor *g, maas_tensor **refs, int nrefs, int bad,
+                               maas_status s)
 {
     maas_tensor_decref(g);
+    if (!bad && s == MAAS_OK)
+        refs[0]->version++;
+    decref_all(refs, nrefs);
     if (bad)
         return NULL;
     if (s != MAAS_OK)
         return raise_status(s);
-    p->version++;
     Py_RETURN_NONE;
 }
 
@@ -714,17 +748,19 @@ static PyObject *py_sgd_update(PyObject *m, PyObject *args)
         return NULL;
     module_state *st = state_of_module(m);
     maas_tensor *p = inplace_arg(st, po, "sgd", "the variable"), *v = NULL, *g;
-    if (!p || (vo != Py_None && !(v = inplace_arg(st, vo, "sgd", "the velocity"))))
+    if (!p || (vo != Py_None && !(v = inplace_arg(st, vo, "sgd", "the velocity"))) ||
+        !(g = as_tensor(st, go))) {
+        maas_tensor_decref(p);
+        maas_tensor_decref(v);
         return NULL;
-    if (!(g = as_tensor(st, go)))
-        return NULL;
+    }
     int bad = check_slots("sgd", p, (maas_tensor *[]){g, v}, (const char *[]){"gradient", "velocity"}, 2);
     maas_status s = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       s = maas_sgd_update(p->data, v ? v->data : NULL, g->data, p->size, lr,
                                           momentum, nesterov, wd));
-    return finish_update(g, p, bad, s);
+    return finish_update(g, (maas_tensor *[]){p, v}, 2, bad, s);
 }
 
 static PyObject *py_adam_update(PyObject *m, PyObject *args)
@@ -737,13 +773,14 @@ static PyObject *py_adam_update(PyObject *m, PyObject *args)
         return NULL;
     module_state *st = state_of_module(m);
     maas_tensor *p = inplace_arg(st, po, "adam", "the variable");
-    maas_tensor *mm = inplace_arg(st, mo, "adam", "the first moment");
-    maas_tensor *v = inplace_arg(st, vo, "adam", "the second moment");
-    maas_tensor *h = NULL, *g;
-    if (!p || !mm || !v || (ho != Py_None && !(h = inplace_arg(st, ho, "adam", "vhat"))))
+    maas_tensor *mm = p ? inplace_arg(st, mo, "adam", "the first moment") : NULL;
+    maas_tensor *v = mm ? inplace_arg(st, vo, "adam", "the second moment") : NULL;
+    maas_tensor *h = NULL, *g = NULL;
+    if (!v || (ho != Py_None && !(h = inplace_arg(st, ho, "adam", "vhat"))) ||
+        !(g = as_tensor(st, go))) {
+        decref_all((maas_tensor *[]){p, mm, v, h}, 4);
         return NULL;
-    if (!(g = as_tensor(st, go)))
-        return NULL;
+    }
     int bad = check_slots("adam", p, (maas_tensor *[]){g, mm, v, h},
                           (const char *[]){"gradient", "m", "v", "vhat"}, 4);
     maas_status s = MAAS_OK;
@@ -751,7 +788,7 @@ static PyObject *py_adam_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       s = maas_adam_update(p->data, mm->data, v->data, h ? h->data : NULL,
                                            g->data, p->size, lr, b1, b2, eps, step, wd));
-    return finish_update(g, p, bad, s);
+    return finish_update(g, (maas_tensor *[]){p, mm, v, h}, 4, bad, s);
 }
 
 static PyObject *py_rmsprop_update(PyObject *m, PyObject *args)
@@ -764,13 +801,14 @@ static PyObject *py_rmsprop_update(PyObject *m, PyObject *args)
         return NULL;
     module_state *st = state_of_module(m);
     maas_tensor *p = inplace_arg(st, po, "rmsprop", "the variable");
-    maas_tensor *v = inplace_arg(st, vo, "rmsprop", "the velocity");
-    maas_tensor *a = NULL, *mm = NULL, *g;
-    if (!p || !v || (ao != Py_None && !(a = inplace_arg(st, ao, "rmsprop", "the average gradient"))) ||
-        (mo != Py_None && !(mm = inplace_arg(st, mo, "rmsprop", "the momentum"))))
+    maas_tensor *v = p ? inplace_arg(st, vo, "rmsprop", "the velocity") : NULL;
+    maas_tensor *a = NULL, *mm = NULL, *g = NULL;
+    if (!v || (ao != Py_None && !(a = inplace_arg(st, ao, "rmsprop", "the average gradient"))) ||
+        (mo != Py_None && !(mm = inplace_arg(st, mo, "rmsprop", "the momentum"))) ||
+        !(g = as_tensor(st, go))) {
+        decref_all((maas_tensor *[]){p, v, a, mm}, 4);
         return NULL;
-    if (!(g = as_tensor(st, go)))
-        return NULL;
+    }
     int bad = check_slots("rmsprop", p, (maas_tensor *[]){g, v, a, mm},
                           (const char *[]){"gradient", "velocity", "average gradient", "momentum"}, 4);
     maas_status s = MAAS_OK;
@@ -779,7 +817,7 @@ static PyObject *py_rmsprop_update(PyObject *m, PyObject *args)
                       s = maas_rmsprop_update(p->data, v->data, a ? a->data : NULL,
                                               mm ? mm->data : NULL, g->data, p->size, lr, rho,
                                               momentum, eps, centered, wd));
-    return finish_update(g, p, bad, s);
+    return finish_update(g, (maas_tensor *[]){p, v, a, mm}, 4, bad, s);
 }
 
 /* assign(dst, src, mode): dst = src (0), dst += src (1), dst -= src (2);
@@ -790,15 +828,22 @@ static PyObject *py_assign(PyObject *m, PyObject *args)
     int mode = 0;
     if (!PyArg_ParseTuple(args, "OO|i:assign", &dobj, &sobj, &mode))
         return NULL;
+    if (mode < 0 || mode > 2)
+        return PyErr_Format(PyExc_ValueError, "assign: mode must be 0 (=), 1 (+=) or 2 (-=), got %d",
+                            mode);
     module_state *st = state_of_module(m);
-    maas_tensor *d = inplace_arg(st, dobj, "assign", "the target"), *s;
-    if (!d || !(s = as_tensor(st, sobj)))
+    maas_tensor *d = inplace_arg(st, dobj, "assign", "the target"), *s = NULL;
+    if (!d || !(s = as_float_tensor(st, sobj, "assign"))) {
+        maas_tensor_decref(d);
         return NULL;
-    if (!(maas_same_shape(d, s) || s->size == 1 || (s->size == d->size && d->ndim == s->ndim))) {
+    }
+    /* the value has the variable's shape, or is a single element (broadcast) */
+    if (!(maas_same_shape(d, s) || s->size == 1)) {
         char a[160], b[160];
         PyErr_Format(PyExc_ValueError, "assign: value shape %s does not match variable shape %s",
                      SHAPE(s, a), SHAPE(d, b));
         maas_tensor_decref(s);
+        maas_tensor_decref(d);
         return NULL;
     }
     if (s->size == 1 && d->size != 1) {
@@ -814,6 +859,7 @@ static PyObject *py_assign(PyObject *m, PyObject *args)
     }
     d->version++;
     maas_tensor_decref(s);
+    maas_tensor_decref(d);
     Py_RETURN_NONE;
 }
 
@@ -837,8 +883,13 @@ static PyObject *py_scale_(PyObject *m, PyObject *args)
     maas_tensor *t = inplace_arg(state_of_module(m), x, "scale_", "the tensor");
     if (!t)
         return NULL;
-    MAAS_NOGIL_IF(t->size > MAAS_NOGIL_WORK, maas_scale_inplace(t->data, t->size, s));
-    t->version++;
+    maas_status st;
+    MAAS_NOGIL_IF(t->size > MAAS_NOGIL_WORK, st = maas_scale_inplace(t->data, t->size, s));
+    if (st == MAAS_OK)
+        t->version++;
+    maas_tensor_decref(t);
+    if (st != MAAS_OK)
+        return raise_status(st);
     Py_RETURN_NONE;
 }
 
@@ -851,8 +902,13 @@ static PyObject *py_clip_(PyObject *m, PyObject *args)
     maas_tensor *t = inplace_arg(state_of_module(m), x, "clip_", "the tensor");
     if (!t)
         return NULL;
-    MAAS_NOGIL_IF(t->size > MAAS_NOGIL_WORK, maas_clip_inplace(t->data, t->size, lo, hi));
-    t->version++;
+    maas_status st;
+    MAAS_NOGIL_IF(t->size > MAAS_NOGIL_WORK, st = maas_clip_inplace(t->data, t->size, lo, hi));
+    if (st == MAAS_OK)
+        t->version++;
+    maas_tensor_decref(t);
+    if (st != MAAS_OK)
+        return raise_status(st);
     Py_RETURN_NONE;
 }
 
@@ -872,9 +928,11 @@ static PyObject *py_fill_random(PyObject *m, PyObject *args)
     MAAS_NOGIL_IF(t->size > MAAS_NOGIL_WORK,
                   s = kind ? maas_rng_fill_normal(t->data, t->size, a, b, seed, stream)
                            : maas_rng_fill_uniform(t->data, t->size, a, b, seed, stream));
+    if (s == MAAS_OK)
+        t->version++;
+    maas_tensor_decref(t);
     if (s != MAAS_OK)
         return raise_status(s);
-    t->version++;
     Py_RETURN_NONE;
 }
 
@@ -887,23 +945,38 @@ static PyObject *py_share_memory(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO:share_memory", &dobj, &sobj))
         return NULL;
     module_state *st = state_of_module(m);
-    maas_tensor *d = inplace_arg(st, dobj, "share_memory", "the target");
-    maas_tensor *s = d ? inplace_arg(st, sobj, "share_memory", "the source") : NULL;
+    maas_tensor *d = inplace_ref(st, dobj, "share_memory", "the target", 0);
+    maas_tensor *s = d ? inplace_ref(st, sobj, "share_memory", "the source", 0) : NULL;
+    PyObject *r = NULL;
+    char a[160], b[160];
     if (!s)
-        return NULL;
+        goto done;
     if (!maas_same_shape(d, s)) {
-        char a[160], b[160];
-        return PyErr_Format(PyExc_ValueError, "share_memory: source shape %s does not match %s",
-                            SHAPE(s, a), SHAPE(d, b));
+        PyErr_Format(PyExc_ValueError, "share_memory: source shape %s does not match %s",
+                     SHAPE(s, a), SHAPE(d, b));
+        goto done;
+    }
+    if (d->dtype != s->dtype) {
+        PyErr_Format(PyExc_TypeError, "share_memory: the source is %s but the target is %s",
+                     maas_dtype_name(s->dtype), maas_dtype_name(d->dtype));
+        goto done;
     }
     maas_tensor *v = maas_tensor_view(s, 0, s->ndim, s->shape);
-    if (!v)
-        return raise_status(MAAS_ERR_NOMEM);
+    if (!v) {
+        raise_status(MAAS_ERR_NOMEM);
+        goto done;
+    }
     v->requires_grad = d->requires_grad;
     v->version = d->version + 1;
+    /* the Tensor's own reference to d goes; ours is released below, after
+     * which a kernel of another thread still holding d keeps it alive */
     ((TensorObject *)dobj)->t = v;
     maas_tensor_decref(d);
-    Py_RETURN_NONE;
+    r = Py_NewRef(Py_None);
+done:
+    maas_tensor_decref(s);
+    maas_tensor_decref(d);
+    return r;
 }
 
 /* ---------------------------------------------------------------- threads */

@@ -11,10 +11,12 @@
 
 #define SHAPE2(t, buf) maas_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
 
-/* The core tensor of an argument written in place (borrowed), or NULL with
- * TypeError set. */
+/* The core tensor of an argument written in place: a new reference, held
+ * for the whole call so that another thread's share_memory cannot free it
+ * under the kernel; NULL with TypeError set. */
 static maas_tensor *slot_arg(module_state *st, PyObject *o, const char *op, const char *what)
 {
+    trace_note("the step (call() or compute_loss) writes a tensor in place (an optimizer update)");
     if (!is_tensor(st, o)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a maas Tensor or Variable, got %.100s",
                      op, what, Py_TYPE(o)->tp_name);
@@ -25,6 +27,7 @@ static maas_tensor *slot_arg(module_state *st, PyObject *o, const char *op, cons
                      maas_dtype_name(TENSOR(o)->dtype));
         return NULL;
     }
+    maas_tensor_incref(TENSOR(o));
     return TENSOR(o);
 }
 
@@ -42,48 +45,58 @@ static int check_shapes(const char *op, maas_tensor *p, maas_tensor *const *slot
     return 0;
 }
 
-/* Releases the gradient, reports a shape error (already set) or a kernel
- * status, and marks the write. */
-static PyObject *update_done(maas_tensor *g, maas_tensor *p, int bad, maas_status s)
+/* Releases the gradient, the variable and its slots, reports a shape error
+ * (already set) or a kernel status, and marks the write. */
+static PyObject *update_done(maas_tensor *g, maas_tensor *p, maas_tensor *const *slots,
+                             int nslots, int bad, maas_status s)
 {
     maas_tensor_decref(g);
+    if (!bad && s == MAAS_OK)
+        p->version++;
+    maas_tensor_decref(p);
+    for (int i = 0; i < nslots; i++)
+        maas_tensor_decref(slots[i]);
     if (bad)
         return NULL;
     if (s != MAAS_OK)
         return raise_status(s);
-    p->version++;
     Py_RETURN_NONE;
 }
 
-/* Parses the variable, `nslots` slots and the gradient: p and slots are
- * borrowed, *g is a new reference. -1 with an exception set. */
+/* Parses the variable, `nslots` slots and the gradient: all new references
+ * (released by update_done). -1 with an exception set and nothing held. */
 static int take_args(module_state *st, const char *op, PyObject *po, PyObject *go,
                      PyObject *const *so, const char *const *names, int nslots,
                      maas_tensor **p, maas_tensor **slots, maas_tensor **g)
 {
+    int got = 0;
+    *g = NULL;
     if (!(*p = slot_arg(st, po, op, "the variable")))
         return -1;
-    for (int i = 0; i < nslots; i++)
-        if (!(slots[i] = slot_arg(st, so[i], op, names[i])))
-            return -1;
+    for (; got < nslots; got++)
+        if (!(slots[got] = slot_arg(st, so[got], op, names[got])))
+            goto fail;
     if (!(*g = as_tensor(st, go)))
-        return -1;
+        goto fail;
     if ((*g)->dtype != MAAS_F32) {
         PyErr_Format(PyExc_TypeError, "%s: the gradient must be float32, got %s", op,
                      maas_dtype_name((*g)->dtype));
-        maas_tensor_decref(*g);
-        *g = NULL;
-        return -1;
+        goto fail;
     }
     if (!maas_same_shape(*g, *p)) {
         char a[160], b[160];
         PyErr_Format(PyExc_ValueError, "%s: gradient shape %s does not match variable shape %s",
                      op, SHAPE2(*g, a), SHAPE2(*p, b));
-        maas_tensor_decref(*g);
-        *g = NULL;
-        return -1;
+        goto fail;
     }
     return 0;
+fail:
+    maas_tensor_decref(*g);
+    *g = NULL;
+    maas_tensor_decref(*p);
+    for (int i = 0; i < got; i++)
+        maas_tensor_decref(slots[i]);
+    return -1;
 }
 
 static PyObject *py_adagrad_update(PyObject *m, PyObject *args)
@@ -103,7 +116,7 @@ static PyObject *py_adagrad_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_adagrad_update(p->data, s[0]->data, g->data, p->size, lr, eps,
                                                wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 static PyObject *py_adadelta_update(PyObject *m, PyObject *args)
@@ -124,7 +137,7 @@ static PyObject *py_adadelta_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_adadelta_update(p->data, s[0]->data, s[1]->data, g->data,
                                                 p->size, lr, rho, eps, wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 static PyObject *py_adamax_update(PyObject *m, PyObject *args)
@@ -146,7 +159,7 @@ static PyObject *py_adamax_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_adamax_update(p->data, s[0]->data, s[1]->data, g->data,
                                               p->size, lr, b1, b2, eps, step, wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 static PyObject *py_nadam_update(PyObject *m, PyObject *args)
@@ -169,7 +182,7 @@ static PyObject *py_nadam_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_nadam_update(p->data, s[0]->data, s[1]->data, g->data,
                                              p->size, lr, b1, b2, eps, step, u_product, wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 static PyObject *py_lion_update(PyObject *m, PyObject *args)
@@ -189,7 +202,7 @@ static PyObject *py_lion_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_lion_update(p->data, s[0]->data, g->data, p->size, lr, b1, b2,
                                             wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 static PyObject *py_ftrl_update(PyObject *m, PyObject *args)
@@ -210,7 +223,7 @@ static PyObject *py_ftrl_update(PyObject *m, PyObject *args)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
                       st = maas_ftrl_update(p->data, s[0]->data, s[1]->data, g->data, p->size,
                                             lr, lr_power, l1, l2, l2s, beta, wd));
-    return update_done(g, p, bad, st);
+    return update_done(g, p, s, (int)(sizeof s / sizeof s[0]), bad, st);
 }
 
 PyMethodDef bind_optim2_methods[] = {

@@ -105,8 +105,10 @@ int record_node(const maas_node *nd)
         /* a random op starts a new value every step: recorded even on
          * constants, so that a trace replays it (a dropout mask of ones) */
         int tracked = (maas_op_get(nd->op)->flags & MAAS_OPF_RANDOM) != 0;
+        /* inputs without a gradient count too: a trace must replay the cast
+         * of its integer labels */
         for (int i = 0; i < nd->nin && !tracked; i++)
-            tracked = !(nd->nograd >> i & 1u) && maas_tape_tracks(t->tape, nd->in[i]);
+            tracked = maas_tape_tracks(t->tape, nd->in[i]);
         if (tracked) {
             if (check_idle(t) < 0)
                 return -1;

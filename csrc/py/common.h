@@ -46,10 +46,32 @@ int is_tensor(module_state *st, PyObject *o);
 /* Wraps a core tensor in a new Tensor object (steals the reference; on
  * failure the tensor is released). */
 PyObject *tensor_wrap(module_state *st, maas_tensor *t);
-/* A new core reference for any array-like (a Tensor is shared, a float32
- * C-contiguous writeable array is wrapped without copying, other numeric
- * data is converted). NULL with TypeError/ValueError set. */
+/* A new float32 core reference for any array-like (a float32 Tensor is
+ * shared, a float32 C-contiguous writeable array is wrapped without
+ * copying, other numeric data is converted); a Tensor of another dtype is
+ * refused (TypeError: "this op: expected a float32 tensor, received ...").
+ * NULL with TypeError/ValueError set. as_float_tensor(st, o, NULL). */
 maas_tensor *as_tensor(module_state *st, PyObject *o);
+/* The same, but a Tensor of another dtype is converted too (a float32
+ * copy): for inputs Keras casts itself, such as a loss's y_true
+ * (`ops.cast(y_true, y_pred.dtype)` in every Keras loss). */
+maas_tensor *as_float_converted(module_state *st, PyObject *o);
+/* The same for a float32 kernel's input, naming the op (`opname`, or "this
+ * op" when NULL) in the TypeError a Tensor of another dtype gets: a Tensor
+ * is shared only when it is float32; other array-likes (Python numbers,
+ * lists, arrays of any numeric dtype) are converted to float32. */
+maas_tensor *as_float_tensor(module_state *st, PyObject *o, const char *opname);
+/* A new core reference of dtype `dtype` (a maas_dtype, or -1 to keep a
+ * Tensor's dtype and infer an array's: float64 -> float32, int16/uint16 ->
+ * int32, uint32 -> int64). Zero-copy when the data already is a Tensor or a
+ * C-contiguous native array of that dtype and !force_copy; otherwise a
+ * converted copy (maas_cast for a Tensor, NumPy's astype for others). */
+maas_tensor *as_typed_tensor(module_state *st, PyObject *o, int dtype, int force_copy);
+/* PyArg "O&" converter: "float32", np.int64, np.dtype("uint8"), ... ->
+ * maas_dtype; TypeError naming the dtype maas lacks (float64, ...). */
+int dtype_converter(PyObject *o, maas_dtype *out);
+/* NumPy's type number of a maas dtype. */
+int npy_type_of_dtype(maas_dtype dt);
 #define TENSOR(o) (((TensorObject *)(o))->t)
 
 /* bind_ops.c: op entry points shared with the Tensor's number slots. */
@@ -62,6 +84,11 @@ PyObject *op_transpose(module_state *st, PyObject *x);
 PyObject *op_reduce(module_state *st, maas_reduce_op op, PyObject *x, PyObject *axis,
                     int keepdims);
 extern PyMethodDef bind_ops_methods[];
+/* Runs one node of table op `op` over `nin` inputs (new references, released
+ * here) with the given attribute block: infer, allocate, forward (GIL
+ * released when large), record on active tapes. New reference to the first
+ * output, or NULL with an exception. */
+maas_tensor *run_op(int op, int nin, maas_tensor **in, const void *attr, size_t attr_size);
 
 /* bind_tape.c */
 int tape_type_init(PyObject *module, module_state *st);
@@ -84,6 +111,10 @@ int plan_type_init(PyObject *module, module_state *st);
 
 /* bind_format.c: save_safetensors, load_safetensors */
 extern PyMethodDef bind_format_methods[];
+
+/* bind_cast.c: cast (typed tensors) and scce_int (integer labels); to move
+ * onto the op table */
+extern PyMethodDef bind_cast_methods[];
 
 /* Runs `stmt` with the GIL released when `big` is true. */
 #define MAAS_NOGIL_IF(big, stmt)                                               \

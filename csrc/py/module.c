@@ -24,7 +24,7 @@ static const struct {
     {"OP_REDUCE", MAAS_OP_REDUCE}, {"OP_MATMUL", MAAS_OP_MATMUL}, {"OP_DENSE", MAAS_OP_DENSE},
     {"OP_VIEW", MAAS_OP_VIEW}, {"OP_ROWS", MAAS_OP_ROWS}, {"OP_TAKE", MAAS_OP_TAKE},
     {"OP_TRANSPOSE", MAAS_OP_TRANSPOSE}, {"OP_CONCAT", MAAS_OP_CONCAT}, {"OP_LOSS", MAAS_OP_LOSS},
-    {"OP_DROPOUT", MAAS_OP_DROPOUT}, {"OP_RANDOM", MAAS_OP_RANDOM}, {"OP_COUNT", MAAS_OP_COUNT},
+    {"OP_DROPOUT", MAAS_OP_DROPOUT}, {"OP_RANDOM", MAAS_OP_RANDOM}, {"OP_CAST", MAAS_OP_CAST}, {"OP_COUNT", MAAS_OP_COUNT},
     {"MAX_DIMS", MAAS_MAX_DIMS}, {"PAR_THRESHOLD", MAAS_PAR_THRESHOLD},
 };
 
@@ -40,6 +40,7 @@ static int core_exec(PyObject *m)
     if (PyModule_AddFunctions(m, bind_ops_methods) < 0 ||
         PyModule_AddFunctions(m, bind_optim2_methods) < 0 ||
         PyModule_AddFunctions(m, bind_format_methods) < 0 ||
+        PyModule_AddFunctions(m, bind_cast_methods) < 0 ||
         PyModule_AddFunctions(m, bind_trace_methods) < 0)
         return -1;
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)

@@ -259,7 +259,7 @@ static void test_malformed(void)
     BAD(h, 8, "exactly two integers");
     snprintf(h, sizeof h, "{\"a\":{%s,\"shape\":1,\"data_offsets\":[0,4]}}", T);
     BAD(h, 4, "shape of tensor 'a' must be an array");
-    BAD("{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "tensor 'a' has dtype 'F16'; maas reads only F32");
+    BAD("{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "tensor 'a' has dtype 'F16'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only");
     BAD("{\"a\":{\"dtype\":5,\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "dtype of tensor 'a' must be a string");
     /* sizes and offsets */
     snprintf(h, sizeof h, "{\"a\":{%s,\"shape\":[2,3],\"data_offsets\":[0,20]}}", T);
@@ -392,6 +392,74 @@ static void rm_dir(void)
     rmdir(dir);
 }
 
+/* Every dtype written and read back (mapped and copied), in an order that
+ * leaves the int64 tensor misaligned in the file (so it is copied even when
+ * mapped), a long target name (a 250-byte basename: the temporary file's
+ * name must not grow with it), and BOOL bytes other than 0/1 refused. */
+static void test_dtypes(void)
+{
+    float f[3] = {1.5f, -2.0f, 0.0f};
+    int32_t i32[2] = {INT32_MIN, 7};
+    int64_t i64[2] = {INT64_MAX, -3};
+    int8_t i8[3] = {-128, 0, 127};
+    uint8_t u8[1] = {255};
+    uint8_t b[4] = {1, 0, 0, 1};
+    const maas_dtype dts[6] = {MAAS_I8, MAAS_I64, MAAS_F32, MAAS_I32, MAAS_U8, MAAS_BOOL};
+    void *bufs[6] = {i8, i64, f, i32, u8, b};
+    const int64_t sizes[6] = {3, 2, 3, 2, 1, 4};
+    const char *names[6] = {"i8", "i64", "f32", "i32", "u8", "bool"};
+    const char *st_names[6] = {"I8", "I64", "F32", "I32", "U8", "BOOL"};
+    maas_tensor *ts[6];
+    size_t lens[6];
+    for (int i = 0; i < 6; i++) {
+        ts[i] = maas_tensor_wrap_typed(bufs[i], dts[i], 1, &sizes[i], NULL, no_release);
+        lens[i] = strlen(names[i]);
+    }
+    char longname[251];
+    memset(longname, 'n', 250);
+    longname[250] = '\0';
+    const char *path = in_dir(longname);
+    CHECK_OK(maas_st_save(path, 6, names, lens, ts, NULL));
+    size_t fsz;
+    unsigned char *raw = read_bytes(path, &fsz);
+    CHECK(raw != NULL);
+    if (raw) {
+        for (int i = 0; i < 6; i++) {
+            char want[32];
+            snprintf(want, sizeof want, "\"dtype\":\"%s\"", st_names[i]);
+            CHECK(strstr((const char *)raw + 8, want) != NULL);
+        }
+        free(raw);
+    }
+    for (int mm = 1; mm >= 0; mm--) {
+        maas_st_file *fl = NULL;
+        CHECK_OK(maas_st_load(path, mm, &fl));
+        if (!fl)
+            continue;
+        CHECK(maas_st_count(fl) == 6);
+        for (int64_t k = 0; k < maas_st_count(fl); k++) {
+            const maas_st_info *e = maas_st_info_at(fl, k);
+            maas_tensor *t = maas_st_tensor(fl, k);
+            for (int i = 0; i < 6; i++)
+                if (e->name_len == lens[i] && memcmp(e->name, names[i], lens[i]) == 0) {
+                    CHECK(e->dt == dts[i] && t->dtype == dts[i] && t->size == sizes[i]);
+                    CHECK(memcmp(t->ptr, bufs[i], (size_t)sizes[i] * maas_dtype_size(dts[i])) == 0);
+                    CHECK((uintptr_t)t->ptr % maas_dtype_size(dts[i]) == 0);
+                }
+        }
+        maas_st_close(fl);
+    }
+    unlink(path);
+    for (int i = 0; i < 6; i++)
+        maas_tensor_decref(ts[i]);
+    BAD("{\"a\":{\"dtype\":\"BOOL\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4,
+        "tensor 'a' is BOOL but element 2 is the byte 2");
+    BAD("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+        "tensor 'a' has shape (1,) (8 bytes of I64) but data_offsets [0, 4] hold 4 bytes");
+    BAD("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+        "tensor 'a' has dtype 'BF16'; maas reads F32, I32, I64, I8, U8 and BOOL tensors only");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/maas-test-format-XXXXXX");
@@ -402,6 +470,7 @@ int main(void)
     test_round_trip();
     test_malformed();
     test_truncations_and_mutations();
+    test_dtypes();
     rm_dir();
     return check_done("test_format");
 }

@@ -281,6 +281,9 @@ def _pair_weights(model, tensors, metadata, prefix=""):
         elif tuple(t.shape) != tuple(w.shape):
             problems.append(f"{name}: the file's {fname} has shape {tuple(t.shape)}, the model "
                             f"{tuple(w.shape)}")
+        elif t.dtype != w.dtype:
+            problems.append(f"{name}: the file's {fname} is {t.dtype}, the model's weight "
+                            f"{w.dtype}")
         else:
             pairs.append((name, w, fname))
     stored = {k for k in tensors if k.startswith(prefix)}

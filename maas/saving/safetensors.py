@@ -3,7 +3,10 @@
 A file is an 8-byte little-endian header length, a JSON header naming each
 tensor's dtype, shape and byte offsets (plus a ``__metadata__`` object of
 string -> string), then the raw little-endian data. Any safetensors reader
-reads a maas file, and maas reads any safetensors file of float32 tensors.
+reads a maas file, and maas reads any safetensors file whose tensors have
+dtypes maas has: F32, I32, I64, I8, U8 and BOOL (float32, int32, int64,
+int8, uint8, bool). Other dtypes (F16, BF16, F64, ...) raise
+ModelFormatError naming the dtype.
 
 maas adds the SHA-256 of the data section to the metadata
 (``maas.data_sha256``) and checks it on load, so a corrupted file is caught
@@ -52,16 +55,29 @@ TRAINING_CONFIG_KEY = "maas.training_config"
 PathLike = "str | os.PathLike[str]"
 
 
+#: the NumPy dtypes a model file holds (safetensors F32, I32, I64, I8, U8, BOOL)
+FILE_DTYPES = ("float32", "int32", "int64", "int8", "uint8", "bool")
+
+
 def _as_tensor(name: str, value) -> Tensor:
     if isinstance(value, Tensor):
         return value
     arr = np.asarray(value)
-    if arr.dtype == np.dtype(">f4"):
-        arr = arr.astype("<f4")
-    if arr.dtype != np.float32:
-        raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; maas model files hold float32 "
-                        f"tensors: convert it first, e.g. with .astype(np.float32)")
+    if arr.dtype.kind in "fiub" and arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if arr.dtype.name not in FILE_DTYPES:
+        raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; maas model files hold "
+                        f"{', '.join(FILE_DTYPES)} tensors: convert it first, e.g. with "
+                        f".astype(np.float32)")
     return Tensor(np.asarray(arr, order="C"))  # keeps 0-d arrays 0-d
+
+
+def _file_order(item) -> tuple:
+    """Larger elements first, then by name: every tensor then starts at a
+    multiple of its element size in the data section, so a mapped load
+    wraps each one without a copy (a file of one dtype is simply by name)."""
+    name, t = item
+    return (-np.dtype(t.dtype).itemsize, name)
 
 
 def data_sha256(tensors) -> str:
@@ -81,7 +97,9 @@ def save_tensors(path: PathLike, tensors: Mapping[str, object],
     folder, flushed to disk and renamed over ``path``, so an interrupted save
     leaves any earlier file whole.
 
-    Tensors are stored sorted by name; ``metadata`` (str -> str) goes into
+    Tensors may be float32, int32, int64, int8, uint8 or bool; they are
+    stored by element size (largest first, so that each stays aligned for a
+    zero-copy mapped load) and then by name; ``metadata`` (str -> str) goes into
     the header's ``__metadata__`` together with the data's SHA-256 under
     ``maas.data_sha256``.
 
@@ -99,10 +117,11 @@ def save_tensors(path: PathLike, tensors: Mapping[str, object],
     if CHECKSUM_KEY in meta:
         raise ValueError(f"{CHECKSUM_KEY!r} is reserved: maas computes the checksum itself")
     items = []
-    for name in sorted(tensors):
+    for name in tensors:
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, received {name!r}")
         items.append((name, _as_tensor(name, tensors[name])))
+    items.sort(key=_file_order)
     meta[CHECKSUM_KEY] = data_sha256(t for _, t in items)
     _core.save_safetensors(os.fspath(path), items, json.dumps(meta, sort_keys=True))
 
