@@ -89,8 +89,8 @@ maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
         EW_LOOP { float v = x[i]; out[i] = v < 0.0f ? alpha * v : v; }
         break;
     case MAAS_U_ELU:
-        /* expm1 of min(v, 0): the positive side is v itself */
-        BLOCKED(v < 0.0f ? v : 0.0f, maas_vm_expm1,
+        /* expm1 of min(v, 0) (NaN kept): the positive side is v itself */
+        BLOCKED(v > 0.0f ? 0.0f : v, maas_vm_expm1,
                 out[b + k] = v > 0.0f ? v : alpha * tk)
         break;
     case MAAS_U_GELU:
@@ -183,7 +183,7 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
         EW_LOOP { gx[i] += x[i] > 0.0f ? gout[i] : alpha * gout[i]; }
         break;
     case MAAS_U_ELU:
-        BLOCKED(v < 0.0f ? v : 0.0f, maas_vm_exp,
+        BLOCKED(v > 0.0f ? 0.0f : v, maas_vm_exp,
                 gx[b + k] += gout[b + k] * (v > 0.0f ? 1.0f : alpha * tk))
         break;
     case MAAS_U_GELU:
@@ -210,8 +210,9 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
     case MAAS_U_GELU_TANH:
         BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh, {
             const float du = (float)SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * v * v);
-            gx[b + k] += gout[b + k] *
-                         (0.5f * (1.0f + tk) + 0.5f * v * (1.0f - tk * tk) * du);
+            const float sech2 = 1.0f - tk * tk; /* 0 where du may be inf */
+            gx[b + k] += gout[b + k] * (0.5f * (1.0f + tk) +
+                                        (sech2 > 0.0f ? 0.5f * v * sech2 * du : 0.0f));
         })
         break;
     case MAAS_U_SIGMOID:
