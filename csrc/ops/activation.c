@@ -27,8 +27,6 @@
 #include <omp.h>
 #endif
 
-#define SQRT1_2 0.70710678118654752440
-#define INV_SQRT_2PI 0.39894228040143267794
 #define SQRT_2_OVER_PI 0.79788456080286535588
 #define GELU_C 0.044715f
 
@@ -94,7 +92,7 @@ maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
                 out[b + k] = v > 0.0f ? v : alpha * tk)
         break;
     case MAAS_U_GELU:
-        BLOCKED(v * (float)SQRT1_2, maas_vm_erf, out[b + k] = 0.5f * v * (1.0f + tk))
+        DIRECT(maas_vm_gelu)
         break;
     case MAAS_U_GELU_TANH:
         BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh,
@@ -117,7 +115,7 @@ maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
             maas_vm_exp(t, t, m);
             maas_vm_log1p(t, t, m);
             for (int64_t k = 0; k < m; k++)
-                out[b + k] = fmaxf(xb[k], 0.0f) + t[k];
+                out[b + k] = (xb[k] > 0.0f ? xb[k] : 0.0f) + t[k]; /* NaN: t */
         }
         break;
     case MAAS_U_SILU:
@@ -187,25 +185,8 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
                 gx[b + k] += gout[b + k] * (v > 0.0f ? 1.0f : alpha * tk))
         break;
     case MAAS_U_GELU:
-        /* cdf(v) + v pdf(v): erf and exp on two scratch blocks */
-        BLOCK_LOOP {
-            const int64_t m = BLK_LEN;
-            const float *xb = x + b;
-            float t[VB], e[VB];
-            for (int64_t k = 0; k < m; k++) {
-                const float v = xb[k];
-                t[k] = v * (float)SQRT1_2;
-                e[k] = -0.5f * v * v;
-            }
-            maas_vm_erf(t, t, m);
-            maas_vm_exp(e, e, m);
-            for (int64_t k = 0; k < m; k++) {
-                const float v = xb[k];
-                const float cdf = 0.5f * (1.0f + t[k]);
-                const float pdf = (float)INV_SQRT_2PI * e[k];
-                gx[b + k] += gout[b + k] * (cdf + v * pdf);
-            }
-        }
+        /* cdf(v) + v pdf(v) */
+        BLOCKED(v, maas_vm_gelu_grad, gx[b + k] += gout[b + k] * tk)
         break;
     case MAAS_U_GELU_TANH:
         BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh, {

@@ -18,10 +18,14 @@
  *              no cancellation near 0, saturates to exactly 1 at |x| >= 10.
  *   sigmoid    e = exp(-|x|); (x >= 0 ? 1 : e) / (1 + e): one division,
  *              never overflows.
- *   erf        the two-interval scheme of ARM's optimized-routines erff:
- *              x + x P(x^2) below 0.921875, 1 - exp(-(a + a Q(a))) with
- *              a = |x| up to 4, +-1 beyond (erfc(4) < 2^-25); the
- *              coefficients of P and Q are fitted here (see below).
+ *   erf        erf(a) = -expm1(-(a + a Q(a))), a = |x| clamped to 3.925
+ *              (erf rounds to 1 beyond 3.915), with one degree-8 polynomial
+ *              Q fitted here to -log(erfc(a))/a - 1. It is the form of the
+ *              upper interval of ARM optimized-routines' erff,
+ *              1 - exp(-poly), carried down to 0 by taking expm1, which is
+ *              exact near 0: one polynomial and one expm1, no branches.
+ *   gelu       0.5 x + 0.5 x erf(x / sqrt 2) in registers; gelu_grad
+ *              cdf + x pdf likewise (x pdf taken as 0 where pdf is 0).
  * Lanes hold their own special cases (NaN, +-inf, 0, subnormals) by
  * clamping with operands ordered so NaN passes through, and by blends at
  * the end; no lane falls back to a scalar call. A tail of n % 8 elements
@@ -39,6 +43,9 @@
 #else
 #define VM_X86 0
 #endif
+
+#define SQRT1_2 0.70710678118654752440
+#define INV_SQRT_2PI 0.39894228040143267794
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -77,6 +84,7 @@ maas_isa maas_vm_isa(void)
             maas_vm_##f##_portable(y, x, n);                                  \
     }
 MAAS_VM_FUNCS(VM_DISPATCH)
+MAAS_VM_FUSED(VM_DISPATCH)
 #undef VM_DISPATCH
 
 /* ------------------------------------------------------------ portable */
@@ -85,6 +93,14 @@ static inline float sigmoid_ref(float v)
 {
     float e = expf(-fabsf(v));       /* in (0, 1]: never overflows */
     return (v >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
+
+/* cdf(v) + v pdf(v), with v pdf(v) = 0 where pdf underflows (so +-inf
+ * gives 1 and 0, not inf * 0) */
+static inline float gelu_grad_ref(float v)
+{
+    float pdf = (float)INV_SQRT_2PI * expf(-0.5f * v * v);
+    return 0.5f * (1.0f + erff(v * (float)SQRT1_2)) + (pdf > 0.0f ? v * pdf : 0.0f);
 }
 
 #define VM_PORTABLE(f, expr)                                                  \
@@ -102,6 +118,8 @@ VM_PORTABLE(log1p, log1pf(v))
 VM_PORTABLE(tanh, tanhf(v))
 VM_PORTABLE(sigmoid, sigmoid_ref(v))
 VM_PORTABLE(erf, erff(v))
+VM_PORTABLE(gelu, 0.5f * v * (1.0f + erff(v * (float)SQRT1_2)))
+VM_PORTABLE(gelu_grad, gelu_grad_ref(v))
 #undef VM_PORTABLE
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -253,50 +271,60 @@ TGT static inline __m256 v_sigmoid(__m256 x)
     return _mm256_div_ps(num, _mm256_add_ps(e, V1(1.0f)));
 }
 
-/* erf coefficients: maas's own fits (float64 weighted least squares with
- * Lawson reweighting towards minimax, weights = ulp of erf per unit error),
- * rounded to float; fit error 0.39 ulp (small) and 0.09 ulp (large). */
-#define ERF_A0 0x1.06eba6p-3f /* erf(x)/x - 1 = P(x^2) on [0, 0.921875] */
-#define ERF_A1 (-0x1.8126e6p-2f)
-#define ERF_A2 0x1.ce1a6ep-4f
-#define ERF_A3 (-0x1.b68b80p-6f)
-#define ERF_A4 0x1.473caep-8f
-#define ERF_A5 (-0x1.3a1c06p-11f)
-#define ERF_B0 0x1.077974p-3f /* -log(erfc(a))/a - 1 = Q(a) on [0.921875, 4] */
-#define ERF_B1 0x1.4531f4p-1f
-#define ERF_B2 0x1.b32d70p-4f
-#define ERF_B3 (-0x1.856ce8p-6f)
-#define ERF_B4 0x1.ddd522p-9f
-#define ERF_B5 (-0x1.5349cep-12f)
-#define ERF_B6 0x1.7b6ed6p-17f
+/* erf: Q(a) ~ -log(erfc(a)) / a - 1 on [0, 3.925], degree 8, maas's own
+ * fit (float64 weighted least squares with Lawson reweighting towards
+ * minimax; weights = ulp of erf per unit error of Q), rounded to float:
+ * fit error 0.14 ulp of erf. */
+#define ERF_Q0 0x1.06eba8p-3f /* 2/sqrt(pi) - 1 */
+#define ERF_Q1 0x1.45f2fap-1f
+#define ERF_Q2 0x1.a4fa4cp-4f
+#define ERF_Q3 (-0x1.39ccd8p-6f)
+#define ERF_Q4 (-0x1.5129dcp-13f)
+#define ERF_Q5 0x1.b517eep-10f
+#define ERF_Q6 (-0x1.4be264p-11f)
+#define ERF_Q7 0x1.eda0bap-14f
+#define ERF_Q8 (-0x1.36c3b0p-17f)
 
 TGT static inline __m256 v_erf(__m256 x)
 {
     const __m256 sign = V1(-0.0f);
-    __m256 a = _mm256_andnot_ps(sign, x);
-    /* small: a + a P(a^2) */
-    __m256 a2 = _mm256_mul_ps(a, a);
-    __m256 p = V1(ERF_A5);
-    p = _mm256_fmadd_ps(p, a2, V1(ERF_A4));
-    p = _mm256_fmadd_ps(p, a2, V1(ERF_A3));
-    p = _mm256_fmadd_ps(p, a2, V1(ERF_A2));
-    p = _mm256_fmadd_ps(p, a2, V1(ERF_A1));
-    p = _mm256_fmadd_ps(p, a2, V1(ERF_A0));
-    __m256 ys = _mm256_fmadd_ps(p, a, a);
-    /* large: 1 - exp(-(b + b Q(b))), b = min(a, 4) keeps NaN */
-    __m256 b = _mm256_min_ps(V1(4.0f), a);
-    __m256 q = V1(ERF_B6);
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B5));
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B4));
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B3));
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B2));
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B1));
-    q = _mm256_fmadd_ps(q, b, V1(ERF_B0));
-    q = _mm256_fmadd_ps(q, b, b);
-    __m256 yl = _mm256_sub_ps(V1(1.0f), v_exp(_mm256_xor_ps(q, sign)));
-    yl = _mm256_blendv_ps(yl, V1(1.0f), _mm256_cmp_ps(a, V1(4.0f), _CMP_GE_OQ));
-    __m256 y = _mm256_blendv_ps(yl, ys, _mm256_cmp_ps(a, V1(0.921875f), _CMP_LT_OQ));
-    return _mm256_or_ps(y, _mm256_and_ps(sign, x));
+    /* a = min(|x|, 3.925) keeps NaN; erf rounds to 1 beyond 3.915 */
+    __m256 a = _mm256_min_ps(V1(3.925f), _mm256_andnot_ps(sign, x));
+    __m256 q = V1(ERF_Q8);
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q7));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q6));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q5));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q4));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q3));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q2));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q1));
+    q = _mm256_fmadd_ps(q, a, V1(ERF_Q0));
+    /* r = -log(erfc(a)) in [0, 17.6]; erf(a) = 1 - exp(-r) = -expm1(-r),
+     * with expm1 on its range [-17.6, 0] (n in [-26, 0]) needing no clamp */
+    __m256 nr = _mm256_xor_ps(_mm256_fmadd_ps(q, a, a), sign);
+    __m256 n;
+    __m256 em = exp_core(nr, &n);
+    __m256 s = pow2i(_mm256_cvtps_epi32(n));
+    em = _mm256_fmadd_ps(s, em, _mm256_sub_ps(s, V1(1.0f))); /* <= 0 */
+    return _mm256_or_ps(_mm256_andnot_ps(sign, em), _mm256_and_ps(sign, x));
+}
+
+TGT static inline __m256 v_gelu(__m256 x)
+{
+    __m256 e = v_erf(_mm256_mul_ps(x, V1((float)SQRT1_2)));
+    __m256 hx = _mm256_mul_ps(x, V1(0.5f));
+    return _mm256_fmadd_ps(hx, e, hx);
+}
+
+TGT static inline __m256 v_gelu_grad(__m256 x)
+{
+    __m256 e = v_erf(_mm256_mul_ps(x, V1((float)SQRT1_2)));
+    __m256 cdf = _mm256_fmadd_ps(V1(0.5f), e, V1(0.5f));
+    __m256 g = v_exp(_mm256_mul_ps(_mm256_mul_ps(V1(-0.5f), x), x));
+    __m256 pdf = _mm256_mul_ps(V1((float)INV_SQRT_2PI), g);
+    __m256 xpdf = _mm256_and_ps(_mm256_mul_ps(x, pdf), /* 0 where pdf is: no inf * 0 */
+                                _mm256_cmp_ps(pdf, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    return _mm256_add_ps(cdf, xpdf);
 }
 
 #define VM_AVX2(f)                                                            \
@@ -313,6 +341,7 @@ TGT static inline __m256 v_erf(__m256 x)
         }                                                                     \
     }
 MAAS_VM_FUNCS(VM_AVX2)
+MAAS_VM_FUSED(VM_AVX2)
 #undef VM_AVX2
 
 #else /* not x86: the AVX2 entry points exist and run the portable code */
@@ -323,6 +352,7 @@ MAAS_VM_FUNCS(VM_AVX2)
         maas_vm_##f##_portable(y, x, n);                                      \
     }
 MAAS_VM_FUNCS(VM_AVX2)
+MAAS_VM_FUSED(VM_AVX2)
 #undef VM_AVX2
 
 #endif
