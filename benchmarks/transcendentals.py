@@ -13,7 +13,10 @@ over all of them; every figure is the median over rounds x `--repeats`
 repeats of the time per call, each repeat running enough calls to last
 `--min-time` seconds. The ratio
 column is maas (all threads) over the faster of NumPy and PyTorch (all
-threads): below 1 means maas is faster. Prints a Markdown table.
+threads): below 1 means maas is faster. Prints a Markdown table, and a
+second one of the single-thread runs in CPU time of the calling thread
+(which does not count the time spent waiting for a core on a loaded
+machine).
 
 The cases (inputs uniform in [-5, 5], a fresh output array per call, as a
 user's code allocates):
@@ -44,7 +47,8 @@ LABELS = {
 }
 
 
-def timeit(fn, repeats: int, min_time: float) -> list:
+def timeit(fn, repeats: int, min_time: float) -> tuple:
+    """Wall-clock and calling-thread CPU seconds per call, per repeat."""
     for _ in range(3):
         fn()
     inner, dt = 1, 0.0
@@ -57,13 +61,14 @@ def timeit(fn, repeats: int, min_time: float) -> list:
             break
         inner *= 2
     inner = max(1, int(round(inner * min_time / max(dt, 1e-9))))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(inner):
             fn()
         times.append((time.perf_counter() - t0) / inner)
-    return times
+        cpu.append((time.thread_time() - c0) / inner)
+    return times, cpu
 
 
 def worker(framework: str, threads: int, n: int, repeats: int, min_time: float) -> dict:
@@ -131,8 +136,10 @@ def worker(framework: str, threads: int, n: int, repeats: int, min_time: float) 
         version = torch.__version__
     else:
         raise SystemExit(f"unknown framework {framework!r}")
-    return {"version": version,
-            "times": {name: timeit(fns[name], repeats, min_time) for name in CASES}}
+    times, cpu = {}, {}
+    for name in CASES:
+        times[name], cpu[name] = timeit(fns[name], repeats, min_time)
+    return {"version": version, "times": times, "cpu": cpu}
 
 
 def run_worker(framework, threads, args) -> dict:
@@ -181,8 +188,10 @@ def main() -> None:
             else:
                 for case in CASES:
                     res[name]["times"][case] += r["times"][case]
+                    res[name]["cpu"][case] += r["cpu"][case]
     for r in res.values():
         r["times"] = {case: statistics.median(ts) for case, ts in r["times"].items()}
+        r["cpu"] = {case: statistics.median(ts) for case, ts in r["cpu"].items()}
     isa = os.environ.get("MAAS_ISA", "auto: AVX2+FMA if the CPU has them")
     load = os.getloadavg()
     print(f"## Transcendentals, {args.n:,} float32 (`benchmarks/transcendentals.py`)\n")
@@ -205,6 +214,18 @@ def main() -> None:
         best1 = min(t["NumPy"], t["torch 1T"])
         print(f"| {LABELS[case]} | " + " | ".join(f"{t[c]:.2f}" for c in cols) +
               f" | {t[f'maas {T}T'] / best:.2f} | {t['maas 1T'] / best1:.2f} |")
+    # One thread's CPU time does not count the time the thread waited for a
+    # core, so on a shared machine it measures the kernels where wall-clock
+    # time measures the load.
+    one = ["maas 1T", "NumPy", "torch 1T"]
+    print(f"\nSingle thread, CPU time of the calling thread (ms per call, median; "
+          f"ratio = maas / min(NumPy, torch)):\n")
+    print("| case | " + " | ".join(f"{c} ms" for c in one) + " | ratio |")
+    print("|---|" + "---:|" * (len(one) + 1))
+    for case in CASES:
+        t = {c: res[c]["cpu"][case] * 1e3 for c in one}
+        print(f"| {LABELS[case]} | " + " | ".join(f"{t[c]:.2f}" for c in one) +
+              f" | {t['maas 1T'] / min(t['NumPy'], t['torch 1T']):.2f} |")
 
 
 if __name__ == "__main__":

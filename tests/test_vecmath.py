@@ -40,7 +40,7 @@ def has_avx2_fma() -> bool:
 
 # ------------------------------------------------------------------ inputs
 
-def sweep(lo: float, hi: float, dense: int = 200_001, stride: int = 4099,
+def sweep(lo: float, hi: float, dense: int = 100_001, stride: int = 6151,
           lo_all: float = -np.inf, hi_all: float = np.inf) -> np.ndarray:
     """A linear sweep of [lo, hi], every `stride`-th float32 bit pattern of
     both signs restricted to [lo_all, hi_all], and the special values."""
