@@ -166,9 +166,16 @@ TGT static inline __m256 pow2i(__m256i k)
 
 TGT static inline __m256 v_exp(__m256 x)
 {
+    __m256 n;
+    __m256 outside = _mm256_or_ps(_mm256_cmp_ps(x, V1(-87.0f), _CMP_LT_OQ),
+                                  _mm256_cmp_ps(x, V1(88.0f), _CMP_GT_OQ));
+    if (!_mm256_movemask_ps(outside)) {
+        /* every lane in [-87, 88] (or NaN): n in [-126, 127], one scaling */
+        __m256 q = exp_core(x, &n);
+        return _mm256_mul_ps(_mm256_add_ps(q, V1(1.0f)), pow2i(_mm256_cvtps_epi32(n)));
+    }
     /* min/max return their second operand when either is NaN: keep x there */
     x = _mm256_min_ps(V1(89.0f), _mm256_max_ps(V1(-104.0f), x));
-    __m256 n;
     __m256 q = exp_core(x, &n);
     __m256 y = _mm256_add_ps(q, V1(1.0f));
     __m256i ni = _mm256_cvtps_epi32(n); /* in [-150, 129] */
@@ -256,8 +263,12 @@ TGT static inline __m256 v_tanh(__m256 x)
 {
     const __m256 sign = V1(-0.0f);
     __m256 a = _mm256_andnot_ps(sign, x);
-    __m256 a2 = _mm256_min_ps(V1(20.0f), _mm256_add_ps(a, a));
-    __m256 em = v_expm1(a2);
+    __m256 a2 = _mm256_min_ps(V1(20.0f), _mm256_add_ps(a, a)); /* keeps NaN */
+    /* expm1 on [0, 20]: n in [0, 29], no clamp and no overflow to handle */
+    __m256 n;
+    __m256 q = exp_core(a2, &n);
+    __m256 s = pow2i(_mm256_cvtps_epi32(n));
+    __m256 em = _mm256_fmadd_ps(s, q, _mm256_sub_ps(s, V1(1.0f)));
     __m256 t = _mm256_div_ps(em, _mm256_add_ps(em, V1(2.0f)));
     return _mm256_or_ps(t, _mm256_and_ps(sign, x));
 }
