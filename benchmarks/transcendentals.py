@@ -6,7 +6,9 @@ special functions where NumPy has none) and PyTorch.
 
 Each framework runs in its own subprocess (thread pools of two runtimes in
 one process distort both), with the thread count given, and maas also with
-one thread, and PyTorch with one thread (NumPy's ufuncs are single-threaded).
+one thread, and PyTorch with one thread (NumPy's ufuncs are single-threaded);
+and maas with one thread on its scalar libm path (MAAS_ISA=portable), the
+code maas ran before vectorizing, for reference.
 The subprocesses run in `--rounds` rounds (every framework once per round),
 so that a burst of load from other processes on a shared machine is spread
 over all of them; every figure is the median over rounds x `--repeats`
@@ -142,8 +144,10 @@ def worker(framework: str, threads: int, n: int, repeats: int, min_time: float) 
     return {"version": version, "times": times, "cpu": cpu}
 
 
-def run_worker(framework, threads, args) -> dict:
+def run_worker(framework, threads, args, isa=None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if isa:
+        env["MAAS_ISA"] = isa
     cmd = [sys.executable, __file__, "--worker", framework, "--threads", str(threads),
            "--n", str(args.n), "--repeats", str(args.repeats), "--min-time", str(args.min_time)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=1800)
@@ -176,13 +180,15 @@ def main() -> None:
 
     T = args.threads
     runs = {
-        f"maas {T}T": ("maas", T), "maas 1T": ("maas", 1), "NumPy": ("numpy", 1),
-        f"torch {T}T": ("torch", T), "torch 1T": ("torch", 1),
+        f"maas {T}T": ("maas", T, None), "maas 1T": ("maas", 1, None), "NumPy": ("numpy", 1, None),
+        f"torch {T}T": ("torch", T, None), "torch 1T": ("torch", 1, None),
+        # the scalar libm path (what maas ran before vecmath), for reference
+        "maas 1T libm": ("maas", 1, "portable"),
     }
     res = {}
     for _ in range(args.rounds):
-        for name, (fw, th) in runs.items():
-            r = run_worker(fw, th, args)
+        for name, (fw, th, isa_) in runs.items():
+            r = run_worker(fw, th, args, isa_)
             if name not in res:
                 res[name] = r
             else:
@@ -205,7 +211,7 @@ def main() -> None:
           f"each; ms per call; "
           f"ratio = maas {T}T / min(NumPy, torch {T}T), below 1 is maas faster; "
           f"1T ratio = maas 1T / min(NumPy, torch 1T)\n")
-    cols = list(runs)
+    cols = [c for c in runs if c != "maas 1T libm"]
     print("| case | " + " | ".join(f"{c} ms" for c in cols) + f" | ratio ({T}T) | ratio (1T) |")
     print("|---|" + "---:|" * (len(cols) + 2))
     for case in CASES:
@@ -217,9 +223,10 @@ def main() -> None:
     # One thread's CPU time does not count the time the thread waited for a
     # core, so on a shared machine it measures the kernels where wall-clock
     # time measures the load.
-    one = ["maas 1T", "NumPy", "torch 1T"]
+    one = ["maas 1T", "NumPy", "torch 1T", "maas 1T libm"]
     print(f"\nSingle thread, CPU time of the calling thread (ms per call, median; "
-          f"ratio = maas / min(NumPy, torch)):\n")
+          f"ratio = maas / min(NumPy, torch); maas 1T libm is MAAS_ISA=portable, the "
+          f"scalar libm path):\n")
     print("| case | " + " | ".join(f"{c} ms" for c in one) + " | ratio |")
     print("|---|" + "---:|" * (len(one) + 1))
     for case in CASES:
