@@ -64,6 +64,21 @@
         }                                                                     \
     }
 
+/* Per block: t = FN(x) straight from x; then POST as in BLOCKED. */
+#define BLOCKED_X(FN, POST)                                                   \
+    BLOCK_LOOP {                                                              \
+        const int64_t m = BLK_LEN;                                            \
+        const float *xb = x + b;                                              \
+        float t[VB];                                                          \
+        FN(t, xb, m);                                                         \
+        _Pragma("omp simd")                                                   \
+        for (int64_t k = 0; k < m; k++) {                                     \
+            const float v = xb[k], tk = t[k];                                 \
+            (void)v;                                                          \
+            POST;                                                             \
+        }                                                                     \
+    }
+
 /* out[i] = FN(x[i]) block by block */
 #define DIRECT(FN) BLOCK_LOOP { FN(out + b, x + b, BLK_LEN); }
 
@@ -119,7 +134,7 @@ maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
         }
         break;
     case MAAS_U_SILU:
-        BLOCKED(v, maas_vm_sigmoid, out[b + k] = v * tk)
+        BLOCKED_X(maas_vm_sigmoid, out[b + k] = v * tk)
         break;
     case MAAS_U_EXP:
         DIRECT(maas_vm_exp)
@@ -186,7 +201,7 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
         break;
     case MAAS_U_GELU:
         /* cdf(v) + v pdf(v) */
-        BLOCKED(v, maas_vm_gelu_grad, gx[b + k] += gout[b + k] * tk)
+        BLOCKED_X(maas_vm_gelu_grad, gx[b + k] += gout[b + k] * tk)
         break;
     case MAAS_U_GELU_TANH:
         BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh, {
@@ -200,28 +215,28 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
         if (out) {
             EW_LOOP { float s = out[i]; gx[i] += gout[i] * s * (1.0f - s); }
         } else {
-            BLOCKED(v, maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk * (1.0f - tk))
+            BLOCKED_X(maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk * (1.0f - tk))
         }
         break;
     case MAAS_U_TANH:
         if (out) {
             EW_LOOP { float t = out[i]; gx[i] += gout[i] * (1.0f - t * t); }
         } else {
-            BLOCKED(v, maas_vm_tanh, gx[b + k] += gout[b + k] * (1.0f - tk * tk))
+            BLOCKED_X(maas_vm_tanh, gx[b + k] += gout[b + k] * (1.0f - tk * tk))
         }
         break;
     case MAAS_U_SOFTPLUS:
-        BLOCKED(v, maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk)
+        BLOCKED_X(maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk)
         break;
     case MAAS_U_SILU:
-        BLOCKED(v, maas_vm_sigmoid,
+        BLOCKED_X(maas_vm_sigmoid,
                 gx[b + k] += gout[b + k] * (tk * (1.0f + v * (1.0f - tk))))
         break;
     case MAAS_U_EXP:
         if (out) {
             EW_LOOP { gx[i] += gout[i] * out[i]; }
         } else {
-            BLOCKED(v, maas_vm_exp, gx[b + k] += gout[b + k] * tk)
+            BLOCKED_X(maas_vm_exp, gx[b + k] += gout[b + k] * tk)
         }
         break;
     case MAAS_U_LOG:
