@@ -11,8 +11,15 @@
  * maas_softmax_backward(gx, gout, out, outer, n, inner, log)
  *     ACCUMULATES into gx; sums over the axis run serially per row, so the
  *     result does not depend on the thread count.
+ *
+ * The transcendentals (exp, expm1, log, log1p, tanh, sigmoid, erf) run
+ * through vecmath.h on blocks of MAAS_VM_BLOCK elements held in a stack
+ * scratch: AVX2+FMA polynomials when the CPU has them, libm otherwise (or
+ * with MAAS_ISA=portable). The blocks are the unit of the OpenMP split, so
+ * every element is computed by the same code whatever the thread count.
  */
 #include "maas.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -20,8 +27,6 @@
 #include <omp.h>
 #endif
 
-#define SQRT1_2 0.70710678118654752440
-#define INV_SQRT_2PI 0.39894228040143267794
 #define SQRT_2_OVER_PI 0.79788456080286535588
 #define GELU_C 0.044715f
 
@@ -30,12 +35,52 @@
 #define EW_LOOP _Pragma("omp parallel for simd num_threads(nthr) schedule(static) if (par)") \
     for (int64_t i = 0; i < n; i++)
 
-static inline float sigmoidf_stable(float v)
-{
-    float e = expf(-fabsf(v));       /* in (0, 1]: never overflows */
-    float s = 1.0f / (1.0f + e);
-    return v >= 0.0f ? s : e * s;    /* e / (1 + e) for negative v */
-}
+#define VB MAAS_VM_BLOCK
+
+/* Blocks [b, b + BLK_LEN) of [0, n), threaded above the threshold; `n`,
+ * `nthr` and `par` must be in scope. */
+#define BLOCK_LOOP _Pragma("omp parallel for num_threads(nthr) schedule(static) if (par)") \
+    for (int64_t b = 0; b < n; b += VB)
+#define BLK_LEN (n - b < VB ? n - b : VB)
+
+/* Per block: t[k] = PRE (of v = x[b + k]); FN(t) in place; then POST for
+ * each k, with v and tk = t[k] in scope. */
+#define BLOCKED(PRE, FN, POST)                                                \
+    BLOCK_LOOP {                                                              \
+        const int64_t m = BLK_LEN;                                            \
+        const float *xb = x + b;                                              \
+        float t[VB];                                                          \
+        _Pragma("omp simd")                                                   \
+        for (int64_t k = 0; k < m; k++) {                                     \
+            const float v = xb[k];                                            \
+            t[k] = (PRE);                                                     \
+        }                                                                     \
+        FN(t, t, m);                                                          \
+        _Pragma("omp simd")                                                   \
+        for (int64_t k = 0; k < m; k++) {                                     \
+            const float v = xb[k], tk = t[k];                                 \
+            (void)v;                                                          \
+            POST;                                                             \
+        }                                                                     \
+    }
+
+/* Per block: t = FN(x) straight from x; then POST as in BLOCKED. */
+#define BLOCKED_X(FN, POST)                                                   \
+    BLOCK_LOOP {                                                              \
+        const int64_t m = BLK_LEN;                                            \
+        const float *xb = x + b;                                              \
+        float t[VB];                                                          \
+        FN(t, xb, m);                                                         \
+        _Pragma("omp simd")                                                   \
+        for (int64_t k = 0; k < m; k++) {                                     \
+            const float v = xb[k], tk = t[k];                                 \
+            (void)v;                                                          \
+            POST;                                                             \
+        }                                                                     \
+    }
+
+/* out[i] = FN(x[i]) block by block */
+#define DIRECT(FN) BLOCK_LOOP { FN(out + b, x + b, BLK_LEN); }
 
 maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
                                int64_t n, float alpha)
@@ -57,41 +102,45 @@ maas_status maas_unary_forward(maas_unary_op op, float *out, const float *x,
         EW_LOOP { float v = x[i]; out[i] = v < 0.0f ? alpha * v : v; }
         break;
     case MAAS_U_ELU:
-        EW_LOOP { float v = x[i]; out[i] = v > 0.0f ? v : alpha * expm1f(v); }
+        /* expm1 of min(v, 0) (NaN kept): the positive side is v itself */
+        BLOCKED(v > 0.0f ? 0.0f : v, maas_vm_expm1,
+                out[b + k] = v > 0.0f ? v : alpha * tk)
         break;
     case MAAS_U_GELU:
-        EW_LOOP {
-            float v = x[i];
-            out[i] = 0.5f * v * (1.0f + erff(v * (float)SQRT1_2));
-        }
+        DIRECT(maas_vm_gelu)
         break;
     case MAAS_U_GELU_TANH:
-        EW_LOOP {
-            float v = x[i];
-            float u = (float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
-            out[i] = 0.5f * v * (1.0f + tanhf(u));
-        }
+        BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh,
+                out[b + k] = 0.5f * v * (1.0f + tk))
         break;
     case MAAS_U_SIGMOID:
-        EW_LOOP { out[i] = sigmoidf_stable(x[i]); }
+        DIRECT(maas_vm_sigmoid)
         break;
     case MAAS_U_TANH:
-        EW_LOOP { out[i] = tanhf(x[i]); }
+        DIRECT(maas_vm_tanh)
         break;
     case MAAS_U_SOFTPLUS:
-        EW_LOOP {
-            float v = x[i];
-            out[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
+        /* max(v, 0) + log1p(exp(-|v|)) */
+        BLOCK_LOOP {
+            const int64_t m = BLK_LEN;
+            const float *xb = x + b;
+            float t[VB];
+            for (int64_t k = 0; k < m; k++)
+                t[k] = -fabsf(xb[k]);
+            maas_vm_exp(t, t, m);
+            maas_vm_log1p(t, t, m);
+            for (int64_t k = 0; k < m; k++)
+                out[b + k] = (xb[k] > 0.0f ? xb[k] : 0.0f) + t[k]; /* NaN: t */
         }
         break;
     case MAAS_U_SILU:
-        EW_LOOP { float v = x[i]; out[i] = v * sigmoidf_stable(v); }
+        BLOCKED_X(maas_vm_sigmoid, out[b + k] = v * tk)
         break;
     case MAAS_U_EXP:
-        EW_LOOP { out[i] = expf(x[i]); }
+        DIRECT(maas_vm_exp)
         break;
     case MAAS_U_LOG:
-        EW_LOOP { out[i] = logf(x[i]); }
+        DIRECT(maas_vm_log)
         break;
     case MAAS_U_SQRT:
         EW_LOOP { out[i] = sqrtf(x[i]); }
@@ -147,60 +196,47 @@ maas_status maas_unary_backward(maas_unary_op op, float *restrict gx,
         EW_LOOP { gx[i] += x[i] > 0.0f ? gout[i] : alpha * gout[i]; }
         break;
     case MAAS_U_ELU:
-        EW_LOOP {
-            float v = x[i];
-            gx[i] += gout[i] * (v > 0.0f ? 1.0f : alpha * expf(v));
-        }
+        BLOCKED(v > 0.0f ? 0.0f : v, maas_vm_exp,
+                gx[b + k] += gout[b + k] * (v > 0.0f ? 1.0f : alpha * tk))
         break;
     case MAAS_U_GELU:
-        EW_LOOP {
-            float v = x[i];
-            float cdf = 0.5f * (1.0f + erff(v * (float)SQRT1_2));
-            float pdf = (float)INV_SQRT_2PI * expf(-0.5f * v * v);
-            gx[i] += gout[i] * (cdf + v * pdf);
-        }
+        /* cdf(v) + v pdf(v) */
+        BLOCKED_X(maas_vm_gelu_grad, gx[b + k] += gout[b + k] * tk)
         break;
     case MAAS_U_GELU_TANH:
-        EW_LOOP {
-            float v = x[i];
-            float v2 = v * v;
-            float t = tanhf((float)SQRT_2_OVER_PI * (v + GELU_C * v2 * v));
-            float du = (float)SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * v2);
-            gx[i] += gout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-        }
+        BLOCKED((float)SQRT_2_OVER_PI * (v + GELU_C * v * v * v), maas_vm_tanh, {
+            const float du = (float)SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * v * v);
+            const float sech2 = 1.0f - tk * tk; /* 0 where du may be inf */
+            gx[b + k] += gout[b + k] * (0.5f * (1.0f + tk) +
+                                        (sech2 > 0.0f ? 0.5f * v * sech2 * du : 0.0f));
+        })
         break;
     case MAAS_U_SIGMOID:
         if (out) {
             EW_LOOP { float s = out[i]; gx[i] += gout[i] * s * (1.0f - s); }
         } else {
-            EW_LOOP {
-                float s = sigmoidf_stable(x[i]);
-                gx[i] += gout[i] * s * (1.0f - s);
-            }
+            BLOCKED_X(maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk * (1.0f - tk))
         }
         break;
     case MAAS_U_TANH:
         if (out) {
             EW_LOOP { float t = out[i]; gx[i] += gout[i] * (1.0f - t * t); }
         } else {
-            EW_LOOP { float t = tanhf(x[i]); gx[i] += gout[i] * (1.0f - t * t); }
+            BLOCKED_X(maas_vm_tanh, gx[b + k] += gout[b + k] * (1.0f - tk * tk))
         }
         break;
     case MAAS_U_SOFTPLUS:
-        EW_LOOP { gx[i] += gout[i] * sigmoidf_stable(x[i]); }
+        BLOCKED_X(maas_vm_sigmoid, gx[b + k] += gout[b + k] * tk)
         break;
     case MAAS_U_SILU:
-        EW_LOOP {
-            float v = x[i];
-            float s = sigmoidf_stable(v);
-            gx[i] += gout[i] * (s * (1.0f + v * (1.0f - s)));
-        }
+        BLOCKED_X(maas_vm_sigmoid,
+                gx[b + k] += gout[b + k] * (tk * (1.0f + v * (1.0f - tk))))
         break;
     case MAAS_U_EXP:
         if (out) {
             EW_LOOP { gx[i] += gout[i] * out[i]; }
         } else {
-            EW_LOOP { gx[i] += gout[i] * expf(x[i]); }
+            BLOCKED_X(maas_vm_exp, gx[b + k] += gout[b + k] * tk)
         }
         break;
     case MAAS_U_LOG:
@@ -304,22 +340,28 @@ maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
             float m = xr[0];
             for (int64_t k = 1; k < n; k++)
                 m = xr[k] > m ? xr[k] : m;
-            double s = 0.0;
+            double acc[8] = {0};
             if (logsm) {
-                for (int64_t k = 0; k < n; k++)
-                    s += expf(xr[k] - m);
+                float t[VB];
+                for (int64_t kb = 0; kb < n; kb += VB) {
+                    const int64_t len = n - kb < VB ? n - kb : VB;
+                    for (int64_t k = 0; k < len; k++)
+                        t[k] = xr[kb + k] - m;
+                    maas_vm_exp(t, t, len);
+                    maas_vm_sum8_f64(acc, t, len);
+                }
                 /* (x - m) - log s: x - (m + log s) would round m + log s
                  * to float at m's scale (an error of ulp(m) for big logits) */
-                const float ls = (float)log(s);
+                const float ls = (float)log(maas_vm_fold8_f64(acc));
                 for (int64_t k = 0; k < n; k++)
                     orow[k] = (xr[k] - m) - ls;
             } else {
-                for (int64_t k = 0; k < n; k++) {
-                    float e = expf(xr[k] - m);
-                    orow[k] = e;
-                    s += e;
-                }
-                const float inv = (float)(1.0 / s);
+                /* orow may be xr: each element is read before it is written */
+                for (int64_t k = 0; k < n; k++)
+                    orow[k] = xr[k] - m;
+                maas_vm_exp(orow, orow, n);
+                maas_vm_sum8_f64(acc, orow, n);
+                const float inv = (float)(1.0 / maas_vm_fold8_f64(acc));
                 for (int64_t k = 0; k < n; k++)
                     orow[k] *= inv;
             }
@@ -346,10 +388,17 @@ maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
                 mx[j] = xr[j] > mx[j] ? xr[j] : mx[j];
         }
         if (logsm) {
+            float t[VB];
             for (int64_t k = 0; k < n; k++) {
                 const float *xr = xo + k * inner;
-                for (int64_t j = 0; j < inner; j++)
-                    sm[j] += expf(xr[j] - mx[j]);
+                for (int64_t jb = 0; jb < inner; jb += VB) {
+                    const int64_t len = inner - jb < VB ? inner - jb : VB;
+                    for (int64_t j = 0; j < len; j++)
+                        t[j] = xr[jb + j] - mx[jb + j];
+                    maas_vm_exp(t, t, len);
+                    for (int64_t j = 0; j < len; j++)
+                        sm[jb + j] += t[j];
+                }
             }
             float *ls = mx + inner; /* the scratch has room for 2 * inner floats here */
             for (int64_t j = 0; j < inner; j++)
@@ -364,11 +413,11 @@ maas_status maas_softmax_forward(float *out, const float *x, int64_t outer,
             for (int64_t k = 0; k < n; k++) {
                 const float *xr = xo + k * inner;
                 float *orow = oo + k * inner;
-                for (int64_t j = 0; j < inner; j++) {
-                    float e = expf(xr[j] - mx[j]);
-                    orow[j] = e;
-                    sm[j] += e;
-                }
+                for (int64_t j = 0; j < inner; j++)
+                    orow[j] = xr[j] - mx[j];
+                maas_vm_exp(orow, orow, inner);
+                for (int64_t j = 0; j < inner; j++)
+                    sm[j] += orow[j];
             }
             for (int64_t j = 0; j < inner; j++)
                 mx[j] = (float)(1.0 / sm[j]); /* reuse mx as 1/sum */
@@ -406,8 +455,13 @@ maas_status maas_softmax_backward(float *restrict gx, const float *restrict gout
                 for (int64_t k = 0; k < n; k++)
                     s += g[k];
                 const float sf = (float)s;
-                for (int64_t k = 0; k < n; k++)
-                    gr[k] += g[k] - expf(y[k]) * sf;
+                float t[VB];
+                for (int64_t kb = 0; kb < n; kb += VB) {
+                    const int64_t len = n - kb < VB ? n - kb : VB;
+                    maas_vm_exp(t, y + kb, len);
+                    for (int64_t k = 0; k < len; k++)
+                        gr[kb + k] += g[kb + k] - t[k] * sf;
+                }
             } else {
                 for (int64_t k = 0; k < n; k++)
                     s += (double)g[k] * y[k];
@@ -445,8 +499,13 @@ maas_status maas_softmax_backward(float *restrict gx, const float *restrict gout
             const float *g = go + k * inner, *y = yo + k * inner;
             float *gr = gxo + k * inner;
             if (logsm)
-                for (int64_t j = 0; j < inner; j++)
-                    gr[j] += g[j] - expf(y[j]) * sf[j];
+                for (int64_t jb = 0; jb < inner; jb += VB) {
+                    const int64_t len = inner - jb < VB ? inner - jb : VB;
+                    float t[VB];
+                    maas_vm_exp(t, y + jb, len);
+                    for (int64_t j = 0; j < len; j++)
+                        gr[jb + j] += g[jb + j] - t[j] * sf[jb + j];
+                }
             else
                 for (int64_t j = 0; j < inner; j++)
                     gr[j] += y[j] * (g[j] - sf[j]);

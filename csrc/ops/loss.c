@@ -22,10 +22,16 @@
  * eps = 1e-7. Mean losses over C == 0 give NaN, sum losses give 0.
  * Rows are independent, so the OpenMP split over rows (above
  * MAAS_PAR_THRESHOLD elements) gives results independent of thread count.
- * Accumulation within a row is in double, in a fixed order. */
+ * Accumulation within a row is in double, in a fixed order. The exp / log
+ * / log1p / sigmoid of a row run through vecmath.h (AVX2 or libm, chosen
+ * at run time) on blocks of MAAS_VM_BLOCK held on the stack. */
 #include "maas.h"
+#include "vecmath.h"
 
 #include <math.h>
+
+#define VB MAAS_VM_BLOCK
+#define BLEN(C, c0) ((C) - (c0) < VB ? (C) - (c0) : VB)
 
 #define LOSS_EPS 1e-7f
 #define LOSS_HI (1.0f - 1e-7f)
@@ -79,14 +85,6 @@ static inline float clipf(float v)
 
 static inline int clipped(float v) { return v < LOSS_EPS || v > LOSS_HI; }
 
-static inline float sigmoidf(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 static inline double row_sum(const float *restrict p, int64_t C)
 {
     double s = 0.0;
@@ -101,10 +99,16 @@ static inline float row_lse(const float *restrict x, int64_t C, double *logz)
     float m = x[0];
     for (int64_t c = 1; c < C; c++)
         m = x[c] > m ? x[c] : m;
-    double z = 0.0;
-    for (int64_t c = 0; c < C; c++)
-        z += expf(x[c] - m);
-    *logz = log(z);
+    double acc[8] = {0};
+    float t[VB];
+    for (int64_t c0 = 0; c0 < C; c0 += VB) {
+        const int64_t len = BLEN(C, c0);
+        for (int64_t c = 0; c < len; c++)
+            t[c] = x[c0 + c] - m;
+        maas_vm_exp(t, t, len);
+        maas_vm_sum8_f64(acc, t, len);
+    }
+    *logz = log(maas_vm_fold8_f64(acc));
     return m;
 }
 
@@ -126,16 +130,28 @@ static double row_forward(maas_loss_op op, const float *restrict y,
             s += fabsf(p[c] - y[c]);
         return s / (double)C;
     case MAAS_L_BCE:
-        if (logits) {
-            for (int64_t c = 0; c < C; c++) {
-                float x = p[c];
-                s += (double)((x > 0.0f ? x : 0.0f) - x * y[c]) +
-                     (double)log1pf(expf(-fabsf(x)));
-            }
-        } else {
-            for (int64_t c = 0; c < C; c++) {
-                float q = clipf(p[c]);
-                s -= (double)y[c] * logf(q) + (double)(1.0f - y[c]) * log1pf(-q);
+        for (int64_t c0 = 0; c0 < C; c0 += VB) {
+            const int64_t len = BLEN(C, c0);
+            const float *pb = p + c0, *yb = y + c0;
+            float t[VB], u[VB];
+            if (logits) {
+                for (int64_t c = 0; c < len; c++)
+                    t[c] = -fabsf(pb[c]);
+                maas_vm_exp(t, t, len);
+                maas_vm_log1p(t, t, len); /* log1p(exp(-|x|)) */
+                for (int64_t c = 0; c < len; c++) {
+                    float x = pb[c];
+                    s += (double)((x > 0.0f ? x : 0.0f) - x * yb[c]) + (double)t[c];
+                }
+            } else {
+                for (int64_t c = 0; c < len; c++) {
+                    t[c] = clipf(pb[c]);
+                    u[c] = -t[c];
+                }
+                maas_vm_log(t, t, len);   /* log q */
+                maas_vm_log1p(u, u, len); /* log(1 - q) */
+                for (int64_t c = 0; c < len; c++)
+                    s -= (double)yb[c] * t[c] + (double)(1.0f - yb[c]) * u[c];
             }
         }
         return s / (double)C;
@@ -149,9 +165,16 @@ static double row_forward(maas_loss_op op, const float *restrict y,
                 s += (double)y[c] * ((double)(m - p[c]) + logz);
         } else {
             float inv = (float)(1.0 / row_sum(p, C));
-            for (int64_t c = 0; c < C; c++)
-                if (y[c] != 0.0f)
-                    s -= (double)y[c] * logf(clipf(p[c] * inv));
+            float t[VB];
+            for (int64_t c0 = 0; c0 < C; c0 += VB) {
+                const int64_t len = BLEN(C, c0);
+                for (int64_t c = 0; c < len; c++)
+                    t[c] = clipf(p[c0 + c] * inv);
+                maas_vm_log(t, t, len);
+                for (int64_t c = 0; c < len; c++)
+                    if (y[c0 + c] != 0.0f)
+                        s -= (double)y[c0 + c] * t[c];
+            }
         }
         return s;
     case MAAS_L_SCCE:
@@ -198,8 +221,13 @@ static void row_backward(maas_loss_op op, float *restrict g,
         return;
     case MAAS_L_BCE:
         if (logits) {
-            for (int64_t c = 0; c < C; c++)
-                g[c] += goc * (sigmoidf(p[c]) - y[c]);
+            float t[VB];
+            for (int64_t c0 = 0; c0 < C; c0 += VB) {
+                const int64_t len = BLEN(C, c0);
+                maas_vm_sigmoid(t, p + c0, len);
+                for (int64_t c = 0; c < len; c++)
+                    g[c0 + c] += goc * (t[c] - y[c0 + c]);
+            }
         } else {
             for (int64_t c = 0; c < C; c++) {
                 float q = p[c];
@@ -215,8 +243,15 @@ static void row_backward(maas_loss_op op, float *restrict g,
             for (int64_t c = 0; c < C; c++)
                 sy += y[c];
             const float k = (float)(sy * exp(-logz)) * go;
-            for (int64_t c = 0; c < C; c++)
-                g[c] += k * expf(p[c] - m) - go * y[c];
+            float t[VB];
+            for (int64_t c0 = 0; c0 < C; c0 += VB) {
+                const int64_t len = BLEN(C, c0);
+                for (int64_t c = 0; c < len; c++)
+                    t[c] = p[c0 + c] - m;
+                maas_vm_exp(t, t, len);
+                for (int64_t c = 0; c < len; c++)
+                    g[c0 + c] += k * t[c] - go * y[c0 + c];
+            }
         } else {
             /* q = p / S; dL/dp_j = (dL/dq_j + A) / S with dL/dq_j = -y_j/q_j
              * and A = sum of y over the unclipped entries. */
@@ -239,8 +274,15 @@ static void row_backward(maas_loss_op op, float *restrict g,
             double logz;
             float m = row_lse(p, C, &logz);
             const float k = (float)exp(-logz) * go;
-            for (int64_t c = 0; c < C; c++)
-                g[c] += k * expf(p[c] - m);
+            float t[VB];
+            for (int64_t c0 = 0; c0 < C; c0 += VB) {
+                const int64_t len = BLEN(C, c0);
+                for (int64_t c = 0; c < len; c++)
+                    t[c] = p[c0 + c] - m;
+                maas_vm_exp(t, t, len);
+                for (int64_t c = 0; c < len; c++)
+                    g[c0 + c] += k * t[c];
+            }
             g[label] -= go;
         } else {
             const double S = row_sum(p, C);
