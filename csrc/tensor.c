@@ -133,13 +133,7 @@ maas_tensor *maas_tensor_wrap_typed(void *data, maas_dtype dt, int ndim,
 maas_tensor *maas_tensor_wrap(float *data, int ndim, const int64_t *shape,
                               void *owner, void (*release)(void *))
 {
-    maas_tensor *t = tensor_header(MAAS_F32, ndim, shape);
-    if (!t)
-        return NULL;
-    t->data = data;
-    t->owner = owner;
-    t->release = release;
-    return t;
+    return maas_tensor_wrap_typed(data, MAAS_F32, ndim, shape, owner, release);
 }
 
 maas_tensor *maas_tensor_view(maas_tensor *base, int64_t offset, int ndim,
