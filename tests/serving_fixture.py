@@ -1,15 +1,19 @@
-"""TEST FIXTURE for the serving tests, not part of maas.
+"""Models for the serving tests (a test helper, not part of maas).
 
-Until ``maas.load_model`` and the model file exist, the serving tests need
-a model that a gunicorn worker can build on its own, after fork. This module
-is that stand-in: a small MLP whose weights are saved with ``numpy.savez``
-into ``REPO/<name>/<version>/weights.npz`` and loaded by :func:`load_npz`,
-which the server is told to use with ``MAAS_SERVING_LOADER=
-serving_fixture:load_npz`` (or ``loader=load_npz``). The model runs real
-maas computation: a compiled plan (``maas.engine.build_plan``) whose
-``predict`` is one C call with the GIL released, or the eager ops
-(``maas.ops.dense/relu/softmax``). When ``maas.load_model`` lands, the
-tests should save real model files and drop this module.
+The tests against real servers (test_serving_server.py,
+test_serving_hostile.py) and benchmarks/serve.py save real model files:
+:func:`save_model` builds a ``maas.Sequential`` MLP with seeded weights and
+writes it with ``maas.saving.save_to_repository`` as
+``REPO/<name>/<version>/model.maas``, which the server loads with its
+default loader (``maas.load_model``), as a user's server does.
+:func:`load_slow` is that loader plus a sleep per forward pass, for the
+drain tests. :func:`reference` is the float64 NumPy forward pass.
+
+The in-process tests of test_serving_app.py also use a loader hook of
+their own: :func:`save_version` writes only ``weights.npz``, which
+:func:`load_npz` turns into a compiled plan (:class:`PlanMLP`) or eager
+ops (:class:`EagerMLP`); one of those tests checks that such a folder,
+with no model.maas, is reported as not ready by the default loader.
 """
 from __future__ import annotations
 
@@ -81,6 +85,51 @@ def save_version(repo: str, name: str, version: int, seed: int, config: dict | N
     final = os.path.join(mdir, str(version))
     os.rename(tmp, final)
     return final
+
+
+def build_model(seed: int, n_in: int = IN, hidden: int = HIDDEN, n_out: int = OUT):
+    """The network of :func:`weights` as a maas.Sequential model."""
+    w = weights(seed, n_in, hidden, n_out)
+    model = maas.Sequential([maas.Input((n_in,), name="input"),
+                             maas.layers.Dense(hidden, activation="relu"),
+                             maas.layers.Dense(n_out, activation="softmax")], name=f"mlp{seed}")
+    model.set_weights([w["w1"], w["b1"], w["w2"], w["b2"]])
+    return model
+
+
+def save_model(repo: str, name: str, version: int, seed: int, config: dict | None = None,
+               **sizes) -> str:
+    """Saves :func:`build_model` as REPO/name/version/model.maas (atomically,
+    by ``maas.saving.save_to_repository``); returns the file's path."""
+    import json
+
+    if config is not None:
+        os.makedirs(os.path.join(repo, name), exist_ok=True)
+        with open(os.path.join(repo, name, "config.json"), "w") as f:
+            json.dump(config, f)
+    return maas.saving.save_to_repository(build_model(seed, **sizes), repo, name, version)
+
+
+class SlowModel:
+    """A loaded model whose every forward pass first sleeps."""
+
+    def __init__(self, model, delay: float):
+        self.model = model
+        self.delay = delay
+        self.inputs = model.inputs
+        self.outputs = model.outputs
+
+    def predict(self, x, verbose=0):
+        time.sleep(self.delay)
+        return self.model.predict(x, verbose=0)
+
+
+def load_slow(path: str):
+    """The default loader (``maas.load_model`` of ``path/model.maas``), each
+    forward pass delayed by ``MAAS_TEST_DELAY`` seconds (default 0.5)."""
+    from maas.serving.model import default_loader
+
+    return SlowModel(default_loader(path), float(os.environ.get("MAAS_TEST_DELAY", "0.5") or 0.5))
 
 
 def load_npz(path: str):

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -27,8 +28,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
-from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, parse_json,
-                    parse_shape, to_array)
+from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
+                    parse_json, parse_shape, to_array)
 from .errors import ServingError
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
@@ -145,7 +146,27 @@ class _Server:
         if n is not None and n > self.max_body:
             raise ServingError(413, f"the request body is {n} bytes, over the limit of "
                                     f"{self.max_body} bytes")
-        data = call.stream.read(self.max_body + 1)
+        try:
+            if n is None and call.environ.get("wsgi.input_terminated"):
+                # chunked: no length to trust; read the server's stream up
+                # to one byte past the limit (werkzeug's limited stream
+                # would cut it at the limit without saying so)
+                raw, parts, got = call.environ["wsgi.input"], [], 0
+                while got <= self.max_body:
+                    part = raw.read(min(1 << 16, self.max_body + 1 - got))
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                data = b"".join(parts)
+            else:
+                data = call.stream.read(self.max_body + 1)
+        except HTTPException:
+            raise
+        except Exception as e:  # the client's bytes: a bad chunk, a stall, a disconnect
+            status = getattr(e, "http_status", 400)
+            raise ServingError(status, f"the request body could not be read: "
+                                       f"{type(e).__name__}: {str(e)[:200]}") from None
         if len(data) > self.max_body:
             raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")
         return data
@@ -367,7 +388,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             iparams = inp.get("parameters") or {}
             if not isinstance(iparams, dict):
                 raise ServingError(400, "inputs[0].parameters must be an object")
-            count = int(np.prod(shape)) if shape else 1
+            count = math.prod(shape)  # exact: parse_shape bounds it
             if "binary_data_size" in iparams:
                 if "data" in inp:
                     raise ServingError(400, "inputs[0] has both 'data' and binary_data_size; send one")
@@ -424,7 +445,9 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             head = dumps(resp)
             return _Reply(head + raw, 200, "application/octet-stream",
                           headers={"Inference-Header-Content-Length": str(len(head))})
-        out["data"] = y.ravel().tolist()
+        out["data"], nonfinite = json_values(y, flat=True)
+        if nonfinite:  # JSON has no NaN: null, and a flag saying why
+            out["parameters"] = {"nonfinite": True}
         resp["outputs"] = [out]
         return _json(resp)
 
@@ -509,7 +532,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             _note(call, lv, int(x.shape[0]))
             y = lv.run(x)
         key = "predictions" if what == "instances" else "outputs"
-        return _json({key: y.tolist()})
+        values, nonfinite = json_values(y)
+        return _json({key: values, "nonfinite": True} if nonfinite else {key: values})
 
     # ---------------- the simple form -----------------------------------
     def default_model():
@@ -542,7 +566,10 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             x = check_rows(x, m.input_shape, what, cfg.max_rows)
             _note(call, lv, int(x.shape[0]))
             y = lv.run(x)
-        out = {"predictions": y.tolist(), "model": name, "version": str(m.version)}
+        values, nonfinite = json_values(y)
+        out = {"predictions": values, "model": name, "version": str(m.version)}
+        if nonfinite:  # JSON has no NaN: null, and a flag saying why
+            out["nonfinite"] = True
         if classes:
             out["classes"] = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
         return _json(out)

@@ -28,18 +28,35 @@ except ImportError:  # pragma: no cover
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
+# deeper nesting than this is refused before NumPy sees it (NumPy's own
+# limit is 64 dimensions; no model here takes more than a few)
+MAX_DIMS = 32
+# a shape's dimensions and element count must fit in this
+MAX_ELEMENTS = 2 ** 40
+
+
 def dumps(obj) -> bytes:
-    """JSON bytes. With orjson when it is installed and gives the same
-    values: orjson writes NaN/infinity as null where json writes NaN, so a
-    body with a null in it is written again by json."""
+    """Valid JSON bytes, never a bare NaN or Infinity (the views turn
+    non-finite outputs into null first, see :func:`json_values`). With
+    orjson when it is installed."""
     if _orjson is not None:
         try:
-            out = _orjson.dumps(obj)
-            if b"null" not in out:
-                return out
+            return _orjson.dumps(obj)
         except TypeError:  # e.g. an int over 64 bits
             pass
-    return json.dumps(obj).encode()
+    return json.dumps(obj, allow_nan=False).encode()
+
+
+def json_values(y: np.ndarray, flat: bool = False) -> tuple[list, bool]:
+    """An output array as JSON lists, and whether it held NaN or infinity;
+    those become null (JSON has no NaN), and the views add a flag saying so."""
+    y = y.ravel() if flat else y
+    finite = np.isfinite(y)
+    if finite.all():
+        return y.tolist(), False
+    obj = y.astype(object)
+    obj[~finite] = None
+    return obj.tolist(), True
 
 
 def parse_json(body: bytes) -> dict:
@@ -66,6 +83,9 @@ def parse_json(body: bytes) -> dict:
                                 f"column {e.colno}") from None
     except RecursionError:
         raise ServingError(400, "the request body is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer over Python's 4300-digit limit
+        raise ServingError(400, f"the request body holds a value that cannot be read: "
+                                f"{str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise ServingError(400, f"the request body must be a JSON object, received a JSON "
                                 f"{_jtype(obj)}")
@@ -111,23 +131,33 @@ def _find_bad(data, path="data"):
 
 
 def _nested_shape_problem(data, path="data"):
-    """Where a nested list is ragged."""
-    if not isinstance(data, list):
-        return None
-    if not data:
-        return None
-    kinds = {isinstance(v, list) for v in data}
-    if len(kinds) > 1:
-        return f"{path} mixes lists and numbers"
-    if kinds == {True}:
-        lens = {len(v) for v in data}
-        if len(lens) > 1:
-            return f"{path} has rows of different lengths {sorted(lens)[:4]}"
-        for i, v in enumerate(data):
-            r = _nested_shape_problem(v, f"{path}[{i}]")
-            if r:
-                return r
+    """Where a nested list is ragged (depth first, without recursion)."""
+    stack = [(data, path)]
+    while stack:
+        v, p = stack.pop()
+        if not isinstance(v, list) or not v:
+            continue
+        kinds = {isinstance(e, list) for e in v}
+        if len(kinds) > 1:
+            return f"{p} mixes lists and numbers"
+        if kinds == {True}:
+            lens = {len(e) for e in v}
+            if len(lens) > 1:
+                return f"{p} has rows of different lengths {sorted(lens)[:4]}"
+            for i in range(len(v) - 1, -1, -1):
+                stack.append((v[i], f"{p}[{i}]"))
     return None
+
+
+def _depth(data) -> int:
+    """How deep the first elements of nested lists go."""
+    d = 0
+    while isinstance(data, list):
+        d += 1
+        if d > MAX_DIMS or not data:
+            break
+        data = data[0]
+    return d
 
 
 def to_array(data, what: str = "data", datatype: str | None = None, allow_bool: bool = False) -> np.ndarray:
@@ -137,9 +167,12 @@ def to_array(data, what: str = "data", datatype: str | None = None, allow_bool: 
         data = [data]
     if not isinstance(data, list):
         raise ServingError(400, f"{what} must be an array of numbers, received a JSON {_jtype(data)}")
+    if _depth(data) > MAX_DIMS:
+        raise ServingError(400, f"{what} is nested more than {MAX_DIMS} lists deep; send an array "
+                                f"of shape (batch, features...)")
     try:
         arr = np.asarray(data)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, RecursionError):
         prob = _nested_shape_problem(data, what)
         raise ServingError(400, f"{what} is a ragged nested list: {prob}" if prob else
                                 f"{what} is not a rectangular array of numbers") from None
@@ -208,8 +241,15 @@ def check_rows(arr: np.ndarray, feature_shape: tuple, what: str, max_rows: int) 
 
 
 def parse_shape(shape, what: str) -> tuple:
+    """A V2 tensor shape: at most MAX_DIMS non-negative integers whose
+    product (the element count, computed exactly) is at most MAX_ELEMENTS."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                              for d in shape):
         raise ServingError(400, f"{what}.shape must be a list of non-negative integers, received "
                                 f"{json.dumps(shape)[:100]}")
+    if len(shape) > MAX_DIMS:
+        raise ServingError(400, f"{what}.shape has {len(shape)} dimensions, more than {MAX_DIMS}")
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise ServingError(400, f"{what}.shape {json.dumps(shape)[:100]} is too large: at most "
+                                f"{MAX_ELEMENTS} elements (and the data must hold all of them)")
     return tuple(shape)
