@@ -151,3 +151,137 @@ def reference(seed: int, x) -> np.ndarray:
     z = h @ w["w2"] + w["b2"]
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- real servers
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(rest[2]) == pgid and rest[0] not in ("Z", "X"):
+            out.append(int(d))
+    return out
+
+
+class Server:
+    """``maas serve REPO`` in a subprocess on a free loopback port, in a
+    process group of its own, ready when this returns. Readiness is polled
+    until a generous deadline (a booting worker on a busy machine may take
+    seconds, and may time a request out), catching every request error.
+    :meth:`stop` always ends the whole group (master and workers), with
+    SIGKILL after a grace period; use it in a ``finally`` (or as a context
+    manager)."""
+
+    BOOT_SECONDS = 120.0
+
+    def __init__(self, repo, tmp, dev=False, extra=(), env=None, server=None):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.audit = os.path.join(tmp, f"audit-{self.port}.jsonl")
+        e = dict(os.environ)
+        e.pop("MAAS_SERVING_LOADER", None)  # the default loader: maas.load_model
+        e.update({"PYTHONPATH": os.pathsep.join([ROOT, TESTS]),
+                  "PROMETHEUS_MULTIPROC_DIR": os.path.join(tmp, f"prom-{self.port}")})
+        e.update(env or {})
+        args = [sys.executable, "-m", "maas.serving.cli", repo, "--port", str(self.port),
+                "--workers", "2", "--audit-log", self.audit, *extra]
+        if server:
+            args += ["--server", server]
+        if dev:
+            args.append("--dev")
+        self.log = open(os.path.join(tmp, f"server-{self.port}.log"), "w+")
+        self.proc = subprocess.Popen(args, env=e, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self):
+        import requests
+
+        deadline = time.monotonic() + self.BOOT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.output())
+            try:
+                if requests.get(self.url + "/v2/health/ready", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not become ready in {self.BOOT_SECONDS:g} s:\n" + self.output())
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def worker_pids(self) -> list[int]:
+        """The master's children (gunicorn and granian workers)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return sorted(int(p) for p in f.read().split())
+        except OSError:
+            return []
+
+    def group(self) -> list[int]:
+        """The live (not zombie) processes of the server's process group."""
+        return group_members(self.proc.pid)
+
+    def group_alive(self) -> bool:
+        return bool(self.group())
+
+    def stop(self, grace: float = 20.0):
+        import signal
+        import subprocess
+
+        try:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            try:  # whatever is left of the group (a worker whose master died, say)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if self.proc.poll() is None:
+                self.proc.wait()
+            deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
+            while self.group() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -97,8 +97,30 @@ def _options(a) -> dict:
     return opts
 
 
+def bound_malloc() -> None:
+    """glibc settings for a server worker: at most 2 malloc arenas (each
+    thread that allocates may otherwise get an arena of its own, which keeps
+    its freed memory), and a fixed mmap threshold of 256 KiB, so a large
+    buffer (a request body, a batch) is always its own mapping and goes back
+    to the OS when freed (glibc raises the threshold after each such free
+    by default, after which large buffers stay in the heap)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, 2)          # M_ARENA_MAX
+        libc.mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
+        libc.mallopt(-1, 1 << 20)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def app_from_env():
-    """The app a gunicorn worker builds after fork (options from the env)."""
+    """The app a server worker builds after fork (options from the env)."""
+    bound_malloc()
     opts = json.loads(os.environ[OPTIONS_ENV])
     threads = opts.pop("model_threads", None)
     import maas
@@ -183,6 +205,7 @@ def serve_main(argv: list[str] | None = None) -> int:
               "--max-connections at least 1, --max-client-connections at least 0", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # also for threads made before app_from_env
     env[OPTIONS_ENV] = json.dumps(opts)
     mp = env.get("PROMETHEUS_MULTIPROC_DIR")
     if not mp:
