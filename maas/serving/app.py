@@ -185,12 +185,16 @@ class _Server:
                 data = b"".join(parts)
             else:
                 data = call.stream.read(self.max_body + 1)
-        except HTTPException:
-            raise
         except Exception as e:  # the client's bytes: a bad chunk, a stall, a disconnect
-            status = getattr(e, "http_status", 400)
+            root = e  # werkzeug wraps the server's error (as ClientDisconnected)
+            while root.__cause__ is not None or (root.__context__ is not None
+                                                 and not root.__suppress_context__):
+                root = root.__cause__ or root.__context__
+            if root is e and isinstance(e, HTTPException) and e.code != 400:
+                raise
+            status = getattr(root, "http_status", 400)
             raise ServingError(status, f"the request body could not be read: "
-                                       f"{type(e).__name__}: {str(e)[:200]}") from None
+                                       f"{type(root).__name__}: {str(root)[:200]}") from None
         call.info["body_bytes"] = len(data)
         if len(data) > self.max_body:
             raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")

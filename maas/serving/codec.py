@@ -25,7 +25,28 @@ except ImportError:  # pragma: no cover
     _orjson = None
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_RUN = b"0" * 19
+
+
+def _long_integer(body: bytes) -> bool:
+    """Whether the body has an integer literal of 19 or more digits (a run
+    of digits that is not the fraction or exponent of a float: float reprs
+    such as -0.0012345678901234567 are common). bytes.find on a copy with
+    every digit made 0 scans at C speed; a regex takes ~40 ms on 700 kB."""
+    t = body.translate(_ZEROS)
+    i = t.find(_RUN)
+    while i != -1:
+        j = i + len(_RUN)
+        while t[j:j + 1] == b"0":
+            j += 1
+        before = t[i - 1:i] if i else b""
+        if before == b"-":
+            before = t[i - 2:i - 1] if i > 1 else b""
+        if before not in (b".", b"e", b"E", b"+") and t[j:j + 1] not in (b".", b"e", b"E"):
+            return True
+        i = t.find(_RUN, j)
+    return False
 
 
 # deeper nesting than this is refused before NumPy sees it (NumPy's own
@@ -64,7 +85,7 @@ def parse_json(body: bytes) -> dict:
     if not body:
         raise ServingError(400, "the request body is empty; send a JSON object")
     obj = None
-    if _orjson is not None and _LONG_DIGITS.search(body) is None:
+    if _orjson is not None and not _long_integer(body):
         # orjson refuses what json takes (NaN literals, UTF-16, 1e400):
         # anything it refuses goes to json, which also words the errors. It
         # reads an integer beyond 64 bits as a float where json keeps it an
