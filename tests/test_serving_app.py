@@ -472,6 +472,8 @@ def test_dynamic_batching_groups_concurrent_requests():
 
     def predict(x):
         sizes.append(len(x))
+        if len(sizes) == 1:  # a slow first pass: the other requests queue behind it even on
+            time.sleep(0.3)  # a busy machine, where a thread may finish before the next starts
         return plan.predict(x)
 
     m = ServedModel("m", 1, predict, (4,), (3,))
