@@ -266,6 +266,24 @@ BAD = [
     ("tf classify", "POST", "/v1/models/mlp:classify", '{"instances": [[1,2,3,4]]}', {}, 400, "not supported"),
     ("tf unknown model", "POST", "/v1/models/nope:predict", '{"instances": [[1,2,3,4]]}', {}, 404, "not served"),
     ("tf bad path", "GET", "/v1/models/mlp/versions/1/foo/bar", None, {}, 404, "no such endpoint"),
+    # hostile bodies: each was a 500 once
+    ("nested 1000 deep", "POST", "/models/mlp/predict", '{"x": ' + "[" * 1000 + "1" + "]" * 1000 + "}",
+     {}, 400, "nested"),
+    ("nested 1000 deep v2", "POST", V2, v2(data=json.loads("[" * 900 + "]" * 900)), {}, 400, "nested"),
+    ("nested 40 deep", "POST", "/v1/models/mlp:predict", '{"instances": ' + "[" * 40 + "]" * 40 + "}",
+     {}, 400, "nested more than 32 lists deep"),
+    ("5000-digit integer", "POST", "/models/mlp/predict", '{"x": [[' + "9" * 5000 + ', 1, 2, 3]]}', {},
+     400, "cannot be read"),
+    ("5000-digit integer v2", "POST", V2, v2(data=[1, 2, 3, 4]).replace("[1, 2, 3, 4]", "[" + "7" * 5000 + ", 2, 3, 4]"), {}, 400, "cannot be read"),
+    ("v2 shape overflows int64", "POST", V2, v2(shape=[4294967296, 4294967296], data=[]), {}, 400,
+     "too large"),
+    ("v2 binary shape 2^62 size 0", "POST", V2,
+     json.dumps({"inputs": [{"name": "input", "shape": [2 ** 62, 4], "datatype": "FP32",
+                             "parameters": {"binary_data_size": 0}}]}),
+     {"Inference-Header-Content-Length": str(len(json.dumps({"inputs": [{"name": "input", "shape": [
+         2 ** 62, 4], "datatype": "FP32", "parameters": {"binary_data_size": 0}}]})))}, 400, "too large"),
+    ("v2 zero rows, huge width", "POST", V2, v2(shape=[0, 2 ** 40], data=[]), {}, 400, "expects (batch, 4)"),
+    ("v2 70 dimensions", "POST", V2, v2(shape=[1] * 70, data=[1]), {}, 400, "more than 32"),
     # routing
     ("unknown route", "GET", "/nowhere", None, {}, 404, "no such endpoint"),
     ("wrong method", "GET", "/predict", None, {}, 405, "Method Not Allowed"),
@@ -302,6 +320,31 @@ def test_nan_allowed_per_model(plan_model):
     c = create_app({"m": plan_model}, config={"m": {"allow_nan": True}}, poll_interval=0).test_client()
     r = c.post("/models/m/predict", data='{"x": [[1, 2, NaN, 4]]}')
     assert r.status_code == 200
+
+
+def test_nonfinite_outputs_are_valid_json():
+    """A model answering NaN/infinity: null in the answer and a flag, in
+    every protocol, and the body parses as strict JSON."""
+    def odd(x):
+        y = np.ones((len(x), 3), np.float32)
+        y[:, 0], y[:, 2] = np.nan, -np.inf
+        return y
+    c = create_app(ServedModel("odd", 1, odd, (4,), (3,)), poll_interval=0).test_client()
+
+    def strict(data):
+        return json.loads(data, parse_constant=lambda s: pytest.fail(f"bare {s} in the answer"))
+    r = c.post("/predict", json={"x": [[1, 2, 3, 4]]})
+    assert r.status_code == 200
+    assert strict(r.data)["predictions"] == [[None, 1.0, None]] and r.json["nonfinite"] is True
+    r = c.post("/v1/models/odd:predict", json={"instances": [[1, 2, 3, 4]]})
+    assert strict(r.data) == {"predictions": [[None, 1.0, None]], "nonfinite": True}
+    r = c.post("/v2/models/odd/infer", data=v2())
+    out = strict(r.data)["outputs"][0]
+    assert out["data"] == [None, 1.0, None] and out["parameters"] == {"nonfinite": True}
+    r = c.post("/predict", json={"x": [[1, 2, 3, 4]]})
+    assert "nonfinite" not in create_app(ServedModel("ok", 1, lambda x: x[:, :3], (4,), (3,)),
+                                         poll_interval=0).test_client().post(
+        "/predict", json={"x": [[1, 2, 3, 4]]}).json
 
 
 def test_internal_error_hides_the_trace(caplog):
@@ -410,7 +453,8 @@ def test_json_codec_with_and_without_orjson(plan_model, monkeypatch, fast_json):
     r = c.post("/predict", data=json.dumps({"x": X[:2].tolist()}))
     np.testing.assert_allclose(r.json["predictions"], plan_model.predict(X[:2]), rtol=1e-6)
     r = c.post("/predict", data='{"x": [[NaN, 1, 2, 3]]}')
-    assert r.status_code == 200 and b"NaN" in r.data  # NaN out, as json writes it
+    assert r.status_code == 200 and r.json["predictions"][0] == [None] * 3  # NaN out: null
+    assert b"NaN" not in r.data and r.json["nonfinite"] is True
     r = c.post("/predict", data=json.dumps({"x": X[:1].tolist()}).encode("utf-16"))
     assert r.status_code == 200
     r = c.post("/predict", data='{"x": [[%d, 1, 2, 3]]}' % 2 ** 70)
@@ -428,6 +472,8 @@ def test_dynamic_batching_groups_concurrent_requests():
 
     def predict(x):
         sizes.append(len(x))
+        if len(sizes) == 1:  # a slow first pass: the other requests queue behind it even on
+            time.sleep(0.3)  # a busy machine, where a thread may finish before the next starts
         return plan.predict(x)
 
     m = ServedModel("m", 1, predict, (4,), (3,))

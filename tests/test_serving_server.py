@@ -1,16 +1,16 @@
-"""Real servers in a subprocess on a free loopback port, gunicorn with 2
-gthread workers (``maas.serving.cli``) and the Flask dev server (``--dev``),
-talked to with requests and the real tritonclient[http]. Answers must equal
-the in-process predict on the same rows. The models come from
-tests/serving_fixture.py (a test-only loader until maas.load_model exists)."""
+"""Real servers in a subprocess on a free loopback port: ``maas serve``
+with its default server (gunicorn with maas's gevent worker, 2 workers),
+the Flask dev server (``--dev``), and each alternative ``--server``,
+talked to with requests and the real tritonclient[http]. The models are
+real model files (``maas.saving.save_to_repository``) loaded by the
+server's default loader (``maas.load_model``); answers must equal the
+in-process predict of the same files on the same rows. Every server runs
+in its own process group, which ``Server.stop`` always ends."""
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,84 +18,38 @@ import numpy as np
 import pytest
 import requests
 
+import maas
 import serving_fixture as sf
+from serving_fixture import Server
 
 pytest.importorskip("gunicorn")
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+pytest.importorskip("gevent")
 X = np.random.default_rng(7).normal(size=(6, sf.IN)).astype(np.float32)
 LOAD_REQUESTS = int(os.environ.get("MAAS_SERVING_LOAD_REQUESTS", "500"))  # per thread, as the issue asks
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, repo, tmp, dev=False, extra=(), env=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.audit = os.path.join(tmp, f"audit-{self.port}.jsonl")
-        e = dict(os.environ)
-        e.update({"PYTHONPATH": os.pathsep.join([ROOT, HERE]),
-                  "MAAS_SERVING_LOADER": "serving_fixture:load_npz",
-                  "PROMETHEUS_MULTIPROC_DIR": os.path.join(tmp, f"prom-{self.port}")})
-        e.update(env or {})
-        args = [sys.executable, "-m", "maas.serving.cli", repo, "--port", str(self.port),
-                "--workers", "2", "--audit-log", self.audit, *extra]
-        if dev:
-            args.append("--dev")
-        self.log = open(os.path.join(tmp, f"server-{self.port}.log"), "w+")
-        self.proc = subprocess.Popen(args, env=e, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120  # generous: the machine is shared
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + self.output())
-            try:
-                if requests.get(self.url + "/v2/health/ready", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:  # refused, or queued until a worker boots
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready:\n" + self.output())
-
-    def output(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     r = str(tmp_path_factory.mktemp("repo"))
-    sf.save_version(r, "mlp", 1, 0, config={"batching": {"max_batch_size": 32, "max_delay_ms": 1}})
-    sf.save_version(r, "plain", 1, 1)
+    sf.save_model(r, "mlp", 1, 0, config={"batching": {"max_batch_size": 32, "max_delay_ms": 1}})
+    sf.save_model(r, "plain", 1, 1)
     return r
 
 
-@pytest.fixture(scope="module", params=["gunicorn", "dev"])
+@pytest.fixture(scope="module", params=["gevent", "dev"])
 def server(request, repo, tmp_path_factory):
     s = Server(repo, str(tmp_path_factory.mktemp("srv")), dev=request.param == "dev")
-    yield s
-    s.stop()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="module")
 def expected(repo):
-    """The in-process predict of the same saved models on the same rows."""
-    return {n: sf.load_npz(os.path.join(repo, n, "1")).predict(X) for n in ("mlp", "plain")}
+    """The in-process predict of the same saved model files on the same rows."""
+    return {n: maas.load_model(os.path.join(repo, n, "1", "model.maas")).predict(X, verbose=0)
+            for n in ("mlp", "plain")}
 
 
 def test_requests_all_protocols(server, expected):
@@ -145,9 +99,20 @@ def test_tritonclient(server, expected, binary):
     c.close()
 
 
-def _worker_pids(master):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+@pytest.mark.parametrize("kind", ["gthread", "granian", "uvicorn"])
+def test_alternative_servers_answer(repo, tmp_path, expected, kind):
+    """``--server`` runs the same app under each candidate server."""
+    pytest.importorskip({"gthread": "gunicorn", "granian": "granian", "uvicorn": "a2wsgi"}[kind])
+    s = Server(repo, str(tmp_path), server=kind)
+    try:
+        r = requests.post(s.url + "/models/mlp/predict", json={"x": X.tolist()}, timeout=30)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["predictions"], expected["mlp"], rtol=1e-6, atol=1e-7)
+        r = requests.post(s.url + "/v2/models/mlp/infer", data="{oops", timeout=30)
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    finally:
+        s.stop()
+    assert not s.group_alive()
 
 
 def _rss_kb(pids):
@@ -192,14 +157,14 @@ def test_load_mixed_good_and_bad(repo, tmp_path, expected):
             [t.join() for t in ts]
 
         run(20)  # warm up
-        workers = _worker_pids(s.proc.pid)
+        workers = s.worker_pids()
         assert len(workers) == 2
         before = _rss_kb(workers)
         run(LOAD_REQUESTS)
         after = _rss_kb(workers)
         assert not failures, failures[:5]
         assert after <= before * 1.10, (before, after)
-        assert sorted(_worker_pids(s.proc.pid)) == sorted(workers)  # no worker died
+        assert s.worker_pids() == workers  # no worker died
         total = 16 * (20 + LOAD_REQUESTS)
         text = requests.get(u + "/metrics").text
         counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -213,7 +178,8 @@ def test_load_mixed_good_and_bad(repo, tmp_path, expected):
 
 
 def test_sigterm_drains_in_flight_requests(repo, tmp_path):
-    s = Server(repo, str(tmp_path), env={"MAAS_TEST_DELAY": "0.5"})
+    s = Server(repo, str(tmp_path), env={"MAAS_SERVING_LOADER": "serving_fixture:load_slow",
+                                         "MAAS_TEST_DELAY": "0.5"})
     try:
         results = []
 
@@ -227,19 +193,19 @@ def test_sigterm_drains_in_flight_requests(repo, tmp_path):
         s.proc.send_signal(signal.SIGTERM)
         [t.join() for t in ts]
         assert results == [200] * 4
-        assert s.proc.wait(20) == 0
+        assert s.proc.wait(60) == 0
     finally:
         s.stop()
 
 
 def test_hot_reload_in_gunicorn(tmp_path):
     repo = str(tmp_path / "repo")
-    sf.save_version(repo, "m", 1, 30)
+    sf.save_model(repo, "m", 1, 30)
     s = Server(repo, str(tmp_path), extra=("--poll-interval", "0.2"))
     try:
         assert requests.post(s.url + "/models/m/predict", json={"x": X[:1].tolist()}).json()["version"] == "1"
-        sf.save_version(repo, "m", 2, 31)
-        deadline, versions = time.time() + 15, set()
+        sf.save_model(repo, "m", 2, 31)
+        deadline, versions = time.time() + 60, set()
         while time.time() < deadline:
             r = requests.post(s.url + "/models/m/predict", json={"x": X[:1].tolist()})
             assert r.status_code == 200

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -27,8 +28,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
-from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, parse_json,
-                    parse_shape, to_array)
+from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
+                    parse_json, parse_shape, to_array)
 from .errors import ServingError
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
@@ -37,6 +38,30 @@ from .repository import ModelConfig, Registry, is_version_name
 log = logging.getLogger("maas.serving")
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+# after a request body this large, free heap memory goes back to the OS
+TRIM_AFTER_BYTES = 1 << 20
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        lib.malloc_trim  # glibc only
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def release_memory() -> None:
+    """Gives free heap memory back to the OS (glibc's ``malloc_trim``); the
+    parse of a large body leaves megabytes of freed but mapped memory."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 _RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -73,7 +98,7 @@ class _Call:
         self.method = method
         self.path = path
         self.headers = EnvironHeaders(environ) if flask_request is None else flask_request.headers
-        self.info = {"model": None, "version": None, "rows": None}
+        self.info = {"model": None, "version": None, "rows": None, "body_bytes": 0}
         self._max = max_content_length
         self._flask = flask_request
 
@@ -145,7 +170,32 @@ class _Server:
         if n is not None and n > self.max_body:
             raise ServingError(413, f"the request body is {n} bytes, over the limit of "
                                     f"{self.max_body} bytes")
-        data = call.stream.read(self.max_body + 1)
+        try:
+            if n is None and call.environ.get("wsgi.input_terminated"):
+                # chunked: no length to trust; read the server's stream up
+                # to one byte past the limit (werkzeug's limited stream
+                # would cut it at the limit without saying so)
+                raw, parts, got = call.environ["wsgi.input"], [], 0
+                while got <= self.max_body:
+                    part = raw.read(min(1 << 16, self.max_body + 1 - got))
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                data = b"".join(parts)
+            else:
+                data = call.stream.read(self.max_body + 1)
+        except Exception as e:  # the client's bytes: a bad chunk, a stall, a disconnect
+            root = e  # werkzeug wraps the server's error (as ClientDisconnected)
+            while root.__cause__ is not None or (root.__context__ is not None
+                                                 and not root.__suppress_context__):
+                root = root.__cause__ or root.__context__
+            if root is e and isinstance(e, HTTPException) and e.code != 400:
+                raise
+            status = getattr(root, "http_status", 400)
+            raise ServingError(status, f"the request body could not be read: "
+                                       f"{type(root).__name__}: {str(root)[:200]}") from None
+        call.info["body_bytes"] = len(data)
         if len(data) > self.max_body:
             raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")
         return data
@@ -218,6 +268,8 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
             "protocol": protocol, "model": info.get("model"), "version": info.get("version"),
             "status": resp.status, "latency_ms": round(dt * 1000, 3),
             "rows": info.get("rows"), "client": call.remote_addr}))
+    if info["body_bytes"] >= TRIM_AFTER_BYTES:
+        release_memory()
     return resp
 
 
@@ -363,7 +415,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             iparams = inp.get("parameters") or {}
             if not isinstance(iparams, dict):
                 raise ServingError(400, "inputs[0].parameters must be an object")
-            count = int(np.prod(shape)) if shape else 1
+            count = math.prod(shape)  # exact: parse_shape bounds it
             if "binary_data_size" in iparams:
                 if "data" in inp:
                     raise ServingError(400, "inputs[0] has both 'data' and binary_data_size; send one")
@@ -420,7 +472,9 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             head = dumps(resp)
             return _Reply(head + raw, 200, "application/octet-stream",
                           headers={"Inference-Header-Content-Length": str(len(head))})
-        out["data"] = y.ravel().tolist()
+        out["data"], nonfinite = json_values(y, flat=True)
+        if nonfinite:  # JSON has no NaN: null, and a flag saying why
+            out["parameters"] = {"nonfinite": True}
         resp["outputs"] = [out]
         return _json(resp)
 
@@ -493,7 +547,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             _note(call, lv, int(x.shape[0]))
             y = lv.run(x)
         key = "predictions" if what == "instances" else "outputs"
-        return _json({key: y.tolist()})
+        values, nonfinite = json_values(y)
+        return _json({key: values, "nonfinite": True} if nonfinite else {key: values})
 
     # ---------------- the simple form -----------------------------------
     def default_model():
@@ -526,7 +581,10 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             x = check_rows(x, m.input_shape, what, cfg.max_rows)
             _note(call, lv, int(x.shape[0]))
             y = lv.run(x)
-        out = {"predictions": y.tolist(), "model": name, "version": str(m.version)}
+        values, nonfinite = json_values(y)
+        out = {"predictions": values, "model": name, "version": str(m.version)}
+        if nonfinite:  # JSON has no NaN: null, and a flag saying why
+            out["nonfinite"] = True
         if classes:
             out["classes"] = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
         return _json(out)

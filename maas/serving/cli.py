@@ -1,12 +1,25 @@
 """``maas serve REPO``: the model server on the command line.
 
-By default it runs gunicorn (threaded ``gthread`` workers, so that one
-worker has concurrent requests to batch). This process *execs* gunicorn:
-the gunicorn master never imports maas, so no model, OpenBLAS or OpenMP
-pool exists before the fork; each worker builds the app (and loads the
-models) after it. SIGTERM to the master drains: workers stop accepting,
-finish their in-flight requests (up to ``--graceful-timeout``) and exit.
-``--dev`` runs Flask's own threaded development server instead.
+``--server`` picks the HTTP server under the (plain WSGI) Flask app:
+
+* ``gevent`` (default): gunicorn with maas's gevent worker
+  (``gunicorn_conf.MaasGeventWorker``): a connection costs a greenlet, not
+  a thread, so slow clients cannot take the workers; header and body
+  timeouts close stalled connections; a per-client connection cap; JSON
+  error pages. Chosen by measurement (benchmarks/RESULTS.md, README).
+* ``gthread``: gunicorn's threaded workers. No header or body timeout: a
+  client that stalls holds a thread (``--threads`` of them per worker).
+* ``granian``: the Rust server's WSGI interface. Header timeout only; no
+  body timeout; its own error pages are not JSON.
+* ``uvicorn``: uvicorn over the app wrapped by a2wsgi. No header or body
+  timeout.
+
+This process *execs* the server: the master never imports maas, so no
+model, OpenBLAS or OpenMP pool exists before the fork; each worker builds
+the app (and loads the models) after it. SIGTERM to the master drains:
+workers stop accepting, finish their in-flight requests (up to
+``--graceful-timeout``) and exit. ``--dev`` runs Flask's own threaded
+development server instead.
 
 ``serve_main(argv)`` is the entry point; ``maas.cli`` wires it as the
 ``serve`` subcommand. ``python -m maas.serving.cli REPO`` works too.
@@ -21,6 +34,7 @@ import sys
 import tempfile
 
 OPTIONS_ENV = "MAAS_SERVE_OPTIONS"
+SERVERS = ("gevent", "gthread", "granian", "uvicorn")
 
 
 def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
@@ -30,8 +44,23 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
                                 "with an optional REPO/<name>/config.json")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
+    p.add_argument("--server", choices=SERVERS, default="gevent",
+                   help="HTTP server: gevent (default; gunicorn with maas's gevent worker), "
+                        "gthread, granian or uvicorn (see the README's Serving section)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="threads per worker for gthread, granian and uvicorn (default 16)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request line and headers, and that an "
+                        "idle keep-alive connection stays open (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a request body after its headers; a "
+                        "late body is answered 408 (default 30)")
+    p.add_argument("--max-client-connections", type=int, default=256,
+                   help="open connections one client address may hold to one worker; more are "
+                        "answered 429 (default 256; 0: no cap)")
+    p.add_argument("--max-connections", type=int, default=1000,
+                   help="open connections per worker (default 1000)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server")
     p.add_argument("--loader", default=None, help="'module:function' loading a version folder "
                    "(default maas.load_model)")
@@ -73,8 +102,30 @@ def _options(a) -> dict:
     return opts
 
 
+def bound_malloc() -> None:
+    """glibc settings for a server worker: at most 2 malloc arenas (each
+    thread that allocates may otherwise get an arena of its own, which keeps
+    its freed memory), and a fixed mmap threshold of 256 KiB, so a large
+    buffer (a request body, a batch) is always its own mapping and goes back
+    to the OS when freed (glibc raises the threshold after each such free
+    by default, after which large buffers stay in the heap)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, 2)          # M_ARENA_MAX
+        libc.mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
+        libc.mallopt(-1, 1 << 20)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def app_from_env():
-    """The app a gunicorn worker builds after fork (options from the env)."""
+    """The app a server worker builds after fork (options from the env)."""
+    bound_malloc()
     opts = json.loads(os.environ[OPTIONS_ENV])
     threads = opts.pop("model_threads", None)
     import maas
@@ -83,6 +134,53 @@ def app_from_env():
     if threads:
         maas.set_num_threads(int(threads))
     return create_app(opts.pop("repo"), **opts)
+
+
+def asgi_app_from_env():
+    """For ``--server uvicorn``: the WSGI app in a2wsgi's ASGI adapter."""
+    from a2wsgi import WSGIMiddleware
+
+    threads = int(os.environ.get("MAAS_SERVE_THREADS", "16"))
+    return WSGIMiddleware(app_from_env(), workers=threads)
+
+
+def _python() -> list[str]:
+    """This interpreter, without the working folder on sys.path (-P)."""
+    return [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else [])]
+
+
+def server_command(a, env: dict) -> list[str]:
+    """The command line that runs ``a.server`` (and sets its variables in env)."""
+    bind_host, port = a.host, str(a.port)
+    env["MAAS_SERVE_SERVER"] = a.server
+    if a.server in ("gevent", "gthread"):
+        env["MAAS_HEADER_TIMEOUT"] = str(a.header_timeout)
+        env["MAAS_BODY_TIMEOUT"] = str(a.body_timeout)
+        env["MAAS_MAX_CLIENT_CONNECTIONS"] = str(a.max_client_connections)
+        conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
+        # gunicorn_run.py is gunicorn's command line with its working folder
+        # last on sys.path (gunicorn puts it first)
+        args = [*_python(), os.path.join(os.path.dirname(conf), "gunicorn_run.py"), "-c", conf,
+                "--workers", str(a.workers),
+                "--bind", f"{bind_host}:{port}", "--graceful-timeout", str(int(a.graceful_timeout)),
+                "--timeout", str(int(a.timeout)), "--worker-connections", str(a.max_connections)]
+        if a.server == "gthread":
+            args += ["--worker-class", "gthread", "--threads", str(a.threads)]
+        return args + ["maas.serving.cli:app_from_env()"]
+    if a.server == "granian":
+        return [*_python(), "-m", "granian", "--interface", "wsgi", "--factory", "--http", "1",
+                "--workers", str(a.workers), "--blocking-threads", str(a.threads),
+                "--host", bind_host, "--port", port, "--no-ws",
+                "--http1-header-read-timeout", str(max(1, min(60000, int(a.header_timeout * 1000)))),
+                "--backpressure", str(a.max_connections),
+                "--workers-kill-timeout", str(int(a.graceful_timeout)), "--log-level", "warning",
+                "maas.serving.cli:app_from_env"]
+    env["MAAS_SERVE_THREADS"] = str(a.threads)
+    return [*_python(), "-m", "uvicorn", "--factory", "--workers", str(a.workers),
+            "--host", bind_host, "--port", port, "--timeout-keep-alive", str(int(a.header_timeout)),
+            "--limit-concurrency", str(a.max_connections * a.workers),
+            "--timeout-graceful-shutdown", str(int(a.graceful_timeout)), "--no-access-log",
+            "--log-level", "warning", "maas.serving.cli:asgi_app_from_env"]
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -104,13 +202,23 @@ def serve_main(argv: list[str] | None = None) -> int:
         app = app_from_env()
         app.run(host=a.host, port=a.port, threaded=True, use_reloader=False)
         return 0
-    try:
-        import gunicorn  # noqa: F401
-    except ImportError:
-        print("maas serve: gunicorn is not installed; pip install 'maas[serve]' (or use --dev)",
-              file=sys.stderr)
+    need = {"gevent": ("gunicorn", "gevent"), "gthread": ("gunicorn",), "granian": ("granian",),
+            "uvicorn": ("uvicorn", "a2wsgi")}[a.server]
+    import importlib.util
+
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "serve" if a.server in ("gevent", "gthread") else "serve-alt"
+        print(f"maas serve: --server {a.server} needs {', '.join(missing)}; pip install "
+              f"'maas[{extra}]' (or use --dev)", file=sys.stderr)
+        return 2
+    if a.header_timeout <= 0 or a.body_timeout <= 0 or a.max_connections < 1 \
+            or a.max_client_connections < 0:
+        print("maas serve: --header-timeout and --body-timeout must be positive, "
+              "--max-connections at least 1, --max-client-connections at least 0", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # also for threads made before app_from_env
     env[OPTIONS_ENV] = json.dumps(opts)
     mp = env.get("PROMETHEUS_MULTIPROC_DIR")
     if not mp:
@@ -121,18 +229,12 @@ def serve_main(argv: list[str] | None = None) -> int:
         for f in os.listdir(mp):
             if f.endswith(".db"):
                 os.unlink(os.path.join(mp, f))
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
-    # gunicorn_run.py is gunicorn's command line with the working folder last on
-    # sys.path, and child_argv/child_env keep it off the master's: a server
-    # started from a source checkout imports the installed maas, not ./maas/
+    # child_env keeps the working folder off the child's path: a server started
+    # from a source checkout imports the installed maas, not ./maas/
     from ..cli import child_env
 
     env = child_env(env)
-    args = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []),
-            os.path.join(os.path.dirname(conf), "gunicorn_run.py"), "-c", conf,
-            "--worker-class", "gthread", "--workers", str(a.workers), "--threads", str(a.threads),
-            "--bind", f"{a.host}:{a.port}", "--graceful-timeout", str(int(a.graceful_timeout)),
-            "--timeout", str(int(a.timeout)), "maas.serving.cli:app_from_env()"]
+    args = server_command(a, env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, args, env)
