@@ -187,6 +187,8 @@ static maas_status check_args(maas_trans ta, maas_trans tb, int64_t M, int64_t N
     if (M < 0 || N < 0 || K < 0)
         return maas_error(MAAS_ERR_VALUE, "sgemm: negative size (M=%lld, N=%lld, K=%lld)",
                           (long long)M, (long long)N, (long long)K);
+    if (M == 0 || N == 0) /* nothing is read or written */
+        return MAAS_OK;
     if (M > BLASINT_MAX || N > BLASINT_MAX || K > BLASINT_MAX || lda > BLASINT_MAX ||
         ldb > BLASINT_MAX || ldc > BLASINT_MAX)
         return maas_error(MAAS_ERR_VALUE,
@@ -194,13 +196,15 @@ static maas_status check_args(maas_trans ta, maas_trans tb, int64_t M, int64_t N
                           "lda=%lld, ldb=%lld, ldc=%lld); split the product",
                           (int)(8 * sizeof(blasint)), (long long)M, (long long)N, (long long)K,
                           (long long)lda, (long long)ldb, (long long)ldc);
-    int64_t wa = ta ? M : K, wb = tb ? K : N;
-    if (lda < (wa > 1 ? wa : 1) || ldb < (wb > 1 ? wb : 1) || ldc < (N > 1 ? N : 1))
-        return maas_error(MAAS_ERR_VALUE,
-                          "sgemm: leading dimension shorter than its row (lda=%lld < %lld, "
-                          "ldb=%lld < %lld or ldc=%lld < %lld)",
-                          (long long)lda, (long long)(wa > 1 ? wa : 1), (long long)ldb,
-                          (long long)(wb > 1 ? wb : 1), (long long)ldc, (long long)(N > 1 ? N : 1));
+    /* with K == 0, A and B are never read (maas_sgemm only scales C) */
+    struct { const char *name; int64_t ld, row; } ld[3] = {
+        {"lda", lda, ta ? M : K}, {"ldb", ldb, tb ? K : N}, {"ldc", ldc, N}};
+    for (int i = K == 0 ? 2 : 0; i < 3; i++)
+        if (ld[i].ld < (ld[i].row > 1 ? ld[i].row : 1))
+            return maas_error(MAAS_ERR_VALUE,
+                              "sgemm: leading dimension %s=%lld shorter than its row (%lld)",
+                              ld[i].name, (long long)ld[i].ld,
+                              (long long)(ld[i].row > 1 ? ld[i].row : 1));
     return MAAS_OK;
 }
 
@@ -278,6 +282,12 @@ maas_status maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64
         return s;
     if (M == 0 || N == 0)
         return MAAS_OK;
+    if (K == 0) { /* C = beta C; beta = 0 writes zeros without reading C */
+        for (int64_t i = 0; i < M && beta != 1.0f; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return MAAS_OK;
+    }
     ENSURE_INIT();
     if (sgemm_as_level2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
         return MAAS_OK;

@@ -30,7 +30,10 @@ static void check_guard(void)
     CHECK(strstr(maas_last_error(), "negative size") != NULL);
     CHECK(maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, 2, 2, 2, 1.0f, a, 1, a, 2, 0.0f, c, 2) ==
           MAAS_ERR_VALUE);
-    CHECK(strstr(maas_last_error(), "leading dimension") != NULL);
+    CHECK(strstr(maas_last_error(), "leading dimension lda=1 shorter than its row (2)") != NULL);
+    CHECK(maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, 2, 3, 2, 1.0f, a, 2, a, 3, 0.0f, c, 2) ==
+          MAAS_ERR_VALUE);
+    CHECK(strstr(maas_last_error(), "ldc=2 shorter than its row (3)") != NULL);
     for (int i = 0; i < 4; i++) CHECK(c[i] == 0.0f); /* nothing written on error */
     /* the kernels built on it pass the status on (nothing is touched first) */
     CHECK(maas_matmul_forward(c, a, a, 1, 2, 2, BIG, 0, 0) == MAAS_ERR_VALUE);
@@ -38,8 +41,16 @@ static void check_guard(void)
     CHECK(maas_dense_forward(c, a, a, NULL, 2, BIG, 2) == MAAS_ERR_VALUE);
     CHECK(maas_dense_backward(c, c, NULL, a, a, a, BIG, 2, 2) == MAAS_ERR_VALUE);
     CHECK(strstr(maas_last_error(), "too large") != NULL);
-    /* empty products are fine and write nothing */
+    /* empty products are fine whatever the leading dims (zero-size arrays) */
     CHECK_OK(maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, 0, 2, 2, 1.0f, a, 2, a, 2, 0.0f, c, 2));
+    CHECK_OK(maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, 4, 0, 4, 1.0f, a, 4, a, 0, 0.0f, c, 0));
+    /* K == 0: C = beta C, A and B never read (their leading dims may be 0) */
+    float z[4] = {NAN, NAN, NAN, NAN}, h[4] = {1, 2, 3, 4};
+    CHECK_OK(maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, 2, 2, 0, 1.0f, NULL, 0, NULL, 2, 0.0f, z, 2));
+    CHECK_OK(maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, 2, 2, 0, 1.0f, NULL, 0, NULL, 2, 1.0f, h, 2));
+    CHECK_OK(maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, 2, 1, 0, 1.0f, NULL, 2, NULL, 1, 0.5f, h, 2));
+    for (int i = 0; i < 4; i++) CHECK(z[i] == 0.0f);
+    CHECK(h[0] == 0.5f && h[1] == 2.0f && h[2] == 1.5f && h[3] == 4.0f);
 }
 
 /* C (M,N) with leading dims padded by `pad`; returns max error vs double. */
