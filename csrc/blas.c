@@ -22,9 +22,9 @@
  * holds for its blocked (packed) path at any block boundary, and NOT for its
  * small-matrix kernels (M*N*K <= 100^3 on SkylakeX/Zen 4, a different
  * accumulation): measured over odd shapes, transposes and boundaries (see
- * csrc/tests/test_blas.c and tests/test_determinism.py). So a product is
- * split only into blocks of at least TILE_MIN multiply-adds, above that
- * cut-off; smaller products are one single-threaded call. */
+ * csrc/tests/test_blas.c and tests/test_determinism.py). So large products
+ * are split only into blocks above that cut-off, mid-size ones always into
+ * the same two blocks, small ones not at all (see maas_sgemm_tiles). */
 #include "maas.h"
 
 #include <cblas.h>
@@ -221,13 +221,22 @@ static void sgemm_colmajor(maas_trans ta, maas_trans tb, int64_t M, int64_t N, i
                            alpha, B, (blasint)ldb, A, (blasint)lda, beta, C, (blasint)ldc);
 }
 
-/* Deterministic splitting. A block holds at least TILE_MIN multiply-adds
- * (also the threading cost: ~2 MFLOP, some 10 us of one core), well above
- * OpenBLAS's small-matrix cut-off (1e6), so that neither the whole product
- * nor any block of it takes the small kernels. Block edges fall on multiples
- * of TILE_UNIT rows or columns (the widest micro-kernel, 16 on SkylakeX),
- * only for speed: the bits do not depend on them. */
+/* Deterministic splitting, two regimes, both chosen by the shape alone:
+ *
+ * - large products (>= 2 TILE_MIN multiply-adds): as many blocks as threads,
+ *   each of at least TILE_MIN (~2 MFLOP, some 10 us of one core), well above
+ *   OpenBLAS's small-matrix cut-off (1e6), so that neither the whole product
+ *   nor any block takes the small kernels; the blocked path then gives an
+ *   element the same bits in any block. One thread: one call.
+ * - mid-size products (MID_MIN ... 2 TILE_MIN): always the same two blocks,
+ *   whatever the thread count (one thread runs both in turn), so the bits
+ *   are the same by construction even where a block is small enough for
+ *   OpenBLAS's small kernels. Below MID_MIN one call: threads cost more.
+ *
+ * Block edges fall on multiples of TILE_UNIT rows or columns (the widest
+ * micro-kernel, 16 on SkylakeX), only for speed. */
 #define TILE_MIN ((double)(1 << 20))
+#define MID_MIN ((double)(1 << 19))
 #define TILE_UNIT 16
 
 int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows)
@@ -237,30 +246,35 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
     int rows = M >= N;
     int64_t len = rows ? M : N, other = rows ? N : M;
     int64_t units = len / TILE_UNIT;
+    double mnk = (double)M * (double)N * (double)K;
+    if (split_rows)
+        *split_rows = rows;
+    if (mnk < MID_MIN || units < 2)
+        return 1;
+    if (mnk < 2.0 * TILE_MIN)
+        return 2;
     int64_t t = nthreads < units ? nthreads : units;
     double per_unit = (double)TILE_UNIT * (double)other * (double)K;
     /* the smallest block has units / t units */
     while (t > 1 && (double)(units / t) * per_unit < TILE_MIN)
         t--;
-    if (split_rows)
-        *split_rows = rows;
     return t < 1 ? 1 : (int)t;
 }
 
-/* C split into `tiles` row or column blocks over maas's OpenMP team; each
- * block one single-threaded OpenBLAS call over the whole K. */
+/* C split into row or column blocks (maas_sgemm_tiles) over maas's OpenMP
+ * team; each block one single-threaded OpenBLAS call over the whole K. */
 static void sgemm_split(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
                         float alpha, const float *A, int64_t lda, const float *B,
                         int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    int rows;
-    int tiles = maas_sgemm_tiles(M, N, K, maas_get_num_threads(), &rows);
+    int rows, nt = maas_get_num_threads();
+    int tiles = maas_sgemm_tiles(M, N, K, nt, &rows);
     if (tiles <= 1) {
         sgemm_colmajor(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int64_t len = rows ? M : N, units = len / TILE_UNIT;
-#pragma omp parallel for num_threads(tiles) schedule(static, 1)
+#pragma omp parallel for num_threads(tiles < nt ? tiles : nt) schedule(static, 1)
     for (int t = 0; t < tiles; t++) {
         int64_t lo = units * t / tiles * TILE_UNIT;
         int64_t hi = t == tiles - 1 ? len : units * (t + 1) / tiles * TILE_UNIT;
@@ -291,7 +305,7 @@ maas_status maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64
     ENSURE_INIT();
     if (sgemm_as_level2(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
         return MAAS_OK;
-    if (maas_get_deterministic() && (double)M * (double)N * (double)K >= 2.0 * TILE_MIN) {
+    if (maas_get_deterministic() && (double)M * (double)N * (double)K >= MID_MIN) {
         sgemm_split(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return MAAS_OK;
     }

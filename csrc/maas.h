@@ -176,7 +176,8 @@ maas_status maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64
                        int64_t ldb, float beta, float *C, int64_t ldc);
 /* How many blocks deterministic mode splits an (M,N,K) product into with
  * `nthreads` threads (1: one call), and whether over rows (*split_rows = 1)
- * or columns of C. Products below 2^21 multiply-adds are never split. */
+ * or columns of C: below 2^19 multiply-adds none, up to 2^21 always two
+ * (whatever nthreads), above up to nthreads of at least 2^20 each. */
 int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows);
 void maas_blas_set_num_threads(int n);  /* 1 in deterministic mode */
 int maas_blas_get_num_threads(void);    /* the threads a large GEMM uses */

@@ -21,7 +21,8 @@ from maas import ops
 THREADS = (1, 2, 4)
 # (M, K, N): odd, primes, sizes of 1, and shapes above the split cut-off
 SHAPES = [(1, 1, 1), (1, 7, 5), (5, 1, 3), (3, 5, 1), (17, 33, 9), (129, 65, 257),
-          (1025, 129, 17), (17, 129, 1031), (64, 784, 513), (300, 31, 300), (2049, 33, 63)]
+          (1025, 129, 17), (17, 129, 1031), (64, 784, 513), (300, 31, 300), (2049, 33, 63),
+          (32, 128, 257), (129, 100, 63)]  # the last two mid-size: always two blocks
 SPLIT = [s for s in SHAPES if maas._core.gemm_split(s[0], s[2], s[1], 2)[0] > 1]
 
 
@@ -61,8 +62,9 @@ def assert_close_f64(got, ref, k):
 
 def test_the_shapes_are_split_over_threads():
     # otherwise the tests below would compare one call with itself
-    assert len(SPLIT) >= 6
+    assert len(SPLIT) >= 8
     assert maas._core.gemm_split(1, 1, 1, 4)[0] == 1
+    assert maas._core.gemm_split(32, 257, 128, 1)[0] == 2  # mid-size: the same at 1 thread
     assert maas._core.get_deterministic() is True  # the default
 
 

@@ -115,6 +115,8 @@ static void check_products(void)
 static const long SPLIT[][3] = {
     {129, 257, 65}, {1025, 17, 129}, {17, 1031, 129}, {300, 300, 31},
     {64, 513, 784}, {33, 4097, 17}, {2049, 63, 33}, {127, 129, 200},
+    /* mid-size: always two blocks, some small enough for OpenBLAS's small kernels */
+    {32, 257, 128}, {129, 63, 100}, {47, 47, 400}, {1000, 9, 90},
 };
 
 static void check_thread_independence(void)
@@ -124,6 +126,7 @@ static void check_thread_independence(void)
     for (int s = 0; s < ns; s++) {
         long M = SPLIT[s][0], N = SPLIT[s][1], K = SPLIT[s][2];
         CHECK(maas_sgemm_tiles(M, N, K, 2, NULL) > 1);
+        CHECK(maas_sgemm_tiles(M, N, K, 1, NULL) == (M * N * K < (1 << 21) ? 2 : 1));
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int b = 0; b < 2; b++) {
@@ -152,7 +155,11 @@ static void check_split_rule(void)
 {
     int rows = -1;
     /* small products are one call whatever the thread count */
-    CHECK(maas_sgemm_tiles(100, 100, 100, 4, &rows) == 1);
+    CHECK(maas_sgemm_tiles(64, 64, 100, 4, &rows) == 1);
+    /* mid-size ones always two blocks, even at one thread */
+    CHECK(maas_sgemm_tiles(32, 256, 128, 1, &rows) == 2 && rows == 0);
+    CHECK(maas_sgemm_tiles(32, 256, 128, 4, &rows) == 2);
+    CHECK(maas_sgemm_tiles(20, 20, 2000, 4, &rows) == 1); /* too narrow to split */
     CHECK(maas_sgemm_tiles(5, 5, 1000000, 64, &rows) == 1); /* nothing to split */
     /* the longer side of C is split; blocks never fall below the cut-off */
     CHECK(maas_sgemm_tiles(784, 256, 128, 2, &rows) == 2 && rows == 1);
