@@ -53,6 +53,7 @@ def interleaved(maas, fn, repeats, min_time, settle):
 
 SHAPES = [  # (M, K, N, transpose_a, what)
     (32, 784, 256, False, "dense fwd, batch 32"),
+    (32, 256, 128, False, "dense fwd 2nd layer, batch 32 (mid-size)"),
     (128, 784, 256, False, "dense fwd, batch 128"),
     (128, 256, 128, False, "dense fwd 2nd layer, batch 128"),
     (784, 128, 256, True, "dW = x^T g, batch 128"),
@@ -64,7 +65,7 @@ SHAPES = [  # (M, K, N, transpose_a, what)
 def bench_sgemm(args, maas):
     rng = np.random.default_rng(0)
     rows = []
-    for m, k, n, ta, what in SHAPES[:3] if args.quick else SHAPES:
+    for m, k, n, ta, what in SHAPES[:4] if args.quick else SHAPES:
         a = maas.tensor(rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32))
         b = maas.tensor(rng.standard_normal((k, n), dtype=np.float32))
         blocks, over_rows = maas._core.gemm_split(m, n, k, maas.get_num_threads())
