@@ -221,7 +221,7 @@ static void sgemm_colmajor(maas_trans ta, maas_trans tb, int64_t M, int64_t N, i
                            alpha, B, (blasint)ldb, A, (blasint)lda, beta, C, (blasint)ldc);
 }
 
-/* Deterministic splitting, two regimes, both chosen by the shape alone:
+/* Deterministic splitting, two regimes, the regime chosen by the shape alone:
  *
  * - large products (>= 2 TILE_MIN multiply-adds): as many blocks as threads,
  *   each of at least TILE_MIN (~2 MFLOP, some 10 us of one core), well above
