@@ -93,6 +93,14 @@ void maas_free(void *p);
 #define MAAS_PAR_THRESHOLD 32768
 void maas_set_num_threads(int n);  /* also sets OpenBLAS's pool */
 int maas_get_num_threads(void);
+/* Deterministic mode (on unless the environment has MAAS_DETERMINISTIC=0,
+ * read once): GEMMs give the same bits at any thread count, split by maas
+ * over output blocks with OpenBLAS single-threaded (blas.c). Off: OpenBLAS
+ * threads the products itself, a little faster on some shapes, and results
+ * move in the last bits with the thread count. Set it between computations,
+ * not while kernels run on other threads. */
+void maas_set_deterministic(int on);
+int maas_get_deterministic(void);
 
 /* ------------------------------------------------------------------ tensor */
 
@@ -173,12 +181,20 @@ maas_status maas_broadcast_shape(const char *op, int an, const int64_t *as,
 /* -------------------------------------------------------------------- blas */
 
 typedef enum { MAAS_NO_TRANS = 0, MAAS_TRANS = 1 } maas_trans;
-/* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, leading dims given. */
-void maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
-                float alpha, const float *A, int64_t lda, const float *B,
-                int64_t ldb, float beta, float *C, int64_t ldc);
-void maas_blas_set_num_threads(int n);
-int maas_blas_get_num_threads(void);
+/* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, leading dims given.
+ * MAAS_ERR_VALUE when a size or leading dimension is negative, does not fit
+ * BLAS's integer, or a leading dimension is shorter than its row. beta = 0
+ * never reads C. */
+maas_status maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
+                       float alpha, const float *A, int64_t lda, const float *B,
+                       int64_t ldb, float beta, float *C, int64_t ldc);
+/* How many blocks deterministic mode splits an (M,N,K) product into with
+ * `nthreads` threads (1: one call), and whether over rows (*split_rows = 1)
+ * or columns of C: below 2^19 multiply-adds none, up to 2^21 always two
+ * (whatever nthreads), above up to nthreads of at least 2^20 each. */
+int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows);
+void maas_blas_set_num_threads(int n);  /* 1 in deterministic mode */
+int maas_blas_get_num_threads(void);    /* the threads a large GEMM uses */
 const char *maas_blas_name(void);
 
 /* ---------------------------------------------------------------- op table

@@ -41,8 +41,23 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def set_deterministic(flag: bool) -> None:
+    """Whether matrix products give the same bits at any thread count.
+
+    On by default (``MAAS_DETERMINISTIC=0`` in the environment turns it off):
+    maas splits each large product over output blocks on its own threads,
+    OpenBLAS single-threaded inside, so training does not drift with
+    :func:`set_num_threads`. Off, OpenBLAS threads products itself. Set it
+    between computations, not while another thread runs maas kernels.
+
+    >>> import maas
+    >>> maas.set_deterministic(False); maas.set_deterministic(True)
+    """
+    _core.set_deterministic(bool(flag))
+
+
 __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_numpy",
            "GradientTape", "ops", "losses", "optimizers", "random", "errors", "saving",
-           "set_num_threads", "get_num_threads", "activations", "initializers",
+           "set_num_threads", "get_num_threads", "set_deterministic", "activations", "initializers",
            "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
            "Model", "Sequential", "load_model"]

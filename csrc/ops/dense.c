@@ -1,37 +1,26 @@
 /* ops/dense.c -- matmul (batched, transposes folded into the GEMM call) and
- * the fused dense op. All products go through maas_sgemm (blas.c). */
+ * the fused dense op. All products go through maas_sgemm (blas.c), which
+ * checks every size against BLAS's integer; its status is passed on. */
 #include "maas.h"
 
-#include <limits.h>
 #include <string.h>
-
-static maas_status check_blas_dims(const char *op, int64_t M, int64_t N, int64_t K)
-{
-    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
-        return maas_error(MAAS_ERR_VALUE,
-                          "%s: dimension too large for 32-bit BLAS (M=%lld, N=%lld, K=%lld)",
-                          op, (long long)M, (long long)N, (long long)K);
-    return MAAS_OK;
-}
 
 /* out (M,N) = op(a) @ op(b), `batch` times; overwrites out. */
 maas_status maas_matmul_forward(float *out, const float *a, const float *b,
                                 int64_t batch, int64_t M, int64_t N, int64_t K,
                                 int ta, int tb)
 {
-    maas_status s = check_blas_dims("matmul", M, N, K);
-    if (s != MAAS_OK)
-        return s;
     if (K == 0) {
         memset(out, 0, (size_t)(batch * M * N) * sizeof(float));
         return MAAS_OK;
     }
     int64_t lda = ta ? M : K, ldb = tb ? K : N;
-    for (int64_t i = 0; i < batch; i++)
-        maas_sgemm(ta ? MAAS_TRANS : MAAS_NO_TRANS, tb ? MAAS_TRANS : MAAS_NO_TRANS,
-                   M, N, K, 1.0f, a + i * M * K, lda, b + i * K * N, ldb, 0.0f,
-                   out + i * M * N, N);
-    return MAAS_OK;
+    maas_status s = MAAS_OK;
+    for (int64_t i = 0; i < batch && s == MAAS_OK; i++)
+        s = maas_sgemm(ta ? MAAS_TRANS : MAAS_NO_TRANS, tb ? MAAS_TRANS : MAAS_NO_TRANS,
+                       M, N, K, 1.0f, a + i * M * K, lda, b + i * K * N, ldb, 0.0f,
+                       out + i * M * N, N);
+    return s;
 }
 
 /* ga (shaped like a) += gout @ op(b)^T, transposed back when ta;
@@ -40,31 +29,29 @@ maas_status maas_matmul_backward(float *ga, float *gb, const float *gout,
                                  const float *a, const float *b, int64_t batch,
                                  int64_t M, int64_t N, int64_t K, int ta, int tb)
 {
-    maas_status s = check_blas_dims("matmul", M, N, K);
-    if (s != MAAS_OK)
-        return s;
-    for (int64_t i = 0; i < batch; i++) {
+    maas_status s = MAAS_OK;
+    for (int64_t i = 0; i < batch && s == MAAS_OK; i++) {
         const float *A = a + i * M * K, *B = b + i * K * N, *G = gout + i * M * N;
         if (ga) {
             float *GA = ga + i * M * K;
             if (!ta) /* dA (M,K) = G (M,N) op(B)^T */
-                maas_sgemm(MAAS_NO_TRANS, tb ? MAAS_NO_TRANS : MAAS_TRANS, M, K, N,
-                           1.0f, G, N, B, tb ? K : N, 1.0f, GA, K);
+                s = maas_sgemm(MAAS_NO_TRANS, tb ? MAAS_NO_TRANS : MAAS_TRANS, M, K, N,
+                               1.0f, G, N, B, tb ? K : N, 1.0f, GA, K);
             else /* dA stored (K,M) = op(B) (K,N) G^T (N,M) */
-                maas_sgemm(tb ? MAAS_TRANS : MAAS_NO_TRANS, MAAS_TRANS, K, M, N,
-                           1.0f, B, tb ? K : N, G, N, 1.0f, GA, M);
+                s = maas_sgemm(tb ? MAAS_TRANS : MAAS_NO_TRANS, MAAS_TRANS, K, M, N,
+                               1.0f, B, tb ? K : N, G, N, 1.0f, GA, M);
         }
-        if (gb) {
+        if (gb && s == MAAS_OK) {
             float *GB = gb + i * K * N;
             if (!tb) /* dB (K,N) = op(A)^T (K,M) G (M,N) */
-                maas_sgemm(ta ? MAAS_NO_TRANS : MAAS_TRANS, MAAS_NO_TRANS, K, N, M,
-                           1.0f, A, ta ? M : K, G, N, 1.0f, GB, N);
+                s = maas_sgemm(ta ? MAAS_NO_TRANS : MAAS_TRANS, MAAS_NO_TRANS, K, N, M,
+                               1.0f, A, ta ? M : K, G, N, 1.0f, GB, N);
             else /* dB stored (N,K) = G^T (N,M) op(A) (M,K) */
-                maas_sgemm(MAAS_TRANS, ta ? MAAS_TRANS : MAAS_NO_TRANS, N, K, M,
-                           1.0f, G, N, A, ta ? M : K, 1.0f, GB, K);
+                s = maas_sgemm(MAAS_TRANS, ta ? MAAS_TRANS : MAAS_NO_TRANS, N, K, M,
+                               1.0f, G, N, A, ta ? M : K, 1.0f, GB, K);
         }
     }
-    return MAAS_OK;
+    return s;
 }
 
 /* out (N,U) = x (N,C) @ w (C,U) + bias (U): the bias is laid into out first
@@ -72,9 +59,6 @@ maas_status maas_matmul_backward(float *ga, float *gb, const float *gout,
 maas_status maas_dense_forward(float *out, const float *x, const float *w,
                                const float *bias, int64_t N, int64_t C, int64_t U)
 {
-    maas_status s = check_blas_dims("dense", N, U, C);
-    if (s != MAAS_OK)
-        return s;
     if (bias)
         for (int64_t r = 0; r < N; r++)
             memcpy(out + r * U, bias, (size_t)U * sizeof(float));
@@ -83,9 +67,8 @@ maas_status maas_dense_forward(float *out, const float *x, const float *w,
             memset(out, 0, (size_t)(N * U) * sizeof(float));
         return MAAS_OK;
     }
-    maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, N, U, C, 1.0f, x, C, w, U,
-               bias ? 1.0f : 0.0f, out, U);
-    return MAAS_OK;
+    return maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, N, U, C, 1.0f, x, C, w, U,
+                      bias ? 1.0f : 0.0f, out, U);
 }
 
 /* gx (N,C) += gout @ w^T ; gw (C,U) += x^T @ gout ; gbias (U) += sum_rows gout.
@@ -94,15 +77,13 @@ maas_status maas_dense_backward(float *gx, float *gw, float *gbias,
                                 const float *gout, const float *x,
                                 const float *w, int64_t N, int64_t C, int64_t U)
 {
-    maas_status s = check_blas_dims("dense", N, U, C);
+    maas_status s = MAAS_OK;
+    if (gx)
+        s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, N, C, U, 1.0f, gout, U, w, U, 1.0f, gx, C);
+    if (gw && s == MAAS_OK)
+        s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, C, U, N, 1.0f, x, C, gout, U, 1.0f, gw, U);
     if (s != MAAS_OK)
         return s;
-    if (gx)
-        maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, N, C, U, 1.0f, gout, U, w, U, 1.0f,
-                   gx, C);
-    if (gw)
-        maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, C, U, N, 1.0f, x, C, gout, U, 1.0f,
-                   gw, U);
     if (gbias)
         for (int64_t r = 0; r < N; r++) {
             const float *g = gout + r * U;

@@ -43,6 +43,7 @@ static int core_exec(PyObject *m)
         PyModule_AddFunctions(m, bind_cast_methods) < 0 ||
         PyModule_AddFunctions(m, bind_trace_methods) < 0)
         return -1;
+    { extern PyMethodDef bind_config_methods[]; if (PyModule_AddFunctions(m, bind_config_methods) < 0) return -1; }
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
         if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0)
             return -1;
