@@ -59,14 +59,17 @@ def _np(x):
 
 
 def _wrap(a):
-    a = np.ascontiguousarray(a)
+    a = np.array(a, order="C", copy=None)  # (ascontiguousarray would make 0-d 1-d)
     if a.dtype == np.float64:
         a = a.astype(np.float32)
     return Tensor(a)
 
 
 def _reshape(x, shape):
-    return _c.reshape(x, tuple(int(s) for s in shape))
+    shape = tuple(int(s) for s in shape)
+    if x.dtype != "float32":  # the reshape binding takes float32 only
+        return _wrap(np.asarray(x).reshape(shape))
+    return _c.reshape(x, shape)
 
 
 def _ax(axis, ndim):
@@ -150,7 +153,7 @@ def _gather_rows(y, idx):
     A Tensor of indices always takes the one-hot path (traceable)."""
     n = y.shape[0]
     if isinstance(idx, Tensor):
-        fi = cast(_reshape(idx, (idx.size, 1)), "float32")
+        fi = _reshape(cast(idx, "float32"), (idx.size, 1))
         onehot = _bin(_c.B_EQ, fi, _const(np.arange(n).reshape(1, n)))
         return _c.matmul(onehot, y, False, False)
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
@@ -173,7 +176,7 @@ def _mask(x):
 
 
 def _const(a):
-    return Tensor(np.ascontiguousarray(a, dtype=np.float32))
+    return Tensor(np.array(a, dtype=np.float32, order="C"))
 
 
 # ------------------------------------------------------------ shape ops
@@ -459,7 +462,7 @@ def take(x, indices, axis=None):
     n = x.shape[a]
     if isinstance(indices, Tensor):
         ishape = tuple(indices.shape)
-        fi = cast(_reshape(indices, (indices.size,)), "float32")
+        fi = _reshape(cast(indices, "float32"), (indices.size,))
         ti = _bin(_c.B_ADD, fi, _bin(_c.B_MUL, _bin(_c.B_LT, fi, _const(0.0)), _const(float(n))))
     else:
         idx = np.asarray(indices, dtype=np.int64)
@@ -897,12 +900,28 @@ def reciprocal(x):
     return _bin(_c.B_DIV, _const(1.0), _t(x))
 
 
-def _small_branch(x, big, series, lim=1e-3):
-    """m * series(clip(x)) + (1 - m) * big(x) with m = |x| < lim."""
-    m = _bin(_c.B_LT, _c.unary(_c.U_ABS, x), _const(lim))
-    xs = _bin(_c.B_MINIMUM, _bin(_c.B_MAXIMUM, x, _const(-lim)), _const(lim))
-    return _bin(_c.B_ADD, _bin(_c.B_MUL, series(xs), m),
-                _bin(_c.B_MUL, big(x), _bin(_c.B_SUB, _const(1.0), m)))
+def _piecewise(x, pieces):
+    """sum_i m_i * f_i(x_i) over bands of |x|: pieces are (hi, f, safe) with
+    band i = [hi_{i-1}, hi_i); x_i is x clipped to [-hi, hi] inside band i
+    and the finite `safe` outside it, so no f_i sees a value it can't take
+    (an inf/NaN there would poison the sum through * 0)."""
+    ax = _c.unary(_c.U_ABS, x)
+    out, lo = None, 0.0
+    for hi, f, safe in pieces:
+        m = _bin(_c.B_GE, ax, _const(lo)) if lo > 0 else None
+        if hi != np.inf:
+            lt = _bin(_c.B_LT, ax, _const(hi))
+            m = lt if m is None else _bin(_c.B_MUL, m, lt)
+            xc = _bin(_c.B_MINIMUM, _bin(_c.B_MAXIMUM, x, _const(-hi)), _const(hi))
+        else:
+            xc = x
+        # xc * m is finite outside the band (xc clipped, or |x| < lo there)
+        nm = _bin(_c.B_SUB, _const(1.0), m)
+        xi = _bin(_c.B_ADD, _bin(_c.B_MUL, xc, m), _bin(_c.B_MUL, nm, _const(safe)))
+        term = _bin(_c.B_MUL, f(xi), m)
+        out = term if out is None else _bin(_c.B_ADD, out, term)
+        lo = hi
+    return out
 
 
 def _poly(x, coeffs):
@@ -913,28 +932,41 @@ def _poly(x, coeffs):
     return _bin(_c.B_MUL, acc, x)
 
 
+def _log1p_kahan(v):
+    u = _bin(_c.B_ADD, v, _const(1.0))
+    return _bin(_c.B_MUL, _c.unary(_c.U_LOG, u), _bin(_c.B_DIV, v, _bin(_c.B_SUB, u, _const(1.0))))
+
+
+def _expm1_kahan(v):
+    u = _c.unary(_c.U_EXP, v)
+    return _bin(_c.B_MUL, _bin(_c.B_SUB, u, _const(1.0)), _bin(_c.B_DIV, v, _c.unary(_c.U_LOG, u)))
+
+
 def log1p(x):
-    """log(1 + x), accurate for small |x| (a 4-term series below 1e-3,
-    log(1 + x) above: relative error ~1e-7 there).
+    """log(1 + x), accurate for small |x|: a 5-term series below 1e-3,
+    Kahan's log(u) * x / (u - 1) (u = 1 + x) below 1, log(1 + x) above
+    (relative error ~1e-7 throughout; -1 gives -inf, < -1 NaN).
 
     >>> maas.ops.log1p(maas.tensor([1e-6])).tolist()[0] > 0
     True
     """
     x = _t(x)
-    return _small_branch(x, lambda v: _c.unary(_c.U_LOG, _bin(_c.B_ADD, v, _const(1.0))),
-                         lambda v: _poly(v, [1.0, -1 / 2, 1 / 3, -1 / 4]))
+    return _piecewise(x, [(1e-3, lambda v: _poly(v, [1.0, -1 / 2, 1 / 3, -1 / 4, 1 / 5]), 0.0),
+                          (1.0, _log1p_kahan, 0.5),
+                          (np.inf, lambda v: _c.unary(_c.U_LOG, _bin(_c.B_ADD, v, _const(1.0))), 2.0)])
 
 
 def expm1(x):
-    """exp(x) - 1, accurate for small |x| (a 4-term series below 1e-3,
-    exp(x) - 1 above).
+    """exp(x) - 1, accurate for small |x|: a 5-term series below 1e-3,
+    Kahan's (u - 1) * x / log(u) (u = exp(x)) below 1, exp(x) - 1 above.
 
     >>> maas.ops.expm1(maas.tensor([1e-6])).tolist()[0] > 0
     True
     """
     x = _t(x)
-    return _small_branch(x, lambda v: _bin(_c.B_SUB, _c.unary(_c.U_EXP, v), _const(1.0)),
-                         lambda v: _poly(v, [1.0, 1 / 2, 1 / 6, 1 / 24]))
+    return _piecewise(x, [(1e-3, lambda v: _poly(v, [1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120]), 0.0),
+                          (1.0, _expm1_kahan, 0.5),
+                          (np.inf, lambda v: _bin(_c.B_SUB, _c.unary(_c.U_EXP, v), _const(1.0)), 2.0)])
 
 
 def floor(x):
