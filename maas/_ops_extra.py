@@ -12,6 +12,12 @@ Conventions:
 * Ops built by multiplying with a 0/1 mask (``where``, ``triu``, ``tril``)
   turn inf or NaN in the *unselected* part into NaN (inf * 0 = NaN), and so
   does their gradient; keep non-finite values out of the branch you drop.
+* Gathers (take, take_along_axis, repeat with counts, sort, top_k) are
+  strided slices when the indices form few constant-step runs (exact for any
+  value); otherwise, and always for a Tensor of indices, a one-hot matmul,
+  exact for finite values (an inf/NaN in x becomes NaN in the gathered rows).
+* sort, argsort, top_k and take_along_axis read their indices/order with
+  NumPy: not traceable (a traced fit falls back to eager, still correct).
 * Constant builders (arange, eye, full, linspace, ...) use NumPy.
 
 >>> import maas
@@ -447,7 +453,9 @@ def where(condition, x1=None, x2=None):
 
 def take(x, indices, axis=None):
     """Elements of x at ``indices`` along ``axis`` (the flattened tensor if
-    None); negative indices count from the end. Gradient to x.
+    None); negative indices count from the end. Gradient to x. A Tensor of
+    indices stays traceable (a one-hot matmul; see the module note on
+    non-finite values).
 
     >>> maas.ops.take(maas.tensor([1.0, 2.0, 3.0]), [2, 0]).tolist()
     [3.0, 1.0]

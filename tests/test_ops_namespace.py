@@ -59,6 +59,8 @@ def DISTINCT(*shape):
     return gen
 
 
+_PERM = np.random.default_rng(5).permutation(80)  # ~80 runs: the one-hot matmul path
+
 # (id, maas fn, numpy fn, input generators, differentiable)
 CASES = [
     ("expand_dims", lambda x: ops.expand_dims(x, 1), lambda x: np.expand_dims(x, 1), [U(2, 3)], True),
@@ -128,6 +130,8 @@ CASES = [
      lambda x: np.take(x, [2, -3, 1], axis=0), [U(3, 2)], True),
     ("take_many_idx", lambda x: ops.take(x, np.arange(200) * 7 % 100),
      lambda x: np.take(x, np.arange(200) * 7 % 100), [U(10, 10)], True),
+    ("take_onehot_path", lambda x: ops.take(x, _PERM, axis=0), lambda x: np.take(x, _PERM, axis=0),
+     [U(80, 2)], True),
     ("take_along_axis", lambda x: ops.take_along_axis(x, np.array([[2, 0, 1], [0, 0, 2]]), axis=1),
      lambda x: np.take_along_axis(x, np.array([[2, 0, 1], [0, 0, 2]]), axis=1), [U(2, 3)], True),
     ("take_along_bcast", lambda x: ops.take_along_axis(x, np.array([[1], [0]]), axis=-1),
@@ -160,6 +164,7 @@ CASES = [
     ("expm1", ops.expm1, np.expm1, [U(3, 4)], True),
     ("expm1_small", ops.expm1, np.expm1, [U(3, 4, lo=-9e-4, hi=9e-4)], True),
     ("mod", lambda a: ops.mod(a, 0.75), lambda a: np.mod(a, 0.75), [U(3, 4, lo=-3, hi=3)], True),
+    ("mod_tensors", lambda a, b: ops.mod(a, b), np.mod, [U(3, 4, lo=-3, hi=3), U(3, 4, lo=0.6, hi=1.3)], True),
     ("floor_divide", lambda a, b: ops.floor_divide(a, b), np.floor_divide, [U(3, 4, lo=-3, hi=3), AWAY(3, 4)],
      False),
 ]
@@ -417,37 +422,42 @@ def test_unsupported_forms_raise_clear_errors():
 
 
 def test_composed_ops_train_in_a_traced_fit():
-    """A model whose loss path uses composed ops (cumsum, flip, where, pad,
-    take, logsumexp) trains with fit and its traced step matches eager."""
+    """A model whose forward uses composed ops (cumsum, flip, where, pad,
+    take, logsumexp, norm, sort-free ops only) is traced into a plan (no
+    eager fallback, no warning) and gives the eager path's bits."""
+    import warnings
+
     from maas import layers
+    from maas.engine import CompiledPlan
 
     class Mix(layers.Layer):
         def call(self, x):
             y = ops.cumsum(ops.flip(x, 1), axis=1)
             y = ops.where(ops.greater(x, 0.0), y, ops.square(x))
-            y = ops.take(ops.pad(y, ((0, 0), (1, 1))), [0, 2, 3, 1], axis=1)
-            return ops.expand_dims(ops.logsumexp(y, axis=1), -1)
+            y = ops.take(ops.pad(y, ((0, 0), (1, 1))), [0, 2, 3, 1, 5, 4], axis=1)
+            y = ops.concatenate([ops.tile(ops.prod(ops.expm1(y), axis=1, keepdims=True), (1, 2)),
+                                 ops.roll(y, 1, axis=1)], axis=1)
+            return ops.stack([ops.logsumexp(y, axis=1), ops.norm(y, axis=1)], axis=1)
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 4)).astype(np.float32)
-    y = rng.standard_normal((32, 1)).astype(np.float32)
-    losses = []
-    for jit in (True, False):
-        maas.utils.set_random_seed(1) if hasattr(maas, "utils") else None
-        m = maas.Sequential([layers.Dense(4, kernel_initializer="ones"), Mix(), layers.Dense(1)])
-        m.compile(optimizer="sgd", loss="mse", jit_compile=jit) if _takes_jit() else m.compile("sgd", "mse")
-        m.build((None, 4))
-        for w in m.weights:
-            w.assign(np.full(w.shape, 0.1, np.float32))
-        h = m.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
-        losses.append(h.history["loss"])
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
-    assert losses[0][1] < losses[0][0]
-
-
-def _takes_jit():
-    import inspect
-    return "jit_compile" in inspect.signature(maas.Sequential.compile).parameters
+    y = rng.standard_normal((32, 2)).astype(np.float32)
+    out = []
+    for eager in (False, True):
+        maas.utils.set_random_seed(3)
+        m = maas.Sequential([layers.Input((4,)), layers.Dense(4), Mix(), layers.Dense(2)])
+        m.compile(optimizer="sgd", loss="mse", run_eagerly=eager)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            h = m.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        out.append((m, h.history))
+    (mp, hp), (me, he) = out
+    assert isinstance(mp._plan, CompiledPlan) and mp._plan.traced_shapes() >= 1
+    assert mp._plan.eager_reason is None
+    assert hp == he
+    for a, b in zip(mp.get_weights(), me.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert hp["loss"][1] < hp["loss"][0]
 
 
 def test_docstring_examples_run():
