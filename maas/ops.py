@@ -188,9 +188,22 @@ def shape(x):
     return tuple(convert_to_tensor(x).shape)
 
 
-def zeros(shape_, dtype=None):
-    return Tensor(np.zeros(shape_, dtype=np.float32))
+def zeros(shape, dtype=None):
+    """A tensor of zeros (float32 unless ``dtype`` is given).
+
+    >>> maas.ops.zeros((2,)).tolist()
+    [0.0, 0.0]
+    """
+    return Tensor(np.zeros(shape, dtype=np.float32 if dtype is None else np.dtype(str(np.dtype(dtype)))))
 
 
-def ones(shape_, dtype=None):
-    return Tensor(np.ones(shape_, dtype=np.float32))
+def ones(shape, dtype=None):
+    """A tensor of ones (float32 unless ``dtype`` is given).
+
+    >>> maas.ops.ones((2,), dtype="int32").tolist()
+    [1, 1]
+    """
+    return Tensor(np.ones(shape, dtype=np.float32 if dtype is None else np.dtype(str(np.dtype(dtype)))))
+
+
+from ._ops_extra import *  # noqa: E402,F401,F403  (the rest of keras.ops's array/math names)

@@ -64,15 +64,22 @@ static PyObject *wrap_or_null(module_state *st, maas_tensor *t)
     return t ? tensor_wrap(st, t) : NULL;
 }
 
-/* Converts n objects; on failure releases the ones converted. */
-static int convert_inputs(module_state *st, int n, PyObject *const *objs, maas_tensor **in)
+/* Converts n objects; on failure releases the ones converted. typed: keep
+ * each Tensor's dtype and infer an array's (the generic op, whose infer
+ * checks dtypes); else float32 (the named float ops). */
+static int convert_any(module_state *st, int n, PyObject *const *objs, maas_tensor **in, int typed)
 {
     for (int i = 0; i < n; i++)
-        if (!(in[i] = as_tensor(st, objs[i]))) {
+        if (!(in[i] = typed ? as_typed_tensor(st, objs[i], -1, 0) : as_tensor(st, objs[i]))) {
             decref_all(in, i);
             return -1;
         }
     return 0;
+}
+
+static int convert_inputs(module_state *st, int n, PyObject *const *objs, maas_tensor **in)
+{
+    return convert_any(st, n, objs, in, 0);
 }
 
 /* --------------------------------------------------- the generic entry */
@@ -164,7 +171,7 @@ static PyObject *py_op(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     nd.op = op;
     nd.nin = (int)nin;
     if (parse_attrs(def, args + 2, nargs - 2, nd.attr) < 0 ||
-        convert_inputs(st, (int)nin, PySequence_Fast_ITEMS(seq), nd.in) < 0) {
+        convert_any(st, (int)nin, PySequence_Fast_ITEMS(seq), nd.in, 1) < 0) {
         Py_DECREF(seq);
         return NULL;
     }
