@@ -470,10 +470,17 @@ def test_dynamic_batching_groups_concurrent_requests():
     plan = sf.PlanMLP(sf.weights(0))
     sizes = []
 
+    arrived = []
+
     def predict(x):
         sizes.append(len(x))
-        if len(sizes) == 1:  # a slow first pass: the other requests queue behind it even on
-            time.sleep(0.3)  # a busy machine, where a thread may finish before the next starts
+        if len(sizes) == 1:
+            # hold the first pass until every request has been sent (and a moment more to
+            # reach the batcher), so that the others queue behind it even on a busy machine
+            deadline = time.monotonic() + 60
+            while len(arrived) < 16 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)
         return plan.predict(x)
 
     m = ServedModel("m", 1, predict, (4,), (3,))
@@ -485,6 +492,7 @@ def test_dynamic_batching_groups_concurrent_requests():
     def go(i):
         c = app.test_client()
         start.wait()
+        arrived.append(i)
         r = c.post("/predict", json={"x": rows[i:i + 1].tolist()})
         if r.status_code != 200:
             errors.append(r.json)
