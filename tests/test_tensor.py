@@ -234,6 +234,9 @@ def _rss_kb():
                 return int(line.split()[1])
 
 
+@pytest.mark.skipif(os.environ.get("MAAS_UNDER_ASAN") == "1",
+                    reason="under AddressSanitizer freed memory sits in its quarantine, so RSS "
+                           "grows without a leak; the plain run checks this")
 def test_ten_thousand_training_steps_do_not_leak():
     rng = np.random.default_rng(0)
     w1 = maas.Variable(rng.normal(0, 0.1, (32, 64)))
