@@ -170,18 +170,6 @@ done:
     return r;
 }
 
-static int npy_type_of(maas_dtype dt)
-{
-    switch (dt) {
-    case MAAS_F32: return NPY_FLOAT32;
-    case MAAS_I32: return NPY_INT32;
-    case MAAS_I64: return NPY_INT64;
-    case MAAS_I8: return NPY_INT8;
-    case MAAS_U8: return NPY_UINT8;
-    default: return NPY_BOOL;
-    }
-}
-
 /* run(data, keys=None, lr=0.0, step=0, train=False) -> loss or None.
  * data: one array per input, of the placeholder's shape (converted to its
  * dtype); keys: (seed, stream) per random node; train: forward, backward
@@ -219,7 +207,7 @@ static PyObject *plan_run(PlanObject *self, PyObject *args, PyObject *kwds)
     for (Py_ssize_t i = 0; i < nd; i++) {
         maas_tensor *ph = maas_plan_input(p, (int)i);
         arrs[i] = (PyArrayObject *)PyArray_FROM_OTF(PySequence_Fast_GET_ITEM(seq, i),
-                                                    npy_type_of(ph->dtype), NPY_ARRAY_CARRAY_RO);
+                                                    npy_type_of_dtype(ph->dtype), NPY_ARRAY_CARRAY_RO);
         if (!arrs[i])
             goto done;
         int ok = PyArray_NDIM(arrs[i]) == ph->ndim;
@@ -339,7 +327,7 @@ static PyObject *copy_out(maas_tensor *t)
     npy_intp dims[MAAS_MAX_DIMS];
     for (int d = 0; d < t->ndim; d++)
         dims[d] = (npy_intp)t->shape[d];
-    PyObject *a = PyArray_SimpleNew(t->ndim, dims, npy_type_of(t->dtype));
+    PyObject *a = PyArray_SimpleNew(t->ndim, dims, npy_type_of_dtype(t->dtype));
     if (a)
         memcpy(PyArray_DATA((PyArrayObject *)a), t->ptr, (size_t)t->size * maas_dtype_size(t->dtype));
     return a;

@@ -77,7 +77,6 @@ static PyObject *py_trace_note(PyObject *m, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* tape_nodes_count(tape) is len(tape); the plan binding reads the nodes. */
 maas_tape *tape_core(PyObject *o, module_state *st)
 {
     if (!PyObject_TypeCheck(o, st->tape_type)) {

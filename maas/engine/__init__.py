@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import _core, optimizers as _optimizers, random as _random
 from .._core import Tensor
+from ..autodiff import _flatten, _pack
 
 __all__ = ["CompiledPlan", "compile_plan", "trace", "tracing", "defer_update"]
 
@@ -53,27 +54,6 @@ def defer_update(metric, value, weight) -> None:
     _active[-1].deferred.append((metric, value, weight))
 
 _MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
-
-
-def _flatten(s, out):
-    if isinstance(s, dict):
-        for k in s:
-            _flatten(s[k], out)
-    elif isinstance(s, (list, tuple)):
-        for v in s:
-            _flatten(v, out)
-    else:
-        out.append(s)
-    return out
-
-
-def _pack(structure, flat, pos):
-    if isinstance(structure, dict):
-        return {k: _pack(v, flat, pos) for k, v in structure.items()}
-    if isinstance(structure, (list, tuple)):
-        return type(structure)(_pack(v, flat, pos) for v in structure)
-    pos[0] += 1
-    return flat[pos[0] - 1]
 
 
 def _arrays(x):
@@ -117,6 +97,19 @@ class trace:
         self.reason = _core.trace_end()
         self.providers = _random._end_trace(self._log)
         return False
+
+    def freeze(self, inputs, outputs, loss, params):
+        """(plan, None), or (None, why the traced step cannot be frozen)."""
+        if self.reason is not None:
+            return None, self.reason
+        try:
+            plan = _core.Plan(self.tape, inputs, outputs, loss, params)
+        except ValueError as e:
+            return None, f"the traced graph cannot be frozen ({e})"
+        if plan.num_random != len(self.providers):
+            return None, ("a random op outside the graph from the inputs to the "
+                          + ("loss" if loss is not None else "outputs"))
+        return plan, None
 
     def apply_deferred(self, values=None):
         """Runs the deferred metric updates with the traced values, or with
@@ -264,17 +257,7 @@ class CompiledPlan:
         outs = _flatten(y_pred, [])
         # the values of deferred metric updates (per-output losses) are outputs too
         parts = [v for _, v, _ in t.deferred]
-        reason = t.reason
-        plan = None
-        if reason is None:
-            try:
-                plan = _core.Plan(t.tape, ph, outs + parts, loss, params)
-            except ValueError as e:
-                reason = f"the traced graph cannot be frozen ({e})"
-            else:
-                if plan.num_random != len(t.providers):
-                    reason = "a random op outside the graph from the inputs to the loss"
-                    plan = None
+        plan, reason = t.freeze(ph, outs + parts, loss, params)
         if plan is None:
             return self._eager_after_trace(t, loss, params, y_pred, reason)
         kind = _fused_kind(opt)
@@ -334,15 +317,7 @@ class CompiledPlan:
         with trace(ph) as t:
             y = self.model(xin, training=False)
         outs = _flatten(y, [])
-        reason = t.reason
-        if reason is None:
-            try:
-                plan = _core.Plan(t.tape, ph, outs, None, [])
-            except ValueError as e:
-                reason = f"the traced graph cannot be frozen ({e})"
-            else:
-                if plan.num_random != len(t.providers):
-                    reason = "a random op outside the graph from the inputs to the outputs"
+        plan, reason = t.freeze(ph, outs, None, [])
         if reason is not None:
             self.predict_eager_reason = reason
             self.model._compiled_predict_fn = None
