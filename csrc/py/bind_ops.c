@@ -710,13 +710,13 @@ static maas_tensor *inplace_ref(module_state *st, PyObject *o, const char *op, c
 }
 
 /* A float32 tensor written in place (a new reference; see inplace_ref). */
-static maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
+maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what)
 {
     return inplace_ref(st, o, op, what, 1);
 }
 
 /* Checks that each non-NULL slot has p's shape. */
-static int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots,
+int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots,
                        const char *const *names, int n)
 {
     for (int i = 0; i < n; i++)
@@ -732,8 +732,7 @@ static int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots
 /* The common end of an optimizer binding: releases the gradient and the
  * in-place arguments (refs[0] is the variable), reports a shape error
  * (already set) or a kernel status, and marks the write. */
-static PyObject *finish_update(maas_tensor *g, maas_tensor **refs, int nrefs, int bad,
-                               maas_status s)
+PyObject *finish_update(maas_tensor *g, maas_tensor **refs, int nrefs, int bad, maas_status s)
 {
     maas_tensor_decref(g);
     if (!bad && s == MAAS_OK)

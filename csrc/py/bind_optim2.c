@@ -5,62 +5,18 @@
  * place), the gradient as any array-like, and the hyperparameters; checks
  * every slot's shape against the variable's with the GIL held; runs the
  * kernel (without the GIL above MAAS_NOGIL_WORK elements); bumps the
- * variable's version; and raises on a kernel status. Self-contained: the
- * helpers below mirror bind_ops.c's. */
+ * variable's version; and raises on a kernel status, with bind_ops.c's
+ * helpers (inplace_arg, check_slots, finish_update). */
 #include "common.h"
 
 #define SHAPE2(t, buf) maas_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
 
-/* The core tensor of an argument written in place: a new reference, held
- * for the whole call so that another thread's share_memory cannot free it
- * under the kernel; NULL with TypeError set. */
-static maas_tensor *slot_arg(module_state *st, PyObject *o, const char *op, const char *what)
-{
-    trace_note("the step (call() or compute_loss) writes a tensor in place (an optimizer update)");
-    if (!is_tensor(st, o)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a maas Tensor or Variable, got %.100s",
-                     op, what, Py_TYPE(o)->tp_name);
-        return NULL;
-    }
-    if (TENSOR(o)->dtype != MAAS_F32) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be float32, got %s", op, what,
-                     maas_dtype_name(TENSOR(o)->dtype));
-        return NULL;
-    }
-    maas_tensor_incref(TENSOR(o));
-    return TENSOR(o);
-}
-
-/* -1 with ValueError when a slot's shape differs from the variable's. */
-static int check_shapes(const char *op, maas_tensor *p, maas_tensor *const *slots,
-                        const char *const *names, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (!maas_same_shape(slots[i], p)) {
-            char a[160], b[160];
-            PyErr_Format(PyExc_ValueError, "%s: %s shape %s does not match variable shape %s",
-                         op, names[i], SHAPE2(slots[i], a), SHAPE2(p, b));
-            return -1;
-        }
-    return 0;
-}
-
-/* Releases the gradient, the variable and its slots, reports a shape error
- * (already set) or a kernel status, and marks the write. */
+/* finish_update with the variable and its (at most two) slots. */
 static PyObject *update_done(maas_tensor *g, maas_tensor *p, maas_tensor *const *slots,
                              int nslots, int bad, maas_status s)
 {
-    maas_tensor_decref(g);
-    if (!bad && s == MAAS_OK)
-        p->version++;
-    maas_tensor_decref(p);
-    for (int i = 0; i < nslots; i++)
-        maas_tensor_decref(slots[i]);
-    if (bad)
-        return NULL;
-    if (s != MAAS_OK)
-        return raise_status(s);
-    Py_RETURN_NONE;
+    maas_tensor *refs[3] = {p, nslots > 0 ? slots[0] : NULL, nslots > 1 ? slots[1] : NULL};
+    return finish_update(g, refs, 3, bad, s);
 }
 
 /* Parses the variable, `nslots` slots and the gradient: all new references
@@ -71,10 +27,10 @@ static int take_args(module_state *st, const char *op, PyObject *po, PyObject *g
 {
     int got = 0;
     *g = NULL;
-    if (!(*p = slot_arg(st, po, op, "the variable")))
+    if (!(*p = inplace_arg(st, po, op, "the variable")))
         return -1;
     for (; got < nslots; got++)
-        if (!(slots[got] = slot_arg(st, so[got], op, names[got])))
+        if (!(slots[got] = inplace_arg(st, so[got], op, names[got])))
             goto fail;
     if (!(*g = as_tensor(st, go)))
         goto fail;
@@ -110,7 +66,7 @@ static PyObject *py_adagrad_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "adagrad", po, go, (PyObject *[]){ao}, names, 1, &p, s,
                   &g) < 0)
         return NULL;
-    int bad = check_shapes("adagrad", p, s, names, 1);
+    int bad = check_slots("adagrad", p, s, names, 1);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
@@ -131,7 +87,7 @@ static PyObject *py_adadelta_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "adadelta", po, go, (PyObject *[]){ago, ado}, names, 2,
                   &p, s, &g) < 0)
         return NULL;
-    int bad = check_shapes("adadelta", p, s, names, 2);
+    int bad = check_slots("adadelta", p, s, names, 2);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
@@ -153,7 +109,7 @@ static PyObject *py_adamax_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "adamax", po, go, (PyObject *[]){mo, uo}, names, 2, &p,
                   s, &g) < 0)
         return NULL;
-    int bad = check_shapes("adamax", p, s, names, 2);
+    int bad = check_slots("adamax", p, s, names, 2);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
@@ -176,7 +132,7 @@ static PyObject *py_nadam_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "nadam", po, go, (PyObject *[]){mo, vo}, names, 2, &p, s,
                   &g) < 0)
         return NULL;
-    int bad = check_shapes("nadam", p, s, names, 2);
+    int bad = check_slots("nadam", p, s, names, 2);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
@@ -196,7 +152,7 @@ static PyObject *py_lion_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "lion", po, go, (PyObject *[]){mo}, names, 1, &p, s,
                   &g) < 0)
         return NULL;
-    int bad = check_shapes("lion", p, s, names, 1);
+    int bad = check_slots("lion", p, s, names, 1);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,
@@ -217,7 +173,7 @@ static PyObject *py_ftrl_update(PyObject *m, PyObject *args)
     if (take_args(state_of_module(m), "ftrl", po, go, (PyObject *[]){ao, lo}, names, 2, &p, s,
                   &g) < 0)
         return NULL;
-    int bad = check_shapes("ftrl", p, s, names, 2);
+    int bad = check_slots("ftrl", p, s, names, 2);
     maas_status st = MAAS_OK;
     if (!bad)
         MAAS_NOGIL_IF(p->size > MAAS_NOGIL_WORK,

@@ -89,6 +89,16 @@ extern PyMethodDef bind_ops_methods[];
  * released when large), record on active tapes. New reference to the first
  * output, or NULL with an exception. */
 maas_tensor *run_op(int op, int nin, maas_tensor **in, const void *attr, size_t attr_size);
+/* The optimizer bindings' shared pieces (bind_ops.c, bind_optim2.c):
+ * inplace_arg: a float32 Tensor written in place, as a new reference held
+ * for the call (TypeError otherwise); check_slots: -1 with ValueError when a
+ * non-NULL slot's shape differs from p's; finish_update: releases g and
+ * refs (refs[0] the variable, whose version it bumps on success) and
+ * reports a shape error already set or the kernel's status. */
+maas_tensor *inplace_arg(module_state *st, PyObject *o, const char *op, const char *what);
+int check_slots(const char *op, maas_tensor *p, maas_tensor *const *slots,
+                const char *const *names, int n);
+PyObject *finish_update(maas_tensor *g, maas_tensor **refs, int nrefs, int bad, maas_status s);
 
 /* bind_tape.c */
 int tape_type_init(PyObject *module, module_state *st);
