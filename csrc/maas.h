@@ -217,6 +217,11 @@ const char *maas_blas_name(void);
  *      forward(node)             calls the forward kernel;
  *      backward(node, gout, gin) calls the backward kernel; gin[i] is NULL
  *                                when input i needs no gradient.
+ *    The entry may live in optable.c or beside the kernels in the family's
+ *    file (csrc/opdef.h: the shared helpers and MAAS_OPDEF); the table is
+ *    one pointer per id.
+ *    State: `state_in` marks inputs the forward updates in place (moving
+ *    statistics); pass the variable's tensor as that input.
  *    Flags: MAAS_OPF_VIEW (the output shares the input's memory from
  *    outs[0].view_offset: reshape, slices), MAAS_OPF_RANDOM (the attribute
  *    struct starts with `uint64_t seed, stream;`, which a plan sets anew on
@@ -302,6 +307,11 @@ typedef struct {
     maas_infer_fn infer;
     maas_forward_fn forward;
     maas_backward_fn backward;     /* NULL: no gradient */
+    /* Bit i set: the forward updates input i in place (running statistics,
+     * say a BatchNormalization's moving mean in training). Such an input
+     * never gets a gradient; the tape and a plan's replay run the update
+     * once per forward, in node order, so eager and compiled agree. */
+    uint32_t state_in;
 } maas_op_def;
 
 /* The table (optable.c); NULL for an id out of range. */

@@ -2,66 +2,10 @@
  * inferring its output shapes and dtypes, and calling its forward and
  * backward kernels. The tape, the plan and the binding dispatch through
  * maas_op_get() and know no op by hand ("How to add an op": maas.h). */
-#include "maas.h"
+#include "opdef.h"
 
 #include <stddef.h>
 #include <string.h>
-
-#define SHAPE(t, buf) maas_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
-#define ATTR(type, nd) ((type *)(void *)(nd)->attr)
-#define CATTR(type, nd) ((const type *)(const void *)(nd)->attr)
-#define GDATA(k) (gin[k] ? gin[k]->data : NULL)
-
-/* ------------------------------------------------------------- helpers */
-
-static maas_status need_f32(const maas_node *nd, int i, const char *name)
-{
-    if (nd->in[i]->dtype != MAAS_F32)
-        return maas_error(MAAS_ERR_TYPE, "%s: expected a float32 tensor, received %s (cast it "
-                          "with maas.ops.cast(x, \"float32\"))",
-                          name, maas_dtype_name(nd->in[i]->dtype));
-    return MAAS_OK;
-}
-
-static maas_status all_f32(const maas_node *nd, const char *name)
-{
-    for (int i = 0; i < nd->nin; i++) {
-        maas_status s = need_f32(nd, i, name);
-        if (s != MAAS_OK)
-            return s;
-    }
-    return MAAS_OK;
-}
-
-static void spec_like(maas_tensor_spec *o, const maas_tensor *t)
-{
-    o->dtype = t->dtype;
-    o->ndim = t->ndim;
-    memcpy(o->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-}
-
-static maas_status normalize_axis(int64_t axis, int ndim, const char *op, int64_t *out)
-{
-    int n = ndim ? ndim : 1;
-    if (axis < -n || axis >= n)
-        return maas_error(MAAS_ERR_VALUE, "%s: axis %lld is out of bounds for a tensor of %d dimensions",
-                          op, (long long)axis, ndim);
-    *out = axis < 0 ? axis + n : axis;
-    return MAAS_OK;
-}
-
-/* (outer, n, inner) of t around `axis`. */
-static void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer, int64_t *n,
-                       int64_t *inner)
-{
-    *outer = 1;
-    *inner = 1;
-    for (int64_t d = 0; d < axis; d++)
-        *outer *= t->shape[d];
-    *n = t->ndim ? t->shape[axis] : 1;
-    for (int64_t d = axis + 1; d < t->ndim; d++)
-        *inner *= t->shape[d];
-}
 
 /* ---------------------------------------------------------------- unary */
 
@@ -869,30 +813,43 @@ static maas_status random_forward(maas_node *nd)
 
 /* ---------------------------------------------------------------- table */
 
-#define OP(id, nm, lo, hi, attr, fl, flds, f)                                        \
-    [id] = {nm, lo, hi, sizeof(attr), fl, flds, f##_infer, f##_forward, f##_backward}
+static MAAS_OPDEF(def_unary, "unary", 1, 1, unary_attr, 0, unary_fields, unary);
+static MAAS_OPDEF(def_binary, "binary", 2, 2, binary_attr, 0, binary_fields, binary);
+static MAAS_OPDEF(def_softmax, "softmax", 1, 1, softmax_attr, 0, softmax_fields, softmax);
+static MAAS_OPDEF(def_reduce, "reduce", 1, 1, reduce_attr, 0, reduce_fields, reduce);
+static MAAS_OPDEF(def_matmul, "matmul", 2, 2, matmul_attr, 0, matmul_fields, matmul);
+static MAAS_OPDEF(def_dense, "dense", 2, 3, dense_attr, 0, no_fields, dense);
+static MAAS_OPDEF(def_view, "view", 1, 1, view_attr, MAAS_OPF_VIEW, view_fields, view);
+static MAAS_OPDEF(def_rows, "rows", 1, 1, rows_attr, 0, rows_fields, rows);
+static MAAS_OPDEF(def_take, "take", 2, 2, take_attr, 0, no_fields, take);
+static MAAS_OPDEF(def_transpose, "transpose", 1, 1, transpose_attr, 0, no_fields, transpose);
+static MAAS_OPDEF(def_concat, "concatenate", 1, MAAS_OP_MAX_IN, concat_attr, 0, concat_fields, concat);
+static MAAS_OPDEF(def_loss, "loss", 2, 2, loss_attr, 0, loss_fields, loss);
+static MAAS_OPDEF(def_dropout, "dropout", 1, 1, dropout_attr, MAAS_OPF_RANDOM, dropout_fields, dropout);
+static MAAS_OPDEF(def_random, "random", 0, 0, random_attr, MAAS_OPF_RANDOM, random_fields, random);
+static MAAS_OPDEF(def_cast, "cast", 1, 1, cast_attr, 0, cast_fields, cast);
 
-static const maas_op_def table[MAAS_OP_COUNT] = {
-    OP(MAAS_OP_UNARY, "unary", 1, 1, unary_attr, 0, unary_fields, unary),
-    OP(MAAS_OP_BINARY, "binary", 2, 2, binary_attr, 0, binary_fields, binary),
-    OP(MAAS_OP_SOFTMAX, "softmax", 1, 1, softmax_attr, 0, softmax_fields, softmax),
-    OP(MAAS_OP_REDUCE, "reduce", 1, 1, reduce_attr, 0, reduce_fields, reduce),
-    OP(MAAS_OP_MATMUL, "matmul", 2, 2, matmul_attr, 0, matmul_fields, matmul),
-    OP(MAAS_OP_DENSE, "dense", 2, 3, dense_attr, 0, no_fields, dense),
-    OP(MAAS_OP_VIEW, "view", 1, 1, view_attr, MAAS_OPF_VIEW, view_fields, view),
-    OP(MAAS_OP_ROWS, "rows", 1, 1, rows_attr, 0, rows_fields, rows),
-    OP(MAAS_OP_TAKE, "take", 2, 2, take_attr, 0, no_fields, take),
-    OP(MAAS_OP_TRANSPOSE, "transpose", 1, 1, transpose_attr, 0, no_fields, transpose),
-    OP(MAAS_OP_CONCAT, "concatenate", 1, MAAS_OP_MAX_IN, concat_attr, 0, concat_fields, concat),
-    OP(MAAS_OP_LOSS, "loss", 2, 2, loss_attr, 0, loss_fields, loss),
-    OP(MAAS_OP_DROPOUT, "dropout", 1, 1, dropout_attr, MAAS_OPF_RANDOM, dropout_fields, dropout),
-    OP(MAAS_OP_RANDOM, "random", 0, 0, random_attr, MAAS_OPF_RANDOM, random_fields, random),
-    OP(MAAS_OP_CAST, "cast", 1, 1, cast_attr, 0, cast_fields, cast),
+static const maas_op_def *const table[MAAS_OP_COUNT] = {
+    [MAAS_OP_UNARY] = &def_unary,
+    [MAAS_OP_BINARY] = &def_binary,
+    [MAAS_OP_SOFTMAX] = &def_softmax,
+    [MAAS_OP_REDUCE] = &def_reduce,
+    [MAAS_OP_MATMUL] = &def_matmul,
+    [MAAS_OP_DENSE] = &def_dense,
+    [MAAS_OP_VIEW] = &def_view,
+    [MAAS_OP_ROWS] = &def_rows,
+    [MAAS_OP_TAKE] = &def_take,
+    [MAAS_OP_TRANSPOSE] = &def_transpose,
+    [MAAS_OP_CONCAT] = &def_concat,
+    [MAAS_OP_LOSS] = &def_loss,
+    [MAAS_OP_DROPOUT] = &def_dropout,
+    [MAAS_OP_RANDOM] = &def_random,
+    [MAAS_OP_CAST] = &def_cast,
 };
 
 const maas_op_def *maas_op_get(int op)
 {
-    return op >= 0 && op < MAAS_OP_COUNT ? &table[op] : NULL;
+    return op >= 0 && op < MAAS_OP_COUNT ? table[op] : NULL;
 }
 
 /* ------------------------------------------------------------- executor */
@@ -938,6 +895,7 @@ maas_status maas_op_setup(maas_node *nd)
         nd->nout = nd->nsaved = 0;
         return s;
     }
+    nd->nograd |= def->state_in;
     for (int k = 0; k < nd->nout; k++) {
         if ((def->flags & MAAS_OPF_VIEW) && k == 0)
             nd->out[0] = maas_tensor_view(nd->in[0], outs[0].view_offset, outs[0].ndim, outs[0].shape);
@@ -958,7 +916,7 @@ fail:
 
 maas_status maas_op_forward(maas_node *nd)
 {
-    return table[nd->op].forward(nd);
+    return table[nd->op]->forward(nd);
 }
 
 maas_status maas_op_run(maas_node *nd)
