@@ -658,6 +658,10 @@ maas_tensor *maas_plan_loss(const maas_plan *plan);           /* borrowed */
 /* Parameter i's gradient after maas_plan_backward (borrowed; NULL when the
  * loss does not depend on it). */
 maas_tensor *maas_plan_grad(const maas_plan *plan, int i);
+/* Every parameter gradient of maas_plan_grad, end to end in parameter
+ * order, as one float32 vector (borrowed; NULL when no parameter gets a
+ * gradient): each parameter's gradient is a view into it. */
+maas_tensor *maas_plan_flat_grad(const maas_plan *plan);
 /* The optimizer the update applies: slots[3*i .. 3*i+2] are parameter i's
  * state tensors (SGD {velocity}, Adam {m, v, vhat}, RMSprop {v, avg, mom};
  * NULL where none), decay[i] 1 when weight decay applies to it. */

@@ -12,6 +12,7 @@
 #include "maas.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ struct maas_plan {
 
     maas_tensor **vals;        /* every tensor the plan names (borrowed) */
     maas_tensor **vgrad;       /* gradient buffer per value, or NULL (owned) */
+    maas_tensor *gflat;        /* the parameters' gradients, end to end (owned) */
     int64_t nvals;
 
     maas_tensor **inputs, **outputs, *loss; /* references */
@@ -73,6 +75,7 @@ void maas_plan_free(maas_plan *p)
     }
     for (int64_t v = 0; p->vgrad && v < p->nvals; v++)
         maas_tensor_decref(p->vgrad[v]);
+    maas_tensor_decref(p->gflat);
     for (int i = 0; p->inputs && i < p->ninputs; i++)
         maas_tensor_decref(p->inputs[i]);
     for (int i = 0; p->outputs && i < p->noutputs; i++)
@@ -291,8 +294,37 @@ maas_status maas_plan_build(maas_plan **out, int64_t nnodes, const maas_node *no
                 }
             }
         }
+        /* the parameters' gradients are views into one flat buffer, so
+         * that a data-parallel step reduces them in one call */
+        int64_t total = 0;
+        for (int i = 0; i < p->nparams; i++) {
+            int32_t v = p->param_val[i];
+            if (!rg[v] || !reach[v])
+                continue;
+            if (p->vals[v]->size > INT64_MAX - total) {
+                s = maas_error(MAAS_ERR_VALUE, "plan: the parameters have too many elements");
+                goto fail;
+            }
+            total += p->vals[v]->size;
+        }
+        if (total > 0) {
+            int64_t shape1[1] = {total};
+            if (!(p->gflat = maas_tensor_new_typed(MAAS_F32, 1, shape1)))
+                goto nomem;
+            memset(p->gflat->data, 0, (size_t)total * sizeof(float));
+            int64_t off = 0;
+            for (int i = 0; i < p->nparams; i++) {
+                int32_t v = p->param_val[i];
+                if (!rg[v] || !reach[v])
+                    continue;
+                maas_tensor *t = p->vals[v];
+                if (!(p->vgrad[v] = maas_tensor_view(p->gflat, off, t->ndim, t->shape)))
+                    goto nomem;
+                off += t->size;
+            }
+        }
         for (int64_t v = 0; v < nv; v++)
-            if (rg[v] && reach[v] && !(p->vgrad[v] = maas_tensor_zeros_like(p->vals[v])))
+            if (rg[v] && reach[v] && !p->vgrad[v] && !(p->vgrad[v] = maas_tensor_zeros_like(p->vals[v])))
                 goto nomem;
     }
     if (!(p->inputs = copy_refs(ninputs, inputs)) || !(p->outputs = copy_refs(noutputs, outputs)))
@@ -338,6 +370,8 @@ maas_tensor *maas_plan_grad(const maas_plan *p, int i)
 {
     return i >= 0 && i < p->nparams ? p->vgrad[p->param_val[i]] : NULL;
 }
+
+maas_tensor *maas_plan_flat_grad(const maas_plan *p) { return p->gflat; }
 
 maas_status maas_plan_set_optimizer(maas_plan *p, const maas_optim_config *cfg,
                                     maas_tensor *const *slots, const int *decay)

@@ -297,6 +297,43 @@ static PyObject *plan_backward(PlanObject *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* update(lr, step): the fused optimizer update alone, from the gradients a
+ * backward() left (and that the caller may have changed in place: a
+ * data-parallel step sums them over processes first). */
+static PyObject *plan_update(PlanObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lr", "step", NULL};
+    float lr = 0.0f;
+    long long step = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "fL:update", kwlist, &lr, &step))
+        return NULL;
+    if (check_idle(self) < 0)
+        return NULL;
+    maas_status s;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    s = maas_plan_update(self->plan, lr, step);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (s != MAAS_OK)
+        return raise_status(s);
+    Py_RETURN_NONE;
+}
+
+/* Every parameter gradient end to end, one float32 Tensor sharing the
+ * plan's memory (each grads() entry is a view into it); None when no
+ * parameter gets a gradient. */
+static PyObject *plan_flat_grad(PlanObject *self, PyObject *unused)
+{
+    if (check_idle(self) < 0)
+        return NULL;
+    maas_tensor *g = maas_plan_flat_grad(self->plan);
+    if (!g)
+        Py_RETURN_NONE;
+    maas_tensor_incref(g);
+    return tensor_wrap(state_of_type(Py_TYPE(self)), g);
+}
+
 /* The parameters' gradients (Tensors sharing the plan's buffers, None where
  * the loss does not depend on one). */
 static PyObject *plan_grads(PlanObject *self, PyObject *unused)
@@ -369,6 +406,10 @@ static PyMethodDef plan_methods[] = {
     {"backward", (PyCFunction)(void (*)(void))plan_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(update=False, lr=0.0, step=0): gradients (and the update) after a forward"},
     {"grads", (PyCFunction)plan_grads, METH_NOARGS, "The parameters' gradient buffers."},
+    {"flat_grad", (PyCFunction)plan_flat_grad, METH_NOARGS,
+     "flat_grad() -> Tensor: every parameter gradient end to end (grads() are views into it)."},
+    {"update", (PyCFunction)(void (*)(void))plan_update, METH_VARARGS | METH_KEYWORDS,
+     "update(lr, step): the fused optimizer update alone, from the current gradients."},
     {"outputs", (PyCFunction)plan_outputs, METH_NOARGS, "Copies of the outputs of the last run."},
     {NULL}};
 
