@@ -184,6 +184,8 @@ class ProgbarLogger(Callback):
     """Prints the progress bar (verbose=1) or one line per epoch (verbose=2);
     fit adds it when verbose is not 0."""
 
+    _chief_only = True  # under maas.distribution only rank 0 writes or prints
+
     def __init__(self, verbose=1):
         super().__init__()
         self.verbose = verbose
@@ -388,6 +390,8 @@ class ReduceLROnPlateau(Callback):
 class CSVLogger(Callback):
     """Writes one CSV row per epoch: ``epoch`` then the logs, sorted by name."""
 
+    _chief_only = True  # under maas.distribution only rank 0 writes or prints
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
@@ -454,6 +458,8 @@ class ModelCheckpoint(Callback):
 
     >>> cb = maas.callbacks.ModelCheckpoint("best.maas", monitor="val_loss", save_best_only=True)
     """
+
+    _chief_only = True  # under maas.distribution only rank 0 writes or prints
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
@@ -627,7 +633,10 @@ class BackupAndRestore(Callback):
     def _save(self, batch):
         import json
 
+        from . import distribution as _dist
         from . import random as _random
+        if not _dist.is_chief():  # every rank restores; rank 0 alone writes
+            return
         from .saving import save_tensors
         from .saving.model_file import weight_names
 
@@ -647,7 +656,8 @@ class BackupAndRestore(Callback):
         save_tensors(self._path, tensors, {"maas.backup": json.dumps(state)})
 
     def on_train_end(self, logs=None):
-        if self.delete_checkpoint and os.path.exists(self._path):
+        from . import distribution as _dist
+        if self.delete_checkpoint and _dist.is_chief() and os.path.exists(self._path):
             os.unlink(self._path)
             try:
                 os.rmdir(self.backup_dir)  # only when nothing else is in it
@@ -669,6 +679,8 @@ class TensorBoard(Callback):
     >>> cb = maas.callbacks.TensorBoard(log_dir="logs")
     >>> model.fit(x, y, epochs=5, validation_split=0.1, callbacks=[cb])  # doctest: +SKIP
     """
+
+    _chief_only = True  # under maas.distribution only rank 0 writes or prints
 
     def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
                  write_steps_per_second=False, update_freq="epoch", profile_batch=0,

@@ -133,9 +133,14 @@ class Metric:
             value = np.asarray(initializer(shape, "float32"), np.float32).reshape(shape)
         else:
             value = np.broadcast_to(np.asarray(initializer, np.float32), shape)
+        if aggregation not in ("sum", "mean", "only_first_replica", "none"):
+            raise ValueError(f"add_variable: aggregation must be 'sum', 'mean', "
+                             f"'only_first_replica' or 'none', received aggregation={aggregation!r}")
         v = Variable(np.array(value, np.float32), trainable=False,
                      name=f"{self.name}/{name or 'variable'}")
         self._variables.append(v)
+        # how a data-parallel run combines this state over the processes
+        self.__dict__.setdefault("_aggregations", {})[id(v)] = aggregation
         return v
 
     def add_weight(self, shape=(), initializer=None, dtype=None, name=None):

@@ -137,6 +137,10 @@ class Optimizer:
             if not isinstance(v, Tensor):
                 raise TypeError(f"apply_gradients: variables must be maas Variables, "
                                 f"got {type(v).__name__}")
+        from . import distribution as _dist
+        dp = _dist.active()
+        if dp is not None:  # inside a data-parallel fit step: summed over the ranks first
+            grads = dp.reduce_gradients(grads)
         grads = self._clip(grads)
         lr = self.learning_rate
         self.iterations += 1

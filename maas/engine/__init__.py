@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from .. import _core, optimizers as _optimizers, random as _random
+from .. import _core, distribution as _dist, optimizers as _optimizers, random as _random
 from .._core import Tensor
 from ..autodiff import _flatten, _pack
 
@@ -232,6 +232,12 @@ class CompiledPlan:
         opt = self.model.optimizer
         keys = tr.keys()
         self._last, self._last_eager = tr, None
+        dp = _dist.active()
+        if dp is not None:  # backward, the gradients summed over the ranks, then the update
+            loss = tr.plan.run(data, keys)
+            tr.plan.backward()
+            self._dp_update(dp, tr.plan, tr.params, tr.fused)
+            return loss
         if tr.fused is not None:
             lr = opt.learning_rate
             opt.iterations += 1
@@ -269,7 +275,11 @@ class CompiledPlan:
         self._train[key] = tr
         self._last, self._last_eager = tr, None
         value = float(loss.item())
-        if kind is not None:
+        dp = _dist.active()
+        if dp is not None:
+            plan.backward()
+            self._dp_update(dp, plan, params, kind)
+        elif kind is not None:
             lr = opt.learning_rate
             opt.iterations += 1
             plan.backward(True, lr, opt.iterations)
@@ -277,6 +287,17 @@ class CompiledPlan:
             plan.backward()
             opt.apply_gradients(zip(plan.grads(), params))
         return value
+
+    def _dp_update(self, dp, plan, params, fused):
+        """Sums the plan's flat gradient buffer over the ranks (one
+        all-reduce, in place), then applies the optimizer's update."""
+        opt = self.model.optimizer
+        dp.reduce_flat(plan.flat_grad())
+        if fused is not None:
+            opt.iterations += 1
+            plan.update(opt.learning_rate, opt.iterations)
+        else:
+            opt.apply_gradients(zip(plan.grads(), params))
 
     def _eager_after_trace(self, t, loss, params, y_pred, reason):
         """Completes a traced step eagerly and switches the model to the

@@ -196,9 +196,16 @@ class Model(Trainer, Layer):
         """Writes the model (architecture, weights, optimizer state) to one
         safetensors file; ``maas.load_model(filepath)`` brings it back.
 
+        Under a multi-process ``maas.distribution.DataParallel`` only rank 0
+        writes (every rank holds the same weights).
+
         >>> model.save("digits.maas")  # doctest: +SKIP
         """
+        from .. import distribution as _dist
         from ..saving import save_model
+
+        if not _dist.is_chief():
+            return
 
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 

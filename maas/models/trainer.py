@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .. import callbacks as callbacks_module
+from .. import distribution as _dist
 from .. import engine as _engine
 from .. import losses as losses_module
 from .. import metrics as metrics_module
@@ -717,8 +718,20 @@ class Trainer:
         >>> history.history["val_accuracy"][-1]
         """
         self._assert_compiled("fit")
+        dp = _dist.active()
+        if dp is not None and not self.__dict__.get("_dp_inside"):
+            return self._dp_call("fit", self.fit, x=x, y=y, batch_size=batch_size, epochs=epochs,
+                                 verbose=verbose, callbacks=callbacks,
+                                 validation_split=validation_split, validation_data=validation_data,
+                                 shuffle=shuffle, class_weight=class_weight,
+                                 sample_weight=sample_weight, initial_epoch=initial_epoch,
+                                 steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                                 validation_batch_size=validation_batch_size,
+                                 validation_freq=validation_freq)
         if verbose == "auto":
             verbose = 1
+        if dp is not None and not dp.is_chief:
+            verbose = 0
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
             raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
         batch_size = int(batch_size or 32)
@@ -775,11 +788,15 @@ class Trainer:
             val = None
 
         self._maybe_plan()
+        if dp is not None and not generator:
+            dp.sync_weights(self)
         history = callbacks_module.History()
         cbs = list(callbacks or [])
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
         cbs.append(history)
+        if dp is not None:
+            cbs = dp.filter_callbacks(cbs)
         params = {"verbose": verbose, "epochs": epochs,
                   "steps": (steps if not generator else
                             (steps_per_epoch or (len(x) if hasattr(x, "__len__") else None)))}
@@ -788,6 +805,10 @@ class Trainer:
         cb.on_train_begin({})
         # a callback may move the start (BackupAndRestore resuming a killed run), as in Keras
         initial_epoch, self._initial_epoch = getattr(self, "_initial_epoch", None) or initial_epoch, None
+        if dp is not None:  # what rank 0's callbacks restored, everywhere
+            initial_epoch = int(dp.comm.bcast(initial_epoch, root=0))
+            if not generator:
+                dp.sync_weights(self)
         gen_iter = None
         logs = {}
         epoch_logs = {}
@@ -810,11 +831,18 @@ class Trainer:
                         raise ValueError("The generator must yield (x, y) or (x, y, sample_weight) batches")
                     bys = bys or []
                     bsw = self._class_sample_weight(bys, bsw, class_weight)
+                    if dp is not None:
+                        part = dp.shard(bxs + bys + [bsw])
+                        if part is None:
+                            continue
+                        bxs, bys, bsw = part[:len(bxs)], part[len(bxs):len(bxs) + len(bys)], part[-1]
                     if self._compile_losses is None or step == 0 and epoch == initial_epoch:
                         self._ensure_ready(bxs, bys, bsw)
                         self._maybe_plan()
+                        if dp is not None:
+                            dp.sync_weights(self)
                     cb.on_train_batch_begin(step, {})
-                    logs = self._run_step(self.train_step, bxs, bys, bsw)
+                    logs = self._dp_step(dp, bxs, bys, bsw)
                     cb.on_train_batch_end(step, logs)
                     seen += 1
                     if self.stop_training:
@@ -825,13 +853,20 @@ class Trainer:
                                   "pass an iterable that can be iterated once per epoch.")
                     break
             else:
-                perm = _random.numpy_rng().permutation(len(xs[0])) if shuffle else None
+                if not shuffle:
+                    perm = None
+                elif dp is not None:  # rank 0's order on every rank
+                    perm = dp.permutation(len(xs[0]), _random.numpy_rng())
+                else:
+                    perm = _random.numpy_rng().permutation(len(xs[0]))
                 arrays = xs + ys + [sw]
                 nx, ny = len(xs), len(ys)
                 for step, batch in enumerate(self._array_batches(arrays, batch_size, perm, steps)):
+                    if dp is not None and (batch := dp.shard(batch)) is None:
+                        continue
                     cb.on_train_batch_begin(step, {})
                     bx, by, bsw = batch[:nx], batch[nx:nx + ny], batch[-1]
-                    logs = self._run_step(self.train_step, bx, by, bsw)
+                    logs = self._dp_step(dp, bx, by, bsw)
                     cb.on_train_batch_end(step, logs)
                     if self.stop_training:
                         break
@@ -847,6 +882,31 @@ class Trainer:
         self.history = history
         return history
 
+    def _dp_call(self, what, fn, **kwargs):
+        """Runs fit/evaluate/predict once more inside the distribution's
+        guard (an exception on one rank aborts them all)."""
+        dp = _dist.active()
+        self._dp_inside = True
+        try:
+            with dp.guard(what):
+                return fn(**kwargs)
+        finally:
+            self._dp_inside = False
+
+    def _dp_step(self, dp, xs, ys, sw):
+        """One training step; with a distribution, the gradients are summed
+        over the ranks and the logs hold every rank's metrics."""
+        if dp is None:
+            return self._run_step(self.train_step, xs, ys, sw)
+        with dp.step():
+            logs = self._run_step(self.train_step, xs, ys, sw)
+        return self._dp_logs(dp, logs)
+
+    def _dp_logs(self, dp, logs):
+        with dp.global_metrics(self):
+            logs = {**logs, **_pythonify_logs(self.get_metrics_result())}
+        return logs
+
     def _run_step(self, step_fn, xs, ys, sw):
         """Packs a batch as Keras does and runs one step; returns Python logs."""
         y = (ys[0] if len(ys) == 1 else list(ys)) if ys else None
@@ -858,6 +918,11 @@ class Trainer:
         return _pythonify_logs(logs)
 
     def _evaluate_prepared(self, val, batch_size, steps=None, cb=None):
+        dp = _dist.active()
+        logs = self._evaluate_local(dp, val, batch_size, steps, cb)
+        return logs if dp is None else self._dp_logs(dp, logs)
+
+    def _evaluate_local(self, dp, val, batch_size, steps=None, cb=None):
         self.reset_metrics()
         logs = {}
         if _is_iterable_data(val):
@@ -866,6 +931,11 @@ class Trainer:
                 if steps is not None and step >= steps:
                     break
                 bys = bys or []
+                if dp is not None:
+                    part = dp.shard(bxs + bys + [bsw])
+                    if part is None:
+                        continue
+                    bxs, bys, bsw = part[:len(bxs)], part[len(bxs):len(bxs) + len(bys)], part[-1]
                 if self._compile_losses is None:
                     self._ensure_ready(bxs, bys, bsw)
                 if cb:
@@ -876,6 +946,12 @@ class Trainer:
             return logs
         xs, ys, sw = val
         nx, ny = len(xs), len(ys)
+        if dp is not None:  # one contiguous part of the data per rank
+            lo, hi = dp.bounds(len(xs[0]))
+            xs, ys = [a[lo:hi] for a in xs], [a[lo:hi] for a in ys]
+            sw = None if sw is None else sw[lo:hi]
+            if hi == lo:
+                return logs
         for step, batch in enumerate(self._array_batches(xs + ys + [sw], batch_size, None, steps)):
             if cb:
                 cb.on_test_batch_begin(step, {})
@@ -904,8 +980,15 @@ class Trainer:
         [loss, *metrics], or a dict with return_dict=True. Each batch goes
         to ``self.test_step(data)``."""
         self._assert_compiled("evaluate")
+        dp = _dist.active()
+        if dp is not None and not self.__dict__.get("_dp_inside"):
+            return self._dp_call("evaluate", self.evaluate, x=x, y=y, batch_size=batch_size,
+                                 verbose=verbose, sample_weight=sample_weight, steps=steps,
+                                 callbacks=callbacks, return_dict=return_dict)
         if verbose == "auto":
             verbose = 1
+        if dp is not None and not dp.is_chief:
+            verbose = 0
         batch_size = int(batch_size or 32)
         x = _data_adapters.adapt(x)
         if _is_iterable_data(x):
@@ -917,6 +1000,8 @@ class Trainer:
             xs, ys, sw = self._prepare_xy(x, y, sample_weight)
             ys = ys or []
             self._ensure_ready(xs, ys, sw)
+            if dp is not None:
+                dp.sync_weights(self)
             val = (xs, ys, sw)
             nsteps = math.ceil(len(xs[0]) / batch_size)
             if steps is not None:
@@ -924,6 +1009,8 @@ class Trainer:
         cbs = list(callbacks or [])
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
+        if dp is not None:
+            cbs = dp.filter_callbacks(cbs)
         cb = callbacks_module.CallbackList(cbs, model=self, verbose=verbose, epochs=1, steps=nsteps)
         cb.on_test_begin({})
         logs = self._evaluate_prepared(val, batch_size, steps, cb)
@@ -935,10 +1022,19 @@ class Trainer:
         """Model outputs as NumPy arrays, computed in batches (training=False)
         by ``self.predict_step(data)``: one array, a list, or a dict for a
         model with a dict of outputs."""
+        dp = _dist.active()
+        if dp is not None and not self.__dict__.get("_dp_inside"):
+            return self._dp_call("predict", self.predict, x=x, batch_size=batch_size,
+                                 verbose=verbose, steps=steps, callbacks=callbacks)
         if verbose == "auto":
             verbose = 1
+        if dp is not None and not dp.is_chief:
+            verbose = 0
         batch_size = int(batch_size or 32)
         x = _data_adapters.adapt(x)
+        if dp is not None and _is_iterable_data(x):
+            raise NotImplementedError("predict under maas.distribution.DataParallel takes arrays; "
+                                      "a generator would be read whole by every rank")
         if _is_iterable_data(x):
             def gen():
                 for data in x:
@@ -948,6 +1044,12 @@ class Trainer:
             nsteps = steps or (len(x) if hasattr(x, "__len__") else None)
         else:
             xs, _, _ = self._prepare_xy(x, None, None, "predict")
+            if dp is not None:  # one contiguous part per rank, gathered at the end
+                if not self.built:  # build here, so every rank predicts with rank 0's weights
+                    self(self._model_input([a[:1] for a in xs]), training=False)
+                dp.sync_weights(self)
+                lo, hi = dp.bounds(len(xs[0]))
+                xs = [a[lo:hi] for a in xs]
             nsteps = math.ceil(len(xs[0]) / batch_size)
             if steps is not None:
                 nsteps = min(nsteps, steps)
@@ -955,6 +1057,8 @@ class Trainer:
         cbs = list(callbacks or [])
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
+        if dp is not None:
+            cbs = dp.filter_callbacks(cbs)
         cb = callbacks_module.CallbackList(cbs, model=self, verbose=verbose, epochs=1, steps=nsteps)
         cb.on_predict_begin({})
         outs = []
@@ -966,6 +1070,8 @@ class Trainer:
             outs.append(_map(np.asarray, out))
             cb.on_predict_batch_end(step, {"outputs": out})
         cb.on_predict_end({})
+        if dp is not None:
+            return dp.gather(_concat_outputs(outs) if outs else None)
         if not outs:
             raise ValueError("predict() received no data (an empty x or generator)")
         return _concat_outputs(outs)
