@@ -23,7 +23,7 @@ from . import errors, losses, ops, optimizers, random, saving  # noqa: E402
 from .autodiff import GradientTape  # noqa: E402
 from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402
 from . import activations, initializers, regularizers, metrics, callbacks  # noqa: E402
-from . import distribution, layers, models, utils  # noqa: E402
+from . import distribution, export, layers, models, utils  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402

@@ -120,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and argv[0] == "export":
+        from .export.cli import export_main
+
+        return export_main(argv[1:])
     parser = argparse.ArgumentParser(prog="maas", description="maas: model files and models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo", help="train a digits model, serve it on 127.0.0.1:8080 and ask it once")
     sub.add_parser("serve", help="serve a model repository over HTTP (maas serve REPO --help)")
+    sub.add_parser("export", help="write a model file as ONNX (maas export MODEL.maas model.onnx)")
     p = sub.add_parser("inspect", help="print a model file's architecture, metadata and tensors")
     p.add_argument("file")
     p = sub.add_parser("verify", help="check a model file's structure and SHA-256 checksum")

@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
@@ -275,6 +276,101 @@ done:
 }
 
 /* release(): frees the recorded ops now (non-persistent tapes after use). */
+/* A tuple of Tensors wrapping n core tensors (new references each). */
+static PyObject *wrap_all(module_state *st, int n, maas_tensor *const *ts)
+{
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t && i < n; i++) {
+        maas_tensor_incref(ts[i]);
+        PyObject *o = tensor_wrap(st, ts[i]);
+        if (!o) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, o);
+    }
+    return t;
+}
+
+/* The given attributes of a node, by the op's field list. */
+static PyObject *node_attrs(const maas_node *nd)
+{
+    const maas_op_def *def = maas_op_get(nd->op);
+    PyObject *d = PyDict_New();
+    for (int k = 0; d && def->fields[k].name; k++) {
+        const maas_attr_field *f = &def->fields[k];
+        const unsigned char *at = nd->attr + f->offset;
+        PyObject *v = NULL;
+        if (f->type == 'l') {
+            int64_t x;
+            memcpy(&x, at, sizeof x);
+            v = PyLong_FromLongLong((long long)x);
+        } else if (f->type == 'u') {
+            uint64_t x;
+            memcpy(&x, at, sizeof x);
+            v = PyLong_FromUnsignedLongLong((unsigned long long)x);
+        } else if (f->type == 'd') {
+            double x;
+            memcpy(&x, at, sizeof x);
+            v = PyFloat_FromDouble(x);
+        } else if (f->type == 'S') {
+            int64_t nd_, dims[MAAS_MAX_DIMS];
+            memcpy(&nd_, at, sizeof nd_);
+            memcpy(dims, at + sizeof nd_, sizeof dims);
+            if (nd_ < 0 || nd_ > MAAS_MAX_DIMS)
+                nd_ = 0;
+            v = PyTuple_New((Py_ssize_t)nd_);
+            for (int64_t i = 0; v && i < nd_; i++) {
+                PyObject *e = PyLong_FromLongLong((long long)dims[i]);
+                if (!e) {
+                    Py_CLEAR(v);
+                    break;
+                }
+                PyTuple_SET_ITEM(v, i, e);
+            }
+        } else {
+            Py_INCREF(Py_None);
+            v = Py_None;
+        }
+        if (!v || PyDict_SetItemString(d, f->name, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* nodes() -> [(op_id, attributes, inputs, outputs)]: what the tape
+ * recorded, oldest first (for exporters: tensors are new wrappers of the
+ * recorded ones; compare them with core_ids). */
+static PyObject *tape_nodes(TapeObject *self, PyObject *unused)
+{
+    if (check_live(self) < 0 || check_idle(self) < 0)
+        return NULL;
+    module_state *st = state_of_type(Py_TYPE(self));
+    int64_t n = 0;
+    const maas_node *nodes = maas_tape_nodes(self->tape, &n);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (int64_t k = 0; list && k < n; k++) {
+        const maas_node *nd = &nodes[k];
+        PyObject *attrs = node_attrs(nd);
+        PyObject *ins = attrs ? wrap_all(st, nd->nin, nd->in) : NULL;
+        PyObject *outs = ins ? wrap_all(st, nd->nout, nd->out) : NULL;
+        PyObject *item = outs ? Py_BuildValue("(iNNN)", nd->op, attrs, ins, outs) : NULL;
+        if (!item) {
+            Py_XDECREF(attrs);
+            Py_XDECREF(ins);
+            Py_XDECREF(outs);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    return list;
+}
+
 static PyObject *tape_release(TapeObject *self, PyObject *unused)
 {
     if (check_idle(self) < 0)
@@ -297,6 +393,8 @@ static PyMethodDef tape_methods[] = {
     {"gradient", (PyCFunction)tape_gradient, METH_VARARGS,
      "gradient(target, [sources]) -> [grad or None]"},
     {"release", (PyCFunction)tape_release, METH_NOARGS, "Free the recorded ops."},
+    {"nodes", (PyCFunction)tape_nodes, METH_NOARGS,
+     "nodes() -> [(op_id, attributes, inputs, outputs)], oldest first."},
     {NULL}};
 
 static PyType_Slot tape_slots[] = {

@@ -8,7 +8,8 @@
 """
 from .base import InputLayer, Input, KerasTensor, Layer, clear_session
 from .core import Activation, Dense, Dropout, Flatten, Reshape
-from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
+from .merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
+                      concatenate, maximum, minimum, multiply, subtract)
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
@@ -48,5 +49,6 @@ def deserialize(config: dict, custom_objects=None):
 
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
-           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "add", "subtract",
+           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+           "Concatenate", "add", "subtract", "average", "maximum", "minimum",
            "multiply", "concatenate", "serialize", "deserialize"]

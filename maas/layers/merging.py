@@ -1,4 +1,5 @@
-"""Merge layers: Add, Subtract, Multiply, Concatenate (a list of inputs)."""
+"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum,
+Concatenate (a list of inputs), as Keras's."""
 from __future__ import annotations
 
 from .. import ops
@@ -69,6 +70,41 @@ class Multiply(_Merge):
         return out
 
 
+class Average(_Merge):
+    """Elementwise mean of a list of inputs.
+
+    >>> a, b = maas.Input((3,)), maas.Input((3,))
+    >>> maas.layers.Average()([a, b]).shape
+    (None, 3)
+    """
+
+    def call(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = ops.add(out, x)
+        return ops.multiply(out, 1.0 / len(inputs))
+
+
+class Maximum(_Merge):
+    """Elementwise maximum of a list of inputs."""
+
+    def call(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = ops.maximum(out, x)
+        return out
+
+
+class Minimum(_Merge):
+    """Elementwise minimum of a list of inputs."""
+
+    def call(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = ops.minimum(out, x)
+        return out
+
+
 class Concatenate(_Merge):
     """Joins a list of inputs along ``axis`` (default -1)."""
 
@@ -111,6 +147,21 @@ def subtract(inputs, **kwargs):
 def multiply(inputs, **kwargs):
     """``Multiply(**kwargs)(inputs)``."""
     return Multiply(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    """``Average(**kwargs)(inputs)``."""
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs, **kwargs):
+    """``Maximum(**kwargs)(inputs)``."""
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs, **kwargs):
+    """``Minimum(**kwargs)(inputs)``."""
+    return Minimum(**kwargs)(inputs)
 
 
 def concatenate(inputs, axis=-1, **kwargs):

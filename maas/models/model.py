@@ -209,6 +209,22 @@ class Model(Trainer, Layer):
 
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
+    def export(self, filepath, format="onnx", verbose=False, input_signature=None, **kwargs):
+        """Writes the model for another runtime, Keras 3's call. ``format``:
+        ``"onnx"`` (opset 18, the batch axis dynamic; needs ``pip install
+        'maas[onnx]'``), checked with ``onnx.checker``; ONNX Runtime gives
+        the outputs of ``predict``. A subclassed model that has not been
+        called needs ``input_signature=[(None, features)]``.
+
+        >>> model.export("model.onnx", format="onnx")  # doctest: +SKIP
+        """
+        if format != "onnx":
+            raise ValueError(f"maas exports format='onnx' only, received format={format!r}")
+        if kwargs:
+            raise TypeError(f"export() got unexpected arguments {sorted(kwargs)}")
+        from ..export import export_onnx
+        return export_onnx(self, filepath, input_signature=input_signature, verbose=verbose)
+
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (``json.dumps`` kwargs pass through);
         ``maas.models.model_from_json`` rebuilds it with new weights."""

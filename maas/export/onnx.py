@@ -1,0 +1,401 @@
+"""Export to ONNX (``model.export(path, format="onnx")``), written with the
+``onnx`` package and checked by ``onnx.checker``.
+
+The exporter does not know layers: it traces the model's inference call on
+the engine's tape (what a compiled plan replays) and writes each recorded
+op of the C op table as ONNX nodes, so Sequential, functional and
+subclassed models export alike. The model is traced at two batch sizes; an
+attribute or shape that changes with the batch becomes dynamic (the batch
+axis is the named dimension ``batch``), anything else that changes is an
+error.
+
+Opset 18 and IR version 8 (ONNX 1.13 and later, ONNX Runtime 1.14 and
+later read them). Inputs are named after the model's inputs, outputs after
+its outputs. Weights are stored as initializers (float32).
+
+>>> import maas, numpy as np
+>>> m = maas.Sequential([maas.Input((4,)), maas.layers.Dense(2, activation="softmax")])
+>>> m.export("m.onnx", format="onnx")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+OPSET = 18
+IR_VERSION = 8
+_TRACE_BATCHES = (2, 3)
+
+_NP_TO_ONNX = None
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:  # pragma: no cover - the extra is missing
+        raise ImportError("exporting to ONNX needs the onnx package: pip install 'maas[onnx]'") from None
+    return onnx, TensorProto, helper, numpy_helper
+
+
+class ExportError(ValueError):
+    """A model (or one of its layers) that cannot be written as ONNX."""
+
+
+def _elem_type(dtype):
+    _, TensorProto, _, _ = _onnx()
+    return {np.dtype("float32"): TensorProto.FLOAT, np.dtype("int32"): TensorProto.INT32,
+            np.dtype("int64"): TensorProto.INT64, np.dtype("int8"): TensorProto.INT8,
+            np.dtype("uint8"): TensorProto.UINT8, np.dtype("bool"): TensorProto.BOOL}[np.dtype(dtype)]
+
+
+# ------------------------------------------------------------------ tracing
+class _Trace:
+    """One traced inference call: nodes, placeholders, outputs, and which
+    layer each node came from."""
+
+    def __init__(self, model, specs, batch):
+        from .. import _core
+        from ..engine import trace
+        from ..autodiff import _flatten
+        from ..layers.base import Layer
+
+        rng = np.random.default_rng(batch)
+        arrays = []
+        for shape, dtype in specs:
+            shp = (batch,) + tuple(shape[1:])
+            if np.dtype(dtype).kind == "f":
+                arrays.append(rng.standard_normal(shp).astype(dtype))
+            else:
+                arrays.append(np.zeros(shp, dtype))
+        from ..tensor import Tensor
+        self.placeholders = [Tensor(a, copy=True) for a in arrays]
+        self.layer_of = []    # (first node index, layer name), in call order
+        tape_holder = {}
+        original = Layer.__call__
+
+        def observed(layer, *args, **kwargs):
+            t = tape_holder.get("t")
+            if t is not None:
+                self.layer_of.append((len(t.tape.nodes()), layer.name))
+            return original(layer, *args, **kwargs)
+
+        x = self.placeholders
+        xin = x[0] if len(x) == 1 else list(x)
+        if getattr(model, "_is_graph_network", False) and isinstance(model._nested_inputs, dict):
+            xin = dict(zip(model._nested_inputs, x))
+        Layer.__call__ = observed
+        try:
+            with trace(self.placeholders) as t:
+                tape_holder["t"] = t
+                y = original(model, xin, training=False)
+        finally:
+            Layer.__call__ = original
+        self.structure = y
+        self.outputs = _flatten(y, [])
+        self.nodes = t.tape.nodes()
+        self.core = _core
+        self.reason = t.reason
+
+    def layer(self, k):
+        """The innermost layer whose call recorded node k."""
+        name = None
+        for start, nm in self.layer_of:
+            if start <= k:
+                name = nm
+        return name
+
+
+def _specs(model, input_signature):
+    """[(shape with None batch, dtype)] and names of the model's inputs."""
+    if input_signature is not None:
+        specs = []
+        for s in input_signature:
+            shape = getattr(s, "shape", s)
+            dtype = getattr(s, "dtype", "float32") or "float32"
+            specs.append(((None,) + tuple(shape[1:]), np.dtype(str(dtype))))
+        names = [getattr(s, "name", None) or f"input_{i}" for i, s in enumerate(input_signature)]
+        return specs, names
+    if getattr(model, "_is_graph_network", False):
+        specs = [((None,) + tuple(t.shape[1:]), np.dtype(str(getattr(t, "dtype", "float32") or "float32")))
+                 for t in model.inputs]
+        if isinstance(model._nested_inputs, dict):
+            names = list(model._nested_inputs)
+        else:
+            names = [t._keras_history[0].name for t in model.inputs]
+        return specs, names
+    shape = getattr(model, "_build_shape", None)
+    if shape is None:
+        raise ExportError(f"cannot export {type(model).__name__}: it has not been called yet, so "
+                          f"its input shape is unknown; call it on a batch first or pass "
+                          f"input_signature=[(None, features)]")
+    shapes = shape if isinstance(shape, list) else [shape]
+    return ([((None,) + tuple(s[1:]), np.dtype("float32")) for s in shapes],
+            [f"input_{i}" for i in range(len(shapes))])
+
+
+# ------------------------------------------------------------------ writing
+class _Writer:
+    def __init__(self, model, a, b, input_names, output_names):
+        onnx, TensorProto, helper, numpy_helper = _onnx()
+        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
+        self.a, self.b = a, b
+        self.nodes, self.inits = [], []
+        self.names = {}       # core id -> value name
+        self.n = 0
+        core = a.core
+        self.op_names = [row[0] for row in core.op_table()]
+        for ph, nm in zip(a.placeholders, input_names):
+            self.names[core.core_ids([ph])[0]] = nm
+        weights = list(model.weights)
+        self._weights = {}
+        used = set()
+        for v in weights:
+            nm = getattr(v, "path", None) or getattr(v, "name", None) or "weight"
+            base, k = nm, 1
+            while nm in used:
+                k += 1
+                nm = f"{base}_{k}"
+            used.add(nm)
+            self._weights[core.core_ids([v])[0]] = (nm, v)
+
+    def fresh(self, hint):
+        self.n += 1
+        return f"{hint}_{self.n}"
+
+    def const(self, value, hint="const"):
+        name = self.fresh(hint)
+        self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op, inputs, outputs=None, **attrs):
+        outputs = outputs or [self.fresh(op.lower())]
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0]
+
+    def value(self, t, k, i):
+        """The ONNX name of tensor t, input i of node k."""
+        core = self.a.core
+        cid = core.core_ids([t])[0]
+        if cid in self.names:
+            return self.names[cid]
+        if cid in self._weights:
+            nm, v = self._weights[cid]
+            self.inits.append(self.numpy_helper.from_array(np.asarray(v), nm))
+            self.names[cid] = nm
+            return nm
+        # a constant the model made (not an input, weight or op output)
+        tb = self.b.nodes[k][2][i]
+        if tuple(t.shape) != tuple(tb.shape):
+            self.fail(k, "it uses a constant whose shape depends on the batch size")
+        nm = self.const(np.asarray(t), "const")
+        self.names[cid] = nm
+        return nm
+
+    def fail(self, k, why):
+        op = self.op_names[self.a.nodes[k][0]]
+        layer = self.a.layer(k)
+        where = f"layer {layer!r} " if layer else ""
+        raise ExportError(f"cannot export {where}to ONNX: its op {op!r} {why}")
+
+    def write(self):
+        for k, (node_a, node_b) in enumerate(zip(self.a.nodes, self.b.nodes)):
+            op, attrs, ins, outs = node_a
+            if node_b[0] != op:
+                self.fail(k, "is traced differently at different batch sizes")
+            name = self.op_names[op]
+            fn = getattr(self, "op_" + name, None)
+            if fn is None:
+                self.fail(k, "has no ONNX translation yet")
+            in_names = [self.value(t, k, i) for i, t in enumerate(ins)]
+            out_names = fn(k, attrs, node_b[1], ins, outs, node_b[3], in_names)
+            if isinstance(out_names, str):
+                out_names = [out_names]
+            for t, nm in zip(outs, out_names):
+                self.names[self.a.core.core_ids([t])[0]] = nm
+
+    # -- helpers
+    def _same(self, k, attrs, attrs_b, *keys):
+        for key in keys or attrs:
+            if attrs.get(key) != attrs_b.get(key):
+                self.fail(k, f"has an attribute ({key}) that depends on the batch size")
+
+    def _axes(self, values):
+        return self.const(np.asarray(values, np.int64), "axes")
+
+    # -- one method per op of the table
+    _UNARY = {0: "Relu", 5: "Sigmoid", 6: "Tanh", 7: "Softplus", 9: "Exp", 10: "Log",
+              11: "Sqrt", 12: "Neg", 13: "Abs"}
+
+    def op_unary(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        u, alpha, x = attrs["op"], float(attrs["alpha"]), x[0]
+        if u in self._UNARY:
+            return self.node(self._UNARY[u], [x])
+        if u == 1:
+            return self.node("LeakyRelu", [x], alpha=alpha)
+        if u == 2:
+            return self.node("Elu", [x], alpha=alpha)
+        if u == 3:  # exact GELU: x/2 (1 + erf(x / sqrt 2))
+            e = self.node("Erf", [self.node("Div", [x, self.const(np.float32(math.sqrt(2.0)))])])
+            one = self.node("Add", [e, self.const(np.float32(1.0))])
+            return self.node("Mul", [self.node("Mul", [x, one]), self.const(np.float32(0.5))])
+        if u == 4:  # tanh GELU
+            x3 = self.node("Mul", [self.node("Mul", [x, x]), x])
+            inner = self.node("Add", [x, self.node("Mul", [x3, self.const(np.float32(0.044715))])])
+            t = self.node("Tanh", [self.node("Mul", [inner, self.const(np.float32(math.sqrt(2 / math.pi)))])])
+            one = self.node("Add", [t, self.const(np.float32(1.0))])
+            return self.node("Mul", [self.node("Mul", [x, one]), self.const(np.float32(0.5))])
+        if u == 8:
+            return self.node("Mul", [x, self.node("Sigmoid", [x])])
+        if u == 14:
+            return self.node("Mul", [x, x])
+        if u == 15:
+            return self.node("Pow", [x, self.const(np.float32(alpha))])
+        if u == 16:
+            return self.node("Clip", [x, self.const(np.float32(0.0)), self.const(np.float32(6.0))])
+        self.fail(k, f"(unary function {u}) has no ONNX translation yet")
+
+    _BINARY = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Less", "LessOrEqual", "Greater",
+               "GreaterOrEqual", "Equal"]
+
+    def op_binary(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        b = attrs["op"]
+        if b == 12:
+            return self.node("Not", [self.node("Equal", x)])
+        return self.node(self._BINARY[b], x)
+
+    def op_softmax(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        return self.node("LogSoftmax" if attrs["log"] else "Softmax", x, axis=int(attrs["axis"]))
+
+    def op_reduce(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        op = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"][attrs["op"]]
+        keep = int(bool(attrs["keepdims"]))
+        if attrs["all"]:
+            return self.node(op, [x[0]], keepdims=keep)
+        return self.node(op, [x[0], self._axes([attrs["axis"]])], keepdims=keep)
+
+    def _swap_last(self, name, ndim):
+        perm = list(range(ndim))
+        perm[-1], perm[-2] = perm[-2], perm[-1]
+        return self.node("Transpose", [name], perm=perm)
+
+    def op_matmul(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        a, b = x
+        if attrs["transpose_a"] and ins[0].ndim >= 2:
+            a = self._swap_last(a, ins[0].ndim)
+        if attrs["transpose_b"] and ins[1].ndim >= 2:
+            b = self._swap_last(b, ins[1].ndim)
+        return self.node("MatMul", [a, b])
+
+    def op_dense(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        y = self.node("MatMul", x[:2])
+        return self.node("Add", [y, x[2]]) if len(x) > 2 else y
+
+    def _dynamic_shape(self, k, shape_a, shape_b):
+        """A Reshape target: dims that change with the batch become -1
+        (at most one), or 0 (copy) when they are the input's batch dim."""
+        target = []
+        dyn = [d for d, (u, v) in enumerate(zip(shape_a, shape_b)) if u != v]
+        if len(dyn) > 1:
+            self.fail(k, "reshapes more than one axis that depends on the batch size")
+        for d, u in enumerate(shape_a):
+            target.append(-1 if d in dyn else int(u))
+        return target
+
+    def op_view(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        sa, sb = tuple(outs[0].shape), tuple(outs_b[0].shape)
+        if len(sa) != len(sb):
+            self.fail(k, "is traced differently at different batch sizes")
+        if not attrs["sub"]:
+            return self.node("Reshape", [x[0], self.const(np.asarray(
+                self._dynamic_shape(k, sa, sb), np.int64), "shape")])
+        if sa != sb or attrs["offset"] != attrs_b["offset"] or tuple(ins[0].shape) != \
+                tuple(self.b.nodes[k][2][0].shape):
+            self.fail(k, "(a slice or an index) depends on the batch size")
+        flat = self.node("Reshape", [x[0], self.const(np.asarray([-1], np.int64), "shape")])
+        n = int(np.prod(sa, dtype=np.int64))
+        off = int(attrs["offset"])
+        part = self.node("Slice", [flat, self._axes([off]), self._axes([off + n]), self._axes([0])])
+        return self.node("Reshape", [part, self.const(np.asarray(sa, np.int64), "shape")])
+
+    def op_rows(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        start, step, count = int(attrs["start"]), int(attrs["step"]), int(attrs["count"])
+        end = start + step * count
+        if end < 0:
+            end = -(2 ** 62)
+        return self.node("Slice", [x[0], self._axes([start]), self._axes([end]), self._axes([0]),
+                                   self._axes([step])])
+
+    def op_take(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        return self.node("Gather", x, axis=0)
+
+    def op_transpose(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        return self._swap_last(x[0], ins[0].ndim)
+
+    def op_concatenate(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        return self.node("Concat", x, axis=int(attrs["axis"]))
+
+    def op_cast(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        return self.node("Cast", x, to=_elem_type(np.asarray(outs[0]).dtype))
+
+    def op_dropout(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        return self.node("Identity", x)
+
+
+def export_onnx(model, filepath, input_signature=None, verbose=False):
+    """Writes ``model`` as an ONNX file (opset 18, IR version 8, the batch
+    axis dynamic and named ``batch``) and checks it with
+    ``onnx.checker.check_model(full_check=True)``; returns the path.
+
+    >>> maas.export.export_onnx(model, "model.onnx")   # doctest: +SKIP
+    """
+    onnx, TensorProto, helper, numpy_helper = _onnx()
+    specs, input_names = _specs(model, input_signature)
+    if not getattr(model, "built", True) or not model.weights:
+        # build outside the trace (weight initialisers are ops too)
+        xs = [np.zeros((1,) + tuple(shape[1:]), dt) for shape, dt in specs]
+        model(xs[0] if len(xs) == 1 else xs, training=False)
+    a = _Trace(model, specs, _TRACE_BATCHES[0])
+    b = _Trace(model, specs, _TRACE_BATCHES[1])
+    if a.reason:
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: its call() cannot be "
+                          f"traced into a graph ({a.reason})")
+    if len(a.nodes) != len(b.nodes):
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: its call() records "
+                          f"{len(a.nodes)} ops at batch {_TRACE_BATCHES[0]} and {len(b.nodes)} "
+                          f"at batch {_TRACE_BATCHES[1]}")
+    names = getattr(model, "output_names", None) or []
+    if isinstance(a.structure, dict):
+        names = list(a.structure)
+    if len(names) != len(a.outputs):
+        names = [f"output_{i}" for i in range(len(a.outputs))]
+    w = _Writer(model, a, b, input_names, names)
+    w.write()
+    # each output named as the model names it (an Identity from its producer)
+    graph_outputs = []
+    for t, nm in zip(a.outputs, names):
+        cid = a.core.core_ids([t])[0]
+        src = w.names.get(cid) or w.value(t, 0, 0)
+        w.node("Identity", [src], [nm])
+        arr = np.asarray(t)
+        graph_outputs.append(helper.make_tensor_value_info(
+            nm, _elem_type(arr.dtype), ["batch"] + list(arr.shape[1:])))
+    graph_inputs = [helper.make_tensor_value_info(nm, _elem_type(dt), ["batch"] + list(shape[1:]))
+                    for nm, (shape, dt) in zip(input_names, specs)]
+    graph = helper.make_graph(w.nodes, getattr(model, "name", "maas_model") or "maas_model",
+                              graph_inputs, graph_outputs, initializer=w.inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="maas", ir_version=IR_VERSION)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(filepath))
+    if verbose:
+        print(f"Saved ONNX model to {filepath} ({len(w.nodes)} nodes, opset {OPSET})")
+    return str(filepath)
