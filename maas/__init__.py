@@ -6,10 +6,22 @@
 array([[3., 3.],
        [3., 3.]], dtype=float32)
 """
+import os as _os
+
 from ._blas import load as _load_blas
 
 _load_blas()
 
+# maas runs two thread pools: OpenMP (its own kernels) and OpenBLAS's
+# (GEMMs). libgomp's default lets idle OpenMP threads spin after each
+# region, taking the cores OpenBLAS's threads need next: on a shared
+# machine a batch-128 forward pass measured 30x slower. Passive waiting is
+# the default here unless the user chose a policy; libgomp reads it once,
+# when it loads with the extension, and it is removed again so that no
+# other library or child process inherits it.
+_omp_policy_set = "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ
+if _omp_policy_set:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 try:
     from . import _core  # noqa: E402
 except ImportError as _e:  # a source checkout without the built extension?
@@ -19,6 +31,9 @@ except ImportError as _e:  # a source checkout without the built extension?
     if _err is None:
         raise
     raise _err from _e
+finally:
+    if _omp_policy_set:
+        _os.environ.pop("OMP_WAIT_POLICY", None)
 from . import errors, losses, ops, optimizers, random, saving  # noqa: E402
 from .autodiff import GradientTape  # noqa: E402
 from .tensor import Tensor, Variable, convert_to_numpy, convert_to_tensor, tensor  # noqa: E402
