@@ -350,6 +350,226 @@ class _Writer:
         return self.node("Identity", x)
 
 
+class _WriterNN(_Writer):
+    """The translations of the vision and text ops (NHWC in maas, NCHW in
+    ONNX's Conv/Pool: a Transpose on each side, which ONNX Runtime's
+    optimizer cancels between consecutive layers)."""
+
+    def _to_nchw(self, x):
+        return self.node("Transpose", [x], perm=[0, 3, 1, 2])
+
+    def _to_nhwc(self, x):
+        return self.node("Transpose", [x], perm=[0, 2, 3, 1])
+
+    @staticmethod
+    def _same_pads(n, k, s, d=1):
+        keff = (k - 1) * d + 1
+        out = -(-n // s)
+        total = max((out - 1) * s + keff - n, 0)
+        return total // 2, total - total // 2
+
+    def op_conv2d(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        N, H, W, C = ins[0].shape
+        KH, KW, _, OC = ins[1].shape
+        sh, sw, dh, dw = (int(attrs[n]) for n in ("stride_h", "stride_w", "dilation_h", "dilation_w"))
+        mode = int(attrs["padding"])
+        if mode == 1:
+            (pt, pb), (pl, pr) = self._same_pads(H, KH, sh, dh), self._same_pads(W, KW, sw, dw)
+        elif mode == 2:  # causal (Conv1D): all the padding before
+            pt, pb, pl, pr = (KH - 1) * dh, 0, (KW - 1) * dw, 0
+        else:
+            pt = pb = pl = pr = 0
+        w = self.node("Transpose", [x[1]], perm=[3, 2, 0, 1])   # (kh, kw, in/g, out) -> (out, in/g, kh, kw)
+        inputs = [self._to_nchw(x[0]), w] + ([x[2]] if len(x) > 2 else [])
+        y = self.node("Conv", inputs, strides=[sh, sw], dilations=[dh, dw],
+                      pads=[pt, pl, pb, pr], group=int(attrs["groups"]), kernel_shape=[KH, KW])
+        return self._to_nhwc(y)
+
+    def op_conv2d_transpose(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        N, H, W, C = ins[0].shape
+        KH, KW, OC, _ = ins[1].shape
+        sh, sw, dh, dw = (int(attrs[n]) for n in ("stride_h", "stride_w", "dilation_h", "dilation_w"))
+        pt, pl, oh, ow = (int(attrs[n]) for n in ("pad_top", "pad_left", "out_h", "out_w"))
+        pads_end, out_pad = [], []
+        for n_in, kk, s_, d_, p0, o in ((H, KH, sh, dh, pt, oh), (W, KW, sw, dw, pl, ow)):
+            pe = s_ * (n_in - 1) + (kk - 1) * d_ + 1 - p0 - o
+            pads_end.append(max(pe, 0))
+            out_pad.append(max(-pe, 0))
+        w = self.node("Transpose", [x[1]], perm=[3, 2, 0, 1])   # (kh, kw, out, in) -> (in, out, kh, kw)
+        inputs = [self._to_nchw(x[0]), w] + ([x[2]] if len(x) > 2 else [])
+        y = self.node("ConvTranspose", inputs, strides=[sh, sw], dilations=[dh, dw],
+                      pads=[pt, pl, pads_end[0], pads_end[1]], output_padding=out_pad,
+                      kernel_shape=[KH, KW])
+        return self._to_nhwc(y)
+
+    def op_pool2d(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        N, H, W, C = ins[0].shape
+        ph, pw, sh, sw = (int(attrs[n]) for n in ("pool_h", "pool_w", "stride_h", "stride_w"))
+        if attrs["same"]:
+            (pt, pb), (pl, pr) = self._same_pads(H, ph, sh), self._same_pads(W, pw, sw)
+        else:
+            pt = pb = pl = pr = 0
+        common = dict(kernel_shape=[ph, pw], strides=[sh, sw], pads=[pt, pl, pb, pr])
+        if attrs["kind"] == 0:
+            y = self.node("MaxPool", [self._to_nchw(x[0])], **common)
+        else:   # padding is not counted in the mean (TensorFlow's "SAME" average)
+            y = self.node("AveragePool", [self._to_nchw(x[0])], count_include_pad=0, **common)
+        return self._to_nhwc(y)
+
+    def _channel_shape(self, ndim, axis, c):
+        shape = [1] * ndim
+        shape[axis] = c
+        return shape
+
+    def op_batch_normalization(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        if attrs["training"]:
+            self.fail(k, "runs in training mode (batch statistics); export calls the model "
+                         "with training=False")
+        nd, axis = ins[0].ndim, int(attrs["axis"]) % ins[0].ndim
+        mean, var = np.asarray(ins[1], np.float32), np.asarray(ins[2], np.float32)
+        j = 3
+        gamma = beta = None
+        if attrs["has_gamma"]:
+            gamma, j = np.asarray(ins[j], np.float32), j + 1
+        if attrs["has_beta"]:
+            beta = np.asarray(ins[j], np.float32)
+        eps = np.float32(attrs["epsilon"])
+        shape = self._channel_shape(nd, axis, mean.size)
+        # y = (x - mean) * rstd * gamma + beta, with the variables' current values
+        rstd = (1.0 / np.sqrt(var + eps)).astype(np.float32)
+        scale = rstd * gamma if gamma is not None else rstd
+        y = self.node("Sub", [x[0], self.const(mean.reshape(shape), "bn_mean")])
+        y = self.node("Mul", [y, self.const(scale.reshape(shape).astype(np.float32), "bn_scale")])
+        if beta is not None:
+            y = self.node("Add", [y, self.const(beta.reshape(shape), "bn_beta")])
+        return y
+
+    def op_layer_normalization(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, "axis", "naxes", "epsilon", "rms", "has_gamma", "has_beta")
+        nd = ins[0].ndim
+        axis, naxes = int(attrs["axis"]) % nd, int(attrs["naxes"])
+        if axis + naxes != nd:
+            self.fail(k, "normalizes axes that are not the last ones")
+        eps = float(attrs["epsilon"])
+        norm_shape = list(ins[0].shape[axis:])
+        j, gamma, beta = 1, None, None
+        if attrs["has_gamma"]:
+            gamma, j = x[j], j + 1
+        if attrs["has_beta"]:
+            beta = x[j]
+
+        def shaped(name):
+            return self.node("Reshape", [name, self.const(np.asarray(norm_shape, np.int64), "shape")])
+        axes = self._axes(list(range(axis, nd)))
+        if attrs["rms"]:
+            ms = self.node("ReduceMean", [self.node("Mul", [x[0], x[0]]), axes], keepdims=1)
+            y = self.node("Div", [x[0], self.node("Sqrt", [self.node("Add", [
+                ms, self.const(np.float32(eps))])])])
+        else:
+            mean = self.node("ReduceMean", [x[0], axes], keepdims=1)
+            c = self.node("Sub", [x[0], mean])
+            var = self.node("ReduceMean", [self.node("Mul", [c, c]), axes], keepdims=1)
+            y = self.node("Div", [c, self.node("Sqrt", [self.node("Add", [
+                var, self.const(np.float32(eps))])])])
+        if gamma is not None:
+            y = self.node("Mul", [y, shaped(gamma)])
+        if beta is not None:
+            y = self.node("Add", [y, shaped(beta)])
+        return y
+
+    def op_group_normalization(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        shape = list(ins[0].shape)
+        G, C = int(attrs["groups"]), shape[-1]
+        eps = np.float32(attrs["epsilon"])
+        grouped = self.node("Reshape", [x[0], self.const(np.asarray(
+            [0] + shape[1:-1] + [G, C // G], np.int64), "shape")])
+        axes = self._axes(list(range(1, len(shape) - 1)) + [len(shape)])
+        mean = self.node("ReduceMean", [grouped, axes], keepdims=1)
+        c = self.node("Sub", [grouped, mean])
+        var = self.node("ReduceMean", [self.node("Mul", [c, c]), axes], keepdims=1)
+        y = self.node("Div", [c, self.node("Sqrt", [self.node("Add", [var, self.const(eps)])])])
+        y = self.node("Reshape", [y, self.const(np.asarray([0] + shape[1:], np.int64), "shape")])
+        j = 1
+        if attrs["has_gamma"]:
+            y, j = self.node("Mul", [y, x[j]]), j + 1
+        if attrs["has_beta"]:
+            y = self.node("Add", [y, x[j]])
+        return y
+
+    def op_pad2d(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        t, b, l, r = (int(attrs[n]) for n in ("top", "bottom", "left", "right"))
+        pads = np.asarray([0, t, l, 0, 0, b, r, 0], np.int64)
+        return self.node("Pad", [x[0], self.const(pads, "pads")], mode="constant")
+
+    def op_resize2d(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        N, H, W, C = ins[0].shape
+        sizes = np.asarray([int(attrs["out_h"]), int(attrs["out_w"])], np.int64)
+        if attrs["bilinear"]:
+            return self.node("Resize", [x[0], "", "", self.const(sizes, "sizes")], axes=[1, 2],
+                             mode="linear", coordinate_transformation_mode="half_pixel")
+        return self.node("Resize", [x[0], "", "", self.const(sizes, "sizes")], axes=[1, 2],
+                         mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor") if (int(attrs["out_h"]) % H == 0 and
+                                                   int(attrs["out_w"]) % W == 0) else \
+            self.fail(k, "(nearest resize by a factor that is not an integer) has no ONNX translation yet")
+
+    def op_permute(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, attrs_b)
+        return self.node("Transpose", [x[0]], perm=[int(p) for p in attrs["perm"]])
+
+    def op_embedding(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        idx = x[1]
+        if np.asarray(ins[1]).dtype.kind == "f":
+            idx = self.node("Cast", [idx], to=self.TensorProto.INT64)
+        out = [self.node("Gather", [x[0], idx], axis=0)]
+        if len(outs) > 1:   # the mask_zero mask: idx != 0 as 1.0/0.0
+            nz = self.node("Not", [self.node("Equal", [idx, self.const(
+                np.zeros((), np.asarray(ins[1]).dtype if np.asarray(ins[1]).dtype.kind != "f"
+                         else np.int64), "zero")])])
+            out.append(self.node("Cast", [nz], to=self.TensorProto.FLOAT))
+        return out
+
+    def op_attention(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        self._same(k, attrs, "scale", "causal", "layout", "mode")
+        q, kk, v = x[:3]
+        if int(attrs["layout"]) == 1:   # (B, L, H, D) -> (B, H, L, D)
+            q, kk, v = (self.node("Transpose", [t], perm=[0, 2, 1, 3]) for t in (q, kk, v))
+        D = ins[0].shape[-1]
+        scale = float(attrs["scale"]) if attrs["scale"] > 0 else 1.0 / math.sqrt(D)
+        s = self.node("MatMul", [q, self.node("Transpose", [kk], perm=[0, 1, 3, 2])])
+        s = self.node("Mul", [s, self.const(np.float32(scale))])
+        lq = ins[0].shape[1 if int(attrs["layout"]) == 1 else 2]
+        lk = ins[1].shape[1 if int(attrs["layout"]) == 1 else 2]
+        neg = self.const(np.float32(-1e30))
+        keep = None
+        if len(x) > 3:
+            mdt = np.asarray(ins[3]).dtype
+            if mdt.kind == "f":
+                s = self.node("Add", [s, x[3]])
+            else:
+                keep = self.node("Cast", [x[3]], to=self.TensorProto.BOOL)
+        if attrs["causal"]:
+            tri = self.const(np.tril(np.ones((lq, lk), bool)), "causal")
+            keep = tri if keep is None else self.node("And", [keep, tri])
+        if keep is not None:
+            s = self.node("Where", [keep, s, neg])
+        p = self.node("Softmax", [s], axis=-1)
+        if keep is not None:   # a row with every key masked gives 0, as maas's kernel
+            p = self.node("Where", [keep, p, self.const(np.float32(0.0))])
+        out = self.node("MatMul", [p, v])
+        if int(attrs["layout"]) == 1:
+            out = self.node("Transpose", [out], perm=[0, 2, 1, 3])
+        return [out, p] if len(outs) > 1 else out
+
+    op_attention_dropout = op_attention   # dropout is the identity at inference
+
+
 def export_onnx(model, filepath, input_signature=None, verbose=False):
     """Writes ``model`` as an ONNX file (opset 18, IR version 8, the batch
     axis dynamic and named ``batch``) and checks it with
@@ -377,7 +597,7 @@ def export_onnx(model, filepath, input_signature=None, verbose=False):
         names = list(a.structure)
     if len(names) != len(a.outputs):
         names = [f"output_{i}" for i in range(len(a.outputs))]
-    w = _Writer(model, a, b, input_names, names)
+    w = _WriterNN(model, a, b, input_names, names)
     w.write()
     # each output named as the model names it (an Identity from its producer)
     graph_outputs = []
