@@ -12,7 +12,8 @@ from .merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Sub
                       concatenate, maximum, minimum, multiply, subtract)
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
-                                     Add, Subtract, Multiply, Concatenate)}
+                                     Add, Subtract, Multiply, Average, Maximum, Minimum,
+                                     Concatenate)}
 
 
 def serialize(layer) -> dict:
