@@ -448,7 +448,7 @@ class _WriterNN(_Writer):
         return y
 
     def op_layer_normalization(self, k, attrs, attrs_b, ins, outs, outs_b, x):
-        self._same(k, attrs, "axis", "naxes", "epsilon", "rms", "has_gamma", "has_beta")
+        self._same(k, attrs, attrs_b, "axis", "naxes", "epsilon", "rms", "has_gamma", "has_beta")
         nd = ins[0].ndim
         axis, naxes = int(attrs["axis"]) % nd, int(attrs["naxes"])
         if axis + naxes != nd:
@@ -536,7 +536,7 @@ class _WriterNN(_Writer):
         return out
 
     def op_attention(self, k, attrs, attrs_b, ins, outs, outs_b, x):
-        self._same(k, attrs, "scale", "causal", "layout", "mode")
+        self._same(k, attrs, attrs_b, "scale", "causal", "layout", "mode")
         q, kk, v = x[:3]
         if int(attrs["layout"]) == 1:   # (B, L, H, D) -> (B, H, L, D)
             q, kk, v = (self.node("Transpose", [t], perm=[0, 2, 1, 3]) for t in (q, kk, v))
@@ -608,6 +608,8 @@ def export_onnx(model, filepath, input_signature=None, verbose=False):
         arr = np.asarray(t)
         graph_outputs.append(helper.make_tensor_value_info(
             nm, _elem_type(arr.dtype), ["batch"] + list(arr.shape[1:])))
+    used = {i for n in w.nodes for i in n.input}
+    w.inits = [t for t in w.inits if t.name in used]   # weights folded into constants (BatchNorm)
     graph_inputs = [helper.make_tensor_value_info(nm, _elem_type(dt), ["batch"] + list(shape[1:]))
                     for nm, (shape, dt) in zip(input_names, specs)]
     graph = helper.make_graph(w.nodes, getattr(model, "name", "maas_model") or "maas_model",
