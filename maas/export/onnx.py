@@ -147,6 +147,7 @@ class _Writer:
         self.n = 0
         core = a.core
         self.op_names = [row[0] for row in core.op_table()]
+        self.input_names = list(input_names)
         for ph, nm in zip(a.placeholders, input_names):
             self.names[core.core_ids([ph])[0]] = nm
         weights = list(model.weights)
@@ -189,10 +190,29 @@ class _Writer:
         # a constant the model made (not an input, weight or op output)
         tb = self.b.nodes[k][2][i]
         if tuple(t.shape) != tuple(tb.shape):
-            self.fail(k, "it uses a constant whose shape depends on the batch size")
+            nm = self._batch_constant(k, np.asarray(t), np.asarray(tb))
+            self.names[cid] = nm
+            return nm
         nm = self.const(np.asarray(t), "const")
         self.names[cid] = nm
         return nm
+
+    def _batch_constant(self, k, va, vb):
+        """A constant the model made with the batch in its shape (zeros for
+        a broadcast, an initial state): uniform values become
+        ConstantOfShape over the batch size read from the first input."""
+        if va.ndim != vb.ndim or va.size == 0 or not (va == va.flat[0]).all() or \
+                not (vb == va.flat[0]).all():
+            self.fail(k, "uses a constant whose shape depends on the batch size")
+        dims = []
+        if not hasattr(self, "_batch_size"):
+            shape = self.node("Shape", [self.input_names[0]])
+            self._batch_size = self.node("Slice", [shape, self._axes([0]), self._axes([1])])
+        for da, db in zip(va.shape, vb.shape):
+            dims.append(self._batch_size if da != db else self.const(np.asarray([da], np.int64), "dim"))
+        shape = self.node("Concat", dims, axis=0)
+        value = self.numpy_helper.from_array(np.asarray([va.flat[0]], va.dtype), "value")
+        return self.node("ConstantOfShape", [shape], value=value)
 
     def fail(self, k, why):
         op = self.op_names[self.a.nodes[k][0]]
@@ -569,6 +589,96 @@ class _WriterNN(_Writer):
 
     op_attention_dropout = op_attention   # dropout is the identity at inference
 
+    _RNN_ACTS = {1: ("Tanh", None), 2: ("Sigmoid", None), 3: ("Relu", None),
+                 4: ("HardSigmoid", (1.0 / 6.0, 0.5))}
+
+    def op_rnn(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        """SimpleRNN / LSTM / GRU as ONNX's RNN / LSTM / GRU, Keras's gate
+        order mapped (LSTM i,f,c,o -> i,o,f,c; GRU z,r,h as ONNX), GRU's
+        reset_after as linear_before_reset=1."""
+        self._same(k, attrs, attrs_b, "cell", "activation", "recurrent_activation",
+                   "return_sequences", "go_backwards", "has_bias", "has_mask", "has_h0", "has_c0")
+        if attrs["has_mask"]:
+            self.fail(k, "runs with a mask (padded steps); masked recurrent layers have no ONNX "
+                         "translation yet")
+        if attrs.get("has_rdrop"):
+            self.fail(k, "runs with recurrent dropout")
+        cell = int(attrs["cell"])
+        B, T, F = ins[0].shape
+        W, R = np.asarray(ins[1], np.float32), np.asarray(ins[2], np.float32)
+        U = R.shape[0]
+        G = (1, 4, 3)[cell]
+        j = 3
+        bias = None
+        if attrs["has_bias"]:
+            bias, j = np.asarray(ins[3], np.float32), 4
+        h0 = c0 = None
+        if attrs["has_h0"]:
+            h0, j = x[j], j + 1
+        if attrs["has_c0"]:
+            c0 = x[j]
+        acts = []
+        for a in (attrs["recurrent_activation"], attrs["activation"]):
+            if int(a) not in self._RNN_ACTS:
+                self.fail(k, f"uses activation {int(a)} (linear), which ONNX's recurrent ops lack")
+            acts.append(self._RNN_ACTS[int(a)])
+        order = [0, 3, 1, 2] if cell == 1 else list(range(G))   # ONNX's gate order from Keras's
+
+        def gates(m):   # (rows, G*U) -> (G*U, rows) in ONNX's order
+            blocks = [m[:, g * U:(g + 1) * U] for g in range(G)]
+            return np.concatenate([blocks[g] for g in order], axis=1).T[None]
+        Wo, Ro = gates(W), gates(R)
+        lbr = 0
+        if bias is None:
+            Bo = np.zeros((1, 2 * G * U), np.float32)
+        elif bias.ndim == 2:   # GRU reset_after: input and recurrent biases
+            Bo = np.concatenate([gates(bias[0:1])[..., 0], gates(bias[1:2])[..., 0]], axis=1)
+            lbr = 1
+        else:
+            Bo = np.concatenate([gates(bias[None])[..., 0], np.zeros((1, G * U), np.float32)], axis=1)
+            lbr = 1 if cell == 2 else 0
+        xs = x[0]
+        if attrs["go_backwards"]:   # Keras reads the steps last to first
+            xs = self.node("Slice", [xs, self._axes([-1]), self._axes([-(2 ** 62)]), self._axes([1]),
+                                     self._axes([-1])])
+        xs = self.node("Transpose", [xs], perm=[1, 0, 2])   # (T, B, F)
+        inputs = [xs, self.const(Wo, "W"), self.const(Ro, "R"), self.const(Bo.astype(np.float32), "B"),
+                  ""]
+        if h0 is not None or c0 is not None:
+            inputs.append(self.node("Unsqueeze", [h0, self._axes([0])]) if h0 is not None else "")
+        if c0 is not None:
+            inputs.append(self.node("Unsqueeze", [c0, self._axes([0])]))
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        op = ("RNN", "LSTM", "GRU")[cell]
+        names = [self.fresh("rnn_y"), self.fresh("rnn_h")] + ([self.fresh("rnn_c")] if cell == 1 else [])
+        kw = {}
+        if cell == 2:
+            kw["linear_before_reset"] = lbr
+        ract, act = acts
+        if cell == 0:
+            act_list = [act]
+        elif cell == 1:
+            act_list = [ract, act, act]
+        else:
+            act_list = [ract, act]
+        kw["activations"] = [a for a, _ in act_list]
+        alphas = [p[0] for _, p in act_list if p]
+        betas = [p[1] for _, p in act_list if p]
+        if alphas:   # consumed in order by the activations that take them
+            kw["activation_alpha"], kw["activation_beta"] = alphas, betas
+        self.nodes.append(self.helper.make_node(op, inputs, names, hidden_size=U, **kw))
+        y = self.node("Squeeze", [names[0], self._axes([1])])           # (T, B, U)
+        seq = self.node("Transpose", [y], perm=[1, 0, 2])              # (B, T, U)
+        if attrs["go_backwards"] and attrs.get("unreverse"):   # Bidirectional: back in input order
+            seq = self.node("Slice", [seq, self._axes([-1]), self._axes([-(2 ** 62)]),
+                                      self._axes([1]), self._axes([-1])])
+        h = self.node("Squeeze", [names[1], self._axes([0])])          # (B, U)
+        results = [seq if attrs["return_sequences"] else h, h]
+        if cell == 1:
+            results.append(self.node("Squeeze", [names[2], self._axes([0])]))
+        return results[:len(outs)]
+
 
 def export_onnx(model, filepath, input_signature=None, verbose=False):
     """Writes ``model`` as an ONNX file (opset 18, IR version 8, the batch
@@ -597,6 +707,11 @@ def export_onnx(model, filepath, input_signature=None, verbose=False):
         names = list(a.structure)
     if len(names) != len(a.outputs):
         names = [f"output_{i}" for i in range(len(a.outputs))]
+    seen = {}
+    for i, nm in enumerate(names):   # one layer's several outputs: name_1, name_2, ...
+        if names.count(nm) > 1:
+            seen[nm] = seen.get(nm, 0) + 1
+            names[i] = f"{nm}_{seen[nm]}" if seen[nm] > 1 else nm
     w = _WriterNN(model, a, b, input_names, names)
     w.write()
     # each output named as the model names it (an Identity from its producer)
