@@ -845,6 +845,9 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_DROPOUT] = &def_dropout,
     [MAAS_OP_RANDOM] = &def_random,
     [MAAS_OP_CAST] = &def_cast,
+    [MAAS_OP_LAYERNORM] = &maas_opdef_layernorm,
+    [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
+    [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
 };
 
 const maas_op_def *maas_op_get(int op)
