@@ -257,6 +257,7 @@ typedef enum {
     MAAS_OP_LAYERNORM,   /* layer normalization (ops/norm.c) */
     MAAS_OP_BATCHNORM,   /* batch normalization, moving statistics as state (ops/norm.c) */
     MAAS_OP_GROUPNORM,   /* group normalization (ops/norm.c) */
+    MAAS_OP_POOL2D,      /* max / average pooling, NHWC (ops/pool.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

@@ -82,5 +82,6 @@ static inline void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer
 extern const maas_op_def maas_opdef_layernorm;
 extern const maas_op_def maas_opdef_batchnorm;
 extern const maas_op_def maas_opdef_groupnorm;
+extern const maas_op_def maas_opdef_pool2d;
 
 #endif

@@ -848,6 +848,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_LAYERNORM] = &maas_opdef_layernorm,
     [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
     [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
+    [MAAS_OP_POOL2D] = &maas_opdef_pool2d,
 };
 
 const maas_op_def *maas_op_get(int op)
