@@ -261,6 +261,7 @@ typedef enum {
     MAAS_OP_PAD2D,       /* NHWC zero padding / cropping (ops/resample.c) */
     MAAS_OP_RESIZE2D,    /* NHWC nearest / bilinear resize (ops/resample.c) */
     MAAS_OP_PERMUTE,     /* any axis permutation (ops/resample.c) */
+    MAAS_OP_TRANSFORM2D, /* per-sample NHWC affine/projective resampling (ops/resample.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

@@ -86,5 +86,6 @@ extern const maas_op_def maas_opdef_pool2d;
 extern const maas_op_def maas_opdef_pad2d;
 extern const maas_op_def maas_opdef_resize2d;
 extern const maas_op_def maas_opdef_permute;
+extern const maas_op_def maas_opdef_transform2d;
 
 #endif

@@ -852,6 +852,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_PAD2D] = &maas_opdef_pad2d,
     [MAAS_OP_RESIZE2D] = &maas_opdef_resize2d,
     [MAAS_OP_PERMUTE] = &maas_opdef_permute,
+    [MAAS_OP_TRANSFORM2D] = &maas_opdef_transform2d,
 };
 
 const maas_op_def *maas_op_get(int op)
