@@ -254,6 +254,14 @@ typedef enum {
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
     MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
     MAAS_OP_CAST,        /* dtype conversion (NumPy's astype) */
+    MAAS_OP_LAYERNORM,   /* layer normalization (ops/norm.c) */
+    MAAS_OP_BATCHNORM,   /* batch normalization, moving statistics as state (ops/norm.c) */
+    MAAS_OP_GROUPNORM,   /* group normalization (ops/norm.c) */
+    MAAS_OP_POOL2D,      /* max / average pooling, NHWC (ops/pool.c) */
+    MAAS_OP_PAD2D,       /* NHWC zero padding / cropping (ops/resample.c) */
+    MAAS_OP_RESIZE2D,    /* NHWC nearest / bilinear resize (ops/resample.c) */
+    MAAS_OP_PERMUTE,     /* any axis permutation (ops/resample.c) */
+    MAAS_OP_TRANSFORM2D, /* per-sample NHWC affine/projective resampling (ops/resample.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

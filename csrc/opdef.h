@@ -79,5 +79,13 @@ static inline void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer
                              f##_backward, state}
 
 /* Entries defined outside optable.c (one line per op, in id order). */
+extern const maas_op_def maas_opdef_layernorm;
+extern const maas_op_def maas_opdef_batchnorm;
+extern const maas_op_def maas_opdef_groupnorm;
+extern const maas_op_def maas_opdef_pool2d;
+extern const maas_op_def maas_opdef_pad2d;
+extern const maas_op_def maas_opdef_resize2d;
+extern const maas_op_def maas_opdef_permute;
+extern const maas_op_def maas_opdef_transform2d;
 
 #endif
