@@ -51,9 +51,11 @@ typedef struct {
 
 /* ----------------------------------------------------------- helpers */
 
+/* Copies and sums run on one thread below 2^18 elements: a team costs
+ * more than it saves there (and much more on a loaded machine). */
 static int nthreads_for(double work)
 {
-    return work > MAAS_PAR_THRESHOLD ? maas_get_num_threads() : 1;
+    return work > (double)(1 << 18) ? maas_get_num_threads() : 1;
 }
 
 /* out rows (P, OC) = bias, or zeros */
