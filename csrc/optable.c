@@ -846,6 +846,10 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_RANDOM] = &def_random,
     [MAAS_OP_CAST] = &def_cast,
     [MAAS_OP_CONV2D] = &maas_opdef_conv2d, [MAAS_OP_CONV2D_TRANSPOSE] = &maas_opdef_conv2d_transpose,
+    [MAAS_OP_LAYERNORM] = &maas_opdef_layernorm,
+    [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
+    [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
+    [MAAS_OP_POOL2D] = &maas_opdef_pool2d,
 };
 
 const maas_op_def *maas_op_get(int op)
