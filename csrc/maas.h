@@ -260,6 +260,9 @@ typedef enum {
     MAAS_OP_BATCHNORM,   /* batch normalization, moving statistics as state (ops/norm.c) */
     MAAS_OP_GROUPNORM,   /* group normalization (ops/norm.c) */
     MAAS_OP_POOL2D,      /* max / average pooling, NHWC (ops/pool.c) */
+    MAAS_OP_PAD2D,       /* NHWC zero padding / cropping (ops/resample.c) */
+    MAAS_OP_RESIZE2D,    /* NHWC nearest / bilinear resize (ops/resample.c) */
+    MAAS_OP_PERMUTE,     /* any axis permutation (ops/resample.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

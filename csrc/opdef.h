@@ -84,5 +84,8 @@ extern const maas_op_def maas_opdef_layernorm;
 extern const maas_op_def maas_opdef_batchnorm;
 extern const maas_op_def maas_opdef_groupnorm;
 extern const maas_op_def maas_opdef_pool2d;
+extern const maas_op_def maas_opdef_pad2d;
+extern const maas_op_def maas_opdef_resize2d;
+extern const maas_op_def maas_opdef_permute;
 
 #endif

@@ -850,6 +850,9 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
     [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
     [MAAS_OP_POOL2D] = &maas_opdef_pool2d,
+    [MAAS_OP_PAD2D] = &maas_opdef_pad2d,
+    [MAAS_OP_RESIZE2D] = &maas_opdef_resize2d,
+    [MAAS_OP_PERMUTE] = &maas_opdef_permute,
 };
 
 const maas_op_def *maas_op_get(int op)
