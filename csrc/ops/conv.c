@@ -38,7 +38,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CONV_COL_CAP (1 << 20) /* floats per column buffer (4 MB), at least one image */
+#define CONV_COL_CAP (1 << 18) /* floats per lane's column buffer (1 MB), at least one image */
+#define CONV_MAX_LANES 4      /* chunks in flight at once (one per thread, up to 4) */
 
 enum { CONV_GENERAL = 0, CONV_POINTWISE = 1, CONV_DEPTHWISE = 2 };
 enum { PAD_VALID = 0, PAD_SAME = 1, PAD_CAUSAL = 2 };
@@ -47,6 +48,7 @@ typedef struct {
     int64_t N, H, W, C, OH, OW, OC;
     int64_t KH, KW, sh, sw, dh, dw, pt, pl, groups;
     int64_t Cg, OCg, K, chunk, kind;
+    int64_t nchunks, lanes; /* chunks of `chunk` images; lanes: column buffers */
 } conv_geom;
 
 /* ----------------------------------------------------------- helpers */
@@ -59,13 +61,13 @@ static int nthreads_for(double work)
 }
 
 /* out rows (P, OC) = bias, or zeros */
-static void fill_bias(float *out, const float *bias, int64_t P, int64_t OC)
+static void fill_bias(float *out, const float *bias, int64_t P, int64_t OC, int par)
 {
     if (!bias) {
         memset(out, 0, (size_t)(P * OC) * sizeof(float));
         return;
     }
-    int nthr = nthreads_for((double)P * OC);
+    int nthr = par ? nthreads_for((double)P * OC) : 1;
 #pragma omp parallel for num_threads(nthr) schedule(static) if (nthr > 1)
     for (int64_t r = 0; r < P; r++)
         memcpy(out + r * OC, bias, (size_t)OC * sizeof(float));
@@ -95,10 +97,10 @@ static void bias_grad(float *gbias, const float *g, int64_t P, int64_t OC)
 }
 
 /* col (nb*OH*OW, groups*K) of images [n0, n0+nb) of x */
-static void im2col(float *col, const float *x, const conv_geom *g, int64_t n0, int64_t nb)
+static void im2col(float *col, const float *x, const conv_geom *g, int64_t n0, int64_t nb, int par)
 {
     const int64_t P = nb * g->OH * g->OW, row = g->groups * g->K, Cg = g->Cg;
-    int nthr = nthreads_for((double)P * row);
+    int nthr = par ? nthreads_for((double)P * row) : 1;
 #pragma omp parallel for num_threads(nthr) schedule(static) if (nthr > 1)
     for (int64_t r = 0; r < P; r++) {
         int64_t n = n0 + r / (g->OH * g->OW), rem = r % (g->OH * g->OW);
@@ -123,11 +125,12 @@ static void im2col(float *col, const float *x, const conv_geom *g, int64_t n0, i
 }
 
 /* gx[images n0..n0+nb) += col2im(gcol), as a gather over input pixels */
-static void col2im_add(float *gx, const float *gcol, const conv_geom *g, int64_t n0, int64_t nb)
+static void col2im_add(float *gx, const float *gcol, const conv_geom *g, int64_t n0, int64_t nb,
+                       int par)
 {
     const int64_t row = g->groups * g->K, Cg = g->Cg;
     const int64_t rows = nb * g->H;
-    int nthr = nthreads_for((double)nb * g->OH * g->OW * row);
+    int nthr = par ? nthreads_for((double)nb * g->OH * g->OW * row) : 1;
 #pragma omp parallel for num_threads(nthr) schedule(static) if (nthr > 1)
     for (int64_t q = 0; q < rows; q++) {
         int64_t n = n0 + q / g->H, ih = q % g->H;
@@ -292,10 +295,138 @@ static void dw_backward_weight(float *gw, const float *x, const float *gout, con
     }
 }
 
-/* ------------------------------------------------- the three passes */
+/* ------------------------------------------------- the three passes
+ *
+ * The general kind runs its chunks in `lanes` column buffers. One lane: the
+ * chunks in order, each GEMM split over the team (maas_sgemm). More lanes:
+ * one OpenMP region, lane l takes chunks l, l + lanes, ... (on thread
+ * l mod threads), its im2col and GEMMs single-threaded inside it; outputs
+ * of different chunks are disjoint, and the weight gradient sums each lane
+ * into its own partial and the partials in lane order. The assignment
+ * depends on the shapes alone, so the bits do not depend on the threads. */
+
+typedef struct {
+    const conv_geom *g;
+    float *out, *gx, *gw;
+    const float *x, *w, *bias, *gout;
+    float *col, *gcol, *partial;
+    int accumulate, cached;
+} conv_job;
+
+static int64_t lane_floats(const conv_geom *g)
+{
+    return g->chunk * g->OH * g->OW * g->groups * g->K;
+}
+
+static maas_status fwd_chunk(const conv_job *j, int64_t c, float *col, int par)
+{
+    const conv_geom *g = j->g;
+    const int64_t pix = g->OH * g->OW, row = g->groups * g->K, n0 = c * g->chunk;
+    int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
+    float *o = j->out + n0 * pix * g->OC;
+    const float *A = col;
+    maas_status s = MAAS_OK;
+    if (g->kind == CONV_POINTWISE)
+        A = j->x + n0 * g->H * g->W * g->C;
+    else if (!j->cached)
+        im2col(col, j->x, g, n0, nb, par);
+    if (!j->accumulate)
+        fill_bias(o, j->bias, P, g->OC, par);
+    for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
+        s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, P, g->OCg, g->K, 1.0f, A + gr * g->K, row,
+                       j->w + gr * g->OCg, g->OC, (j->bias || j->accumulate) ? 1.0f : 0.0f,
+                       o + gr * g->OCg, g->OC);
+    return s;
+}
+
+static maas_status data_chunk(const conv_job *j, int64_t c, float *gcol, int par)
+{
+    const conv_geom *g = j->g;
+    const int64_t pix = g->OH * g->OW, row = g->groups * g->K, n0 = c * g->chunk;
+    int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
+    const float *go = j->gout + n0 * pix * g->OC;
+    int pw = g->kind == CONV_POINTWISE;
+    float *C = pw ? j->gx + n0 * g->H * g->W * g->C : gcol;
+    maas_status s = MAAS_OK;
+    for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
+        s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, P, g->K, g->OCg, 1.0f, go + gr * g->OCg, g->OC,
+                       j->w + gr * g->OCg, g->OC, pw ? 1.0f : 0.0f, C + gr * g->K, row);
+    if (s == MAAS_OK && !pw)
+        col2im_add(j->gx, gcol, g, n0, nb, par);
+    return s;
+}
+
+static maas_status weight_chunk(const conv_job *j, int64_t c, float *col, float *gw, int par)
+{
+    const conv_geom *g = j->g;
+    const int64_t pix = g->OH * g->OW, row = g->groups * g->K, n0 = c * g->chunk;
+    int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
+    const float *A = col;
+    maas_status s = MAAS_OK;
+    if (g->kind == CONV_POINTWISE)
+        A = j->x + n0 * g->H * g->W * g->C;
+    else if (!j->cached)
+        im2col(col, j->x, g, n0, nb, par);
+    const float *go = j->gout + n0 * pix * g->OC;
+    for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
+        s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, g->K, g->OCg, P, 1.0f, A + gr * g->K, row,
+                       go + gr * g->OCg, g->OC, 1.0f, gw + gr * g->OCg, g->OC);
+    return s;
+}
+
+enum { PASS_FWD = 0, PASS_DATA = 1, PASS_WEIGHT = 2 };
+
+static maas_status run_pass(const conv_job *j, int pass)
+{
+    const conv_geom *g = j->g;
+    const int64_t lf = lane_floats(g), wsize = g->KH * g->KW * g->Cg * g->OC;
+    if (g->lanes <= 1 || g->kind == CONV_POINTWISE) {
+        maas_status s = MAAS_OK;
+        for (int64_t c = 0; c < g->nchunks && s == MAAS_OK; c++)
+            s = pass == PASS_FWD    ? fwd_chunk(j, c, j->col, 1)
+                : pass == PASS_DATA ? data_chunk(j, c, j->gcol, 1)
+                                    : weight_chunk(j, c, j->col, j->gw, 1);
+        return s;
+    }
+    int nthr = maas_get_num_threads();
+    if (nthr > g->lanes)
+        nthr = (int)g->lanes;
+    if ((double)g->N * g->OH * g->OW * g->OC * g->K < (double)(1 << 18))
+        nthr = 1;
+    maas_status failed = MAAS_OK;
+#pragma omp parallel for num_threads(nthr) schedule(static, 1) if (nthr > 1)
+    for (int64_t l = 0; l < g->lanes; l++) {
+        float *part = pass == PASS_WEIGHT ? j->partial + l * wsize : NULL;
+        if (part)
+            memset(part, 0, (size_t)wsize * sizeof(float));
+        for (int64_t c = l; c < g->nchunks; c += g->lanes) {
+            maas_status s = pass == PASS_FWD    ? fwd_chunk(j, c, j->col + c % g->lanes * lf, 0)
+                            : pass == PASS_DATA ? data_chunk(j, c, j->gcol + l * lf, 0)
+                                                : weight_chunk(j, c, j->col + l * lf, part, 0);
+            if (s != MAAS_OK) {
+#pragma omp critical(maas_conv_fail)
+                failed = s;
+                break;
+            }
+        }
+    }
+    if (failed != MAAS_OK)
+        return maas_error(failed, "conv2d: a product of the convolution failed");
+    if (pass == PASS_WEIGHT) {
+        int nt2 = nthreads_for((double)wsize * g->lanes);
+#pragma omp parallel for num_threads(nt2) schedule(static) if (nt2 > 1)
+        for (int64_t i = 0; i < wsize; i++) {
+            float acc = 0.0f;
+            for (int64_t l = 0; l < g->lanes; l++)
+                acc += j->partial[l * wsize + i];
+            j->gw[i] += acc;
+        }
+    }
+    return MAAS_OK;
+}
 
 /* out (N, OH, OW, OC) = conv(x, w) + bias, or += conv(x, w) when
- * accumulate (bias then ignored); col: the column buffer (general kind). */
+ * accumulate (bias then ignored); col: the column buffers (general kind). */
 static maas_status conv_fwd(float *out, const float *x, const float *w, const float *bias,
                             const conv_geom *g, float *col, int accumulate)
 {
@@ -303,24 +434,9 @@ static maas_status conv_fwd(float *out, const float *x, const float *w, const fl
         dw_forward(out, x, w, accumulate ? NULL : bias, g, accumulate);
         return MAAS_OK;
     }
-    const int64_t pix = g->OH * g->OW, row = g->groups * g->K;
-    maas_status s = MAAS_OK;
-    for (int64_t n0 = 0; n0 < g->N && s == MAAS_OK; n0 += g->chunk) {
-        int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
-        float *o = out + n0 * pix * g->OC;
-        const float *A = col;
-        if (g->kind == CONV_POINTWISE)
-            A = x + n0 * g->H * g->W * g->C;
-        else
-            im2col(col, x, g, n0, nb);
-        if (!accumulate)
-            fill_bias(o, bias, P, g->OC);
-        for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
-            s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, P, g->OCg, g->K, 1.0f, A + gr * g->K, row,
-                           w + gr * g->OCg, g->OC, (bias || accumulate) ? 1.0f : 0.0f,
-                           o + gr * g->OCg, g->OC);
-    }
-    return s;
+    conv_job j = {.g = g, .out = out, .x = x, .w = w, .bias = accumulate ? NULL : bias,
+                  .col = col, .accumulate = accumulate};
+    return run_pass(&j, PASS_FWD);
 }
 
 /* gx (N, H, W, C) += data gradient of gout (N, OH, OW, OC); gcol: scratch */
@@ -331,46 +447,24 @@ static maas_status conv_bwd_data(float *gx, const float *gout, const float *w, c
         dw_backward_data(gx, gout, w, g);
         return MAAS_OK;
     }
-    const int64_t pix = g->OH * g->OW, row = g->groups * g->K;
-    maas_status s = MAAS_OK;
-    for (int64_t n0 = 0; n0 < g->N && s == MAAS_OK; n0 += g->chunk) {
-        int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
-        const float *go = gout + n0 * pix * g->OC;
-        int pw = g->kind == CONV_POINTWISE;
-        float *C = pw ? gx + n0 * g->H * g->W * g->C : gcol;
-        for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
-            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, P, g->K, g->OCg, 1.0f, go + gr * g->OCg,
-                           g->OC, w + gr * g->OCg, g->OC, pw ? 1.0f : 0.0f, C + gr * g->K, row);
-        if (s == MAAS_OK && !pw)
-            col2im_add(gx, gcol, g, n0, nb);
-    }
-    return s;
+    conv_job j = {.g = g, .gx = gx, .gout = gout, .w = w, .gcol = gcol};
+    return run_pass(&j, PASS_DATA);
 }
 
-/* gw (KH, KW, Cg, OC) += weight gradient; col holds im2col(x) already when
- * col_valid (one chunk, filled by the forward), else it is refilled. */
+/* gw (KH, KW, Cg, OC) += weight gradient; when col_valid the column buffers
+ * hold im2col(x) of every chunk already (filled by the forward: possible
+ * when every chunk has its own lane), else they are refilled. partial: the
+ * lanes' partial sums (lanes > 1). */
 static maas_status conv_bwd_weight(float *gw, const float *x, const float *gout,
-                                   const conv_geom *g, float *col, int col_valid)
+                                   const conv_geom *g, float *col, float *partial, int col_valid)
 {
     if (g->kind == CONV_DEPTHWISE) {
         dw_backward_weight(gw, x, gout, g);
         return MAAS_OK;
     }
-    const int64_t pix = g->OH * g->OW, row = g->groups * g->K;
-    maas_status s = MAAS_OK;
-    for (int64_t n0 = 0; n0 < g->N && s == MAAS_OK; n0 += g->chunk) {
-        int64_t nb = g->N - n0 < g->chunk ? g->N - n0 : g->chunk, P = nb * pix;
-        const float *A = col;
-        if (g->kind == CONV_POINTWISE)
-            A = x + n0 * g->H * g->W * g->C;
-        else if (!(col_valid && g->chunk >= g->N))
-            im2col(col, x, g, n0, nb);
-        const float *go = gout + n0 * pix * g->OC;
-        for (int64_t gr = 0; gr < g->groups && s == MAAS_OK; gr++)
-            s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, g->K, g->OCg, P, 1.0f, A + gr * g->K, row,
-                           go + gr * g->OCg, g->OC, 1.0f, gw + gr * g->OCg, g->OC);
-    }
-    return s;
+    conv_job j = {.g = g, .gw = gw, .x = x, .gout = gout, .col = col, .partial = partial,
+                  .cached = col_valid && g->nchunks <= g->lanes};
+    return run_pass(&j, PASS_WEIGHT);
 }
 
 /* Completes kind, chunk and the products; the sizes must be set. */
@@ -397,6 +491,10 @@ static maas_status geom_finish(conv_geom *g, const char *op)
     if (chunk > g->N || g->kind == CONV_POINTWISE)
         chunk = g->N;
     g->chunk = chunk > 0 ? chunk : 1;
+    g->nchunks = g->N > 0 ? (g->N + g->chunk - 1) / g->chunk : 0;
+    g->lanes = g->nchunks < CONV_MAX_LANES ? g->nchunks : CONV_MAX_LANES;
+    if (g->lanes < 1)
+        g->lanes = 1;
     return MAAS_OK;
 }
 
@@ -406,13 +504,20 @@ static void col_specs(const conv_geom *g, maas_node *nd, maas_tensor_spec *saved
         nd->nsaved = 0;
         return;
     }
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2; k++) { /* columns, column gradients */
         saved[k].dtype = MAAS_F32;
         saved[k].ndim = 2;
-        saved[k].shape[0] = g->chunk * g->OH * g->OW;
+        saved[k].shape[0] = g->lanes * g->chunk * g->OH * g->OW;
         saved[k].shape[1] = g->groups * g->K;
     }
     nd->nsaved = 2;
+    if (g->lanes > 1) { /* the lanes' partial weight gradients */
+        saved[2].dtype = MAAS_F32;
+        saved[2].ndim = 2;
+        saved[2].shape[0] = g->lanes;
+        saved[2].shape[1] = g->KH * g->KW * g->Cg * g->OC;
+        nd->nsaved = 3;
+    }
 }
 
 static maas_status check_common(const maas_node *nd, const char *op, int64_t sh, int64_t sw,
@@ -552,7 +657,8 @@ static maas_status conv2d_backward(const maas_node *nd, const maas_tensor *const
     const float *go = gout[0]->data;
     maas_status s = MAAS_OK;
     if (gin[1])
-        s = conv_bwd_weight(gin[1]->data, nd->in[0]->data, go, g, saved_or_null(nd, 0), 1);
+        s = conv_bwd_weight(gin[1]->data, nd->in[0]->data, go, g, saved_or_null(nd, 0),
+                            saved_or_null(nd, 2), 1);
     if (s == MAAS_OK && nd->nin == 3 && gin[2])
         bias_grad(gin[2]->data, go, g->N * g->OH * g->OW, g->OC);
     if (s == MAAS_OK && gin[0])
@@ -633,7 +739,7 @@ static maas_status conv2d_transpose_forward(maas_node *nd)
 {
     const conv_geom *g = &CATTR(convt_attr, nd)->g;
     float *y = nd->out[0]->data;
-    fill_bias(y, nd->nin == 3 ? nd->in[2]->data : NULL, g->N * g->H * g->W, g->C);
+    fill_bias(y, nd->nin == 3 ? nd->in[2]->data : NULL, g->N * g->H * g->W, g->C, 1);
     return conv_bwd_data(y, nd->in[0]->data, nd->in[1]->data, g, saved_or_null(nd, 1));
 }
 
@@ -646,11 +752,12 @@ static maas_status conv2d_transpose_backward(const maas_node *nd, const maas_ten
     maas_status s = MAAS_OK;
     if (nd->nin == 3 && gin[2])
         bias_grad(gin[2]->data, gy, g->N * g->H * g->W, g->C);
-    /* one chunk: the weight gradient reuses the columns the data gradient made */
+    /* the weight gradient reuses the columns of g_y that the first product made */
     if (gin[0])
         s = conv_fwd(gin[0]->data, gy, nd->in[1]->data, NULL, g, col, 1);
     if (s == MAAS_OK && gin[1])
-        s = conv_bwd_weight(gin[1]->data, gy, nd->in[0]->data, g, col, gin[0] != NULL);
+        s = conv_bwd_weight(gin[1]->data, gy, nd->in[0]->data, g, col, saved_or_null(nd, 2),
+                            gin[0] != NULL);
     return s;
 }
 
