@@ -254,6 +254,8 @@ typedef enum {
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
     MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
     MAAS_OP_CAST,        /* dtype conversion (NumPy's astype) */
+    MAAS_OP_CONV2D,      /* NHWC convolution (ops/conv.c) */
+    MAAS_OP_CONV2D_TRANSPOSE, /* its adjoint (ops/conv.c) */
     MAAS_OP_LAYERNORM,   /* layer normalization (ops/norm.c) */
     MAAS_OP_BATCHNORM,   /* batch normalization, moving statistics as state (ops/norm.c) */
     MAAS_OP_GROUPNORM,   /* group normalization (ops/norm.c) */

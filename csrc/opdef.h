@@ -79,6 +79,7 @@ static inline void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer
                              f##_backward, state}
 
 /* Entries defined outside optable.c (one line per op, in id order). */
+extern const maas_op_def maas_opdef_conv2d, maas_opdef_conv2d_transpose; double maas_conv_work(const maas_node *nd);
 extern const maas_op_def maas_opdef_layernorm;
 extern const maas_op_def maas_opdef_batchnorm;
 extern const maas_op_def maas_opdef_groupnorm;

@@ -845,6 +845,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_DROPOUT] = &def_dropout,
     [MAAS_OP_RANDOM] = &def_random,
     [MAAS_OP_CAST] = &def_cast,
+    [MAAS_OP_CONV2D] = &maas_opdef_conv2d, [MAAS_OP_CONV2D_TRANSPOSE] = &maas_opdef_conv2d_transpose,
     [MAAS_OP_LAYERNORM] = &maas_opdef_layernorm,
     [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
     [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
@@ -938,6 +939,7 @@ maas_status maas_op_run(maas_node *nd)
 double maas_op_work(const maas_node *nd)
 {
     double w = 0.0;
+    if (nd->op == MAAS_OP_CONV2D || nd->op == MAAS_OP_CONV2D_TRANSPOSE) return maas_conv_work(nd);
     if (nd->op == MAAS_OP_MATMUL) {
         const matmul_attr *a = CATTR(matmul_attr, nd);
         return (double)a->batch * (double)a->M * (double)a->N * (double)a->K;

@@ -18,6 +18,8 @@ from .normalization import BatchNormalization, GroupNormalization, LayerNormaliz
 from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D)  # noqa: E501
 from .reshaping import (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)  # noqa: E501
 from .preprocessing import (Normalization, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling)  # noqa: E501
+from .convolutional import Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
+_CLASSES.update({c.__name__: c for c in (Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)})
 _CLASSES.update({c.__name__: c for c in (LayerNormalization, BatchNormalization, GroupNormalization)})
 _CLASSES.update({c.__name__: c for c in (MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)})  # noqa: E501
 _CLASSES.update({c.__name__: c for c in (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)})  # noqa: E501
@@ -61,6 +63,7 @@ __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation",
            "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
            "Concatenate", "add", "subtract", "average", "maximum", "minimum",
            "multiply", "concatenate", "serialize", "deserialize"]
+__all__ += ["Conv1D", "Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D"]
 __all__ += ["LayerNormalization", "BatchNormalization", "GroupNormalization"]
 __all__ += ["MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D"]  # noqa: E501
 __all__ += ["Cropping1D", "Cropping2D", "Permute", "RepeatVector", "SpatialDropout1D", "SpatialDropout2D", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D"]  # noqa: E501

@@ -368,7 +368,9 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
     ``name_map`` maps a weight's maas name (``layer/variable``, see
     :func:`weight_names`) to the file's tensor name, or to ``(name,
     "transpose")`` for a tensor stored transposed, as PyTorch stores a
-    Linear layer's ``weight`` as (out, in) where a Dense kernel is (in, out).
+    Linear layer's ``weight`` as (out, in) where a Dense kernel is (in, out),
+    or to ``(name, axes)`` for one whose axes are permuted (a PyTorch Conv2d
+    weight (out, in, kh, kw) is a Conv2D kernel with axes ``(2, 3, 1, 0)``).
     Names or shapes that do not match raise ValueError listing every
     mismatch (``skip_mismatch=True`` loads what matches).
     """
@@ -387,8 +389,10 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
         src, how = name_map.get(name, name), None
         if isinstance(src, (tuple, list)):
             src, how = src
-            if how != "transpose":
-                raise ValueError(f"name_map[{name!r}]: the transform must be 'transpose', got {how!r}")
+            if how is not None and how != "transpose" and not (
+                    isinstance(how, (tuple, list)) and all(isinstance(a, int) for a in how)):
+                raise ValueError(f"name_map[{name!r}]: the transform must be 'transpose' or a "
+                                 f"tuple of axes to permute, got {how!r}")
         if src not in tensors:
             problems.append(f"{name}: no tensor {src!r} in the file")
             continue
@@ -396,6 +400,11 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
         value = np.asarray(tensors[src])
         if how == "transpose":
             value = value.T
+        elif how is not None:  # axes: a PyTorch conv weight (out, in, kh, kw) takes (2, 3, 1, 0)
+            if len(how) != value.ndim:
+                problems.append(f"{name}: the axes {tuple(how)} do not fit {src!r} of shape {value.shape}")
+                continue
+            value = np.transpose(value, how)
         if value.shape != tuple(w.shape):
             problems.append(f"{name}: the file's {src!r} has shape {value.shape}, the weight "
                             f"{tuple(w.shape)}" + (" (a PyTorch Linear weight? map it with "
