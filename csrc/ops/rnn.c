@@ -15,7 +15,8 @@
  * dropout acts on the recurrent product only). A masked step carries every
  * state, and its output is the carried h (or 0 with zero_output, which
  * Bidirectional uses), as Keras's rnn loop does. go_backwards reads the
- * steps from T-1 down and writes the output sequence in that order (Keras).
+ * steps from T-1 down and writes the output sequence in that order (Keras),
+ * or in the input's order with `unreverse` (Bidirectional's backward half).
  *
  * The input projection of all steps is one GEMM (B*T,F)x(F,G*U); each step
  * is one GEMM (B,U)x(U,G*U) and a pass over the gates. The backward runs
@@ -35,6 +36,7 @@ typedef struct {
     int64_t cell, activation, recurrent_activation;
     int64_t return_sequences, go_backwards, zero_output;
     int64_t has_bias, has_mask, has_h0, has_c0, has_rdrop;
+    int64_t unreverse; /* go_backwards: write the sequence in input order */
     /* derived by infer */
     int64_t B, T, F, U, G;
     int64_t i_bias, i_mask, i_h0, i_c0, i_rdrop;
@@ -52,6 +54,7 @@ static const maas_attr_field rnn_fields[] = {
     {"has_h0", 'l', offsetof(rnn_attr, has_h0)},
     {"has_c0", 'l', offsetof(rnn_attr, has_c0)},
     {"has_rdrop", 'l', offsetof(rnn_attr, has_rdrop)},
+    {"unreverse", 'l', offsetof(rnn_attr, unreverse)},
     {NULL, 0, 0}};
 
 static inline float act_f(int a, float x)
@@ -90,7 +93,7 @@ static inline float act_d(int a, float y)
 }
 
 typedef struct {
-    int cell, act, ract, retseq, back, zero;
+    int cell, act, ract, retseq, back, zero, unrev;
     int64_t B, T, F, U, G;
     const float *x, *W, *R, *bias, *h0, *c0, *rdrop;
     const void *mask;
@@ -115,6 +118,7 @@ static void rnn_unpack(const maas_node *nd, rnn_args *a)
     a->retseq = (int)at->return_sequences;
     a->back = (int)at->go_backwards;
     a->zero = (int)at->zero_output;
+    a->unrev = (int)at->unreverse;
     a->B = at->B, a->T = at->T, a->F = at->F, a->U = at->U, a->G = at->G;
     a->x = nd->in[0]->data;
     a->W = nd->in[1]->data;
@@ -203,7 +207,7 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
                 memcpy(st + (sx * B + b) * U, a->cell == CELL_LSTM ? c + b * U : hb,
                        (size_t)U * sizeof(float));
             if (a->retseq || sx == T - 1) {
-                float *o = a->retseq ? out0 + (b * T + sx) * U : out0 + b * U;
+                float *o = a->retseq ? out0 + (b * T + (a->unrev ? t : sx)) * U : out0 + b * U;
                 if (!on && a->zero)
                     memset(o, 0, (size_t)U * sizeof(float));
                 else
@@ -245,7 +249,7 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
             int on = step_on(a, b, t);
             float *dhb = dh + b * U;
             if (g0 && (a->retseq || sx == T - 1) && (on || !a->zero)) {
-                const float *o = a->retseq ? g0 + (b * T + sx) * U : g0 + b * U;
+                const float *o = a->retseq ? g0 + (b * T + (a->unrev ? t : sx)) * U : g0 + b * U;
                 for (int64_t j = 0; j < U; j++)
                     dhb[j] += o[j];
             }

@@ -9,11 +9,13 @@
 from .base import InputLayer, Input, KerasTensor, Layer, clear_session
 from .core import Activation, Dense, Dropout, Flatten, Reshape
 from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
-from .embedding import Embedding
+from .embedding import Embedding, Masking
+from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
-_CLASSES.update({c.__name__: c for c in (Embedding,)})
+_CLASSES.update({c.__name__: c for c in (Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional,
+                                         TimeDistributed)})
 
 
 def serialize(layer) -> dict:
@@ -52,4 +54,4 @@ def deserialize(config: dict, custom_objects=None):
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
            "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "add", "subtract",
            "multiply", "concatenate", "serialize", "deserialize"]
-__all__ += ["Embedding"]
+__all__ += ["Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed"]

@@ -115,9 +115,48 @@ class Embedding(Layer):
                 "mask_zero": self.mask_zero}
 
 
+class Masking(Layer):
+    """Masks the steps whose every feature equals ``mask_value``: the
+    outputs are the inputs with those steps zeroed, and carry a mask (1.0
+    where a step is kept) for the layers after it (Keras's ``Masking``).
+
+    >>> x = np.array([[[1.0, 2.0], [0.0, 0.0]]], np.float32)
+    >>> out = maas.layers.Masking()(x)
+    >>> maas.layers.base.get_keras_mask(out).tolist()
+    [[1.0, 0.0]]
+    """
+
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = float(mask_value)
+        self.built = True
+
+    def _mask(self, inputs):
+        from .. import ops
+        return ops.max(ops.not_equal(inputs, self.mask_value), axis=-1)
+
+    def call(self, inputs):
+        from .. import ops
+        mask = self._mask(inputs)
+        out = inputs * ops.expand_dims(mask, -1)
+        set_keras_mask(out, mask)
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        return self._mask(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
+
+
 def _is_symbolic(x):
     from .base import KerasTensor, _flatten
     return any(isinstance(t, KerasTensor) for t in _flatten(x))
 
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "Masking"]
