@@ -41,9 +41,10 @@ def _index_tensor(x):
         return x
     a = np.asarray(x)
     if a.dtype.kind in "iu":
-        return Tensor(np.ascontiguousarray(a, np.int64 if a.dtype.itemsize > 4 or a.dtype.kind == "u"
-                                           else np.int32))
-    return Tensor(np.ascontiguousarray(a, np.float32))
+        dt = np.int64 if a.dtype.itemsize > 4 or a.dtype.kind == "u" else np.int32
+    else:
+        dt = np.float32
+    return Tensor(np.array(a, dtype=dt, order="C", copy=None))   # keeps 0-d arrays 0-d
 
 
 class Embedding(Layer):

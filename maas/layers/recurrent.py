@@ -62,8 +62,11 @@ class Orthogonal(_initializers.Initializer):
         return {"gain": self.gain, "seed": self.seed}
 
 
-# registered under Keras's names, so configs naming it load again
+# registered under Keras's names, so configs naming it load again (the model
+# file's loader takes initializer classes from maas.initializers)
 _initializers._CLASSES.setdefault("Orthogonal", Orthogonal)
+if not hasattr(_initializers, "Orthogonal"):
+    _initializers.Orthogonal = Orthogonal
 _initializers._BY_NAME.setdefault("orthogonal", Orthogonal)
 
 
