@@ -26,6 +26,7 @@
  * output (B,U), out[1] the final h, out[2] the final c (LSTM). The forward
  * overwrites its outputs and saved tensors; the backward accumulates. */
 #include "../opdef.h"
+#include "vecmath.h"
 
 #include <math.h>
 
@@ -57,38 +58,56 @@ static const maas_attr_field rnn_fields[] = {
     {"unreverse", 'l', offsetof(rnn_attr, unreverse)},
     {NULL, 0, 0}};
 
-static inline float act_f(int a, float x)
+/* y = f(x) over n floats (y == x allowed): tanh and sigmoid through
+ * vecmath's ISA-dispatched array functions. */
+static void act_apply(int a, float *y, const float *x, int64_t n)
 {
     switch (a) {
     case ACT_TANH:
-        return tanhf(x);
+        maas_vm_tanh(y, x, n);
+        break;
     case ACT_SIGMOID:
-        return x >= 0.0f ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+        maas_vm_sigmoid(y, x, n);
+        break;
     case ACT_RELU:
-        return x > 0.0f ? x : 0.0f;
-    case ACT_HARD_SIGMOID: { /* Keras 3: relu6(x + 3) / 6 */
-        float y = (x + 3.0f) / 6.0f;
-        return y < 0.0f ? 0.0f : (y > 1.0f ? 1.0f : y);
-    }
+        for (int64_t j = 0; j < n; j++)
+            y[j] = x[j] > 0.0f ? x[j] : 0.0f;
+        break;
+    case ACT_HARD_SIGMOID: /* Keras 3: relu6(x + 3) / 6 */
+        for (int64_t j = 0; j < n; j++) {
+            float v = (x[j] + 3.0f) / 6.0f;
+            y[j] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        }
+        break;
     default:
-        return x;
+        if (y != x)
+            memcpy(y, x, (size_t)n * sizeof(float));
     }
 }
 
-/* The derivative from the activation's output y. */
-static inline float act_d(int a, float y)
+/* d = f'(.) from the activation's output y, over n floats. */
+static void act_deriv(int a, float *d, const float *y, int64_t n)
 {
     switch (a) {
     case ACT_TANH:
-        return 1.0f - y * y;
+        for (int64_t j = 0; j < n; j++)
+            d[j] = 1.0f - y[j] * y[j];
+        break;
     case ACT_SIGMOID:
-        return y * (1.0f - y);
+        for (int64_t j = 0; j < n; j++)
+            d[j] = y[j] * (1.0f - y[j]);
+        break;
     case ACT_RELU:
-        return y > 0.0f ? 1.0f : 0.0f;
+        for (int64_t j = 0; j < n; j++)
+            d[j] = y[j] > 0.0f ? 1.0f : 0.0f;
+        break;
     case ACT_HARD_SIGMOID:
-        return y > 0.0f && y < 1.0f ? 1.0f / 6.0f : 0.0f;
+        for (int64_t j = 0; j < n; j++)
+            d[j] = y[j] > 0.0f && y[j] < 1.0f ? 1.0f / 6.0f : 0.0f;
+        break;
     default:
-        return 1.0f;
+        for (int64_t j = 0; j < n; j++)
+            d[j] = 1.0f;
     }
 }
 
@@ -150,9 +169,12 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
                 g[j] += a->bias[j];
         }
     const float *brec = a->cell == CELL_GRU && a->bias ? a->bias + GU : NULL;
-    float *rp = maas_alloc_floats(B * GU);
-    if (!rp)
+    float *rp = maas_alloc_floats(B * GU), *scratch = maas_alloc_floats(B * U);
+    if (!rp || !scratch) {
+        maas_free(rp);
+        maas_free(scratch);
         return MAAS_ERR_NOMEM;
+    }
     float *h = hT, *c = cT;
     for (int64_t k = 0; k < B * U; k++) {
         h[k] = a->h0 ? a->h0[k] : 0.0f;
@@ -168,37 +190,48 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
                        GU);
         if (s != MAAS_OK)
             break;
+        int par = (double)B * (double)GU >= (double)MAAS_PAR_THRESHOLD && B > 1;
+#pragma omp parallel for schedule(static) num_threads(maas_get_num_threads()) if (par)
         for (int64_t b = 0; b < B; b++) {
             float *g = gates + (b * T + t) * GU, *p = rp + b * GU, *hb = h + b * U;
+            float *tmp = scratch + b * U;
             int on = step_on(a, b, t);
             if (on) {
                 if (a->cell == CELL_SIMPLE) {
                     for (int64_t j = 0; j < U; j++)
-                        hb[j] = g[j] = act_f(a->act, g[j] + p[j]);
+                        g[j] += p[j];
+                    act_apply(a->act, g, g, U);
+                    memcpy(hb, g, (size_t)U * sizeof(float));
                 } else if (a->cell == CELL_LSTM) {
                     float *cb = c + b * U;
-                    for (int64_t j = 0; j < U; j++) {
-                        float ig = act_f(a->ract, g[j] + p[j]);
-                        float fg = act_f(a->ract, g[U + j] + p[U + j]);
-                        float cc = act_f(a->act, g[2 * U + j] + p[2 * U + j]);
-                        float og = act_f(a->ract, g[3 * U + j] + p[3 * U + j]);
-                        g[j] = ig, g[U + j] = fg, g[2 * U + j] = cc, g[3 * U + j] = og;
-                        cb[j] = fg * cb[j] + ig * cc;
-                        hb[j] = og * act_f(a->act, cb[j]);
-                    }
+                    for (int64_t j = 0; j < GU; j++)
+                        g[j] += p[j];
+                    act_apply(a->ract, g, g, 2 * U);          /* i, f */
+                    act_apply(a->act, g + 2 * U, g + 2 * U, U); /* c candidate */
+                    act_apply(a->ract, g + 3 * U, g + 3 * U, U); /* o */
+                    for (int64_t j = 0; j < U; j++)
+                        cb[j] = g[U + j] * cb[j] + g[j] * g[2 * U + j];
+                    act_apply(a->act, tmp, cb, U);
+                    for (int64_t j = 0; j < U; j++)
+                        hb[j] = g[3 * U + j] * tmp[j];
                 } else {
                     float *rhb = rh + (sx * B + b) * U;
-                    for (int64_t j = 0; j < U; j++) {
-                        float iz = p[j] + (brec ? brec[j] : 0.0f);
-                        float ir = p[U + j] + (brec ? brec[U + j] : 0.0f);
-                        float ih = p[2 * U + j] + (brec ? brec[2 * U + j] : 0.0f);
-                        float z = act_f(a->ract, g[j] + iz);
-                        float r = act_f(a->ract, g[U + j] + ir);
-                        float hh = act_f(a->act, g[2 * U + j] + r * ih);
-                        g[j] = z, g[U + j] = r, g[2 * U + j] = hh;
-                        rhb[j] = ih;
-                        hb[j] = z * hb[j] + (1.0f - z) * hh;
+                    if (brec) {
+                        for (int64_t j = 0; j < 2 * U; j++)
+                            g[j] += p[j] + brec[j];
+                        for (int64_t j = 0; j < U; j++)
+                            rhb[j] = p[2 * U + j] + brec[2 * U + j];
+                    } else {
+                        for (int64_t j = 0; j < 2 * U; j++)
+                            g[j] += p[j];
+                        memcpy(rhb, p + 2 * U, (size_t)U * sizeof(float));
                     }
+                    act_apply(a->ract, g, g, 2 * U); /* z, r */
+                    for (int64_t j = 0; j < U; j++)
+                        g[2 * U + j] += g[U + j] * rhb[j];
+                    act_apply(a->act, g + 2 * U, g + 2 * U, U); /* hh */
+                    for (int64_t j = 0; j < U; j++)
+                        hb[j] = g[j] * hb[j] + (1.0f - g[j]) * g[2 * U + j];
                 }
             } else if (a->cell == CELL_GRU) {
                 memset(rh + (sx * B + b) * U, 0, (size_t)U * sizeof(float));
@@ -216,6 +249,7 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
         }
     }
     maas_free(rp);
+    maas_free(scratch);
     return s;
 }
 
@@ -230,9 +264,12 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
         return maas_error(MAAS_ERR_VALUE, "rnn: sizes overflow");
     float *dG = maas_alloc_floats(nBTG), *dRP = maas_alloc_floats(nTBG);
     float *dh = maas_alloc_floats(B * U), *dc = maas_alloc_floats(B * U),
-          *tmp = maas_alloc_floats(B * U);
+          *tmp = maas_alloc_floats(B * U), *work = NULL;
+    int64_t nwork = 0;
+    if (!maas_mul_size(B * U, 6, &nwork))
+        work = maas_alloc_floats(nwork);
     maas_status s = MAAS_OK;
-    if (!dG || !dRP || !dh || !dc || !tmp) {
+    if (!dG || !dRP || !dh || !dc || !tmp || !work) {
         s = MAAS_ERR_NOMEM;
         goto done;
     }
@@ -245,9 +282,12 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
     for (int64_t sx = T - 1; sx >= 0; sx--) {
         int64_t t = a->back ? T - 1 - sx : sx;
         float *drp = dRP + sx * B * GU;
+        int par = (double)B * (double)GU >= (double)MAAS_PAR_THRESHOLD && B > 1;
+#pragma omp parallel for schedule(static) num_threads(maas_get_num_threads()) if (par)
         for (int64_t b = 0; b < B; b++) {
             int on = step_on(a, b, t);
             float *dhb = dh + b * U;
+            float *w1 = work + b * 6 * U; /* per-row scratch: derivatives, tanh(c) */
             if (g0 && (a->retseq || sx == T - 1) && (on || !a->zero)) {
                 const float *o = a->retseq ? g0 + (b * T + (a->unrev ? t : sx)) * U : g0 + b * U;
                 for (int64_t j = 0; j < U; j++)
@@ -258,35 +298,47 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
             const float *g = gates + (b * T + t) * GU;
             float *dg = dG + (b * T + t) * GU, *dp = drp + b * GU;
             if (a->cell == CELL_SIMPLE) {
+                act_deriv(a->act, w1, g, U);
                 for (int64_t j = 0; j < U; j++) {
-                    dg[j] = dp[j] = dhb[j] * act_d(a->act, g[j]);
+                    dg[j] = dhb[j] * w1[j];
                     dhb[j] = 0.0f;
                 }
+                memcpy(dp, dg, (size_t)U * sizeof(float));
             } else if (a->cell == CELL_LSTM) {
                 const float *cs = st + (sx * B + b) * U;
                 const float *cp = sx > 0 ? st + ((sx - 1) * B + b) * U : (a->c0 ? a->c0 + b * U : NULL);
                 float *dcb = dc + b * U;
+                float *tc = w1, *dtc = w1 + U, *dif = w1 + 2 * U, *dcc = w1 + 4 * U,
+                      *dog = w1 + 5 * U;
+                act_apply(a->act, tc, cs, U);
+                act_deriv(a->act, dtc, tc, U);
+                act_deriv(a->ract, dif, g, 2 * U);
+                act_deriv(a->act, dcc, g + 2 * U, U);
+                act_deriv(a->ract, dog, g + 3 * U, U);
                 for (int64_t j = 0; j < U; j++) {
                     float ig = g[j], fg = g[U + j], cc = g[2 * U + j], og = g[3 * U + j];
-                    float tc = act_f(a->act, cs[j]);
-                    float dn = dcb[j] + dhb[j] * og * act_d(a->act, tc);
+                    float dn = dcb[j] + dhb[j] * og * dtc[j];
                     float cprev = cp ? cp[j] : 0.0f;
-                    dg[j] = dp[j] = dn * cc * act_d(a->ract, ig);
-                    dg[U + j] = dp[U + j] = dn * cprev * act_d(a->ract, fg);
-                    dg[2 * U + j] = dp[2 * U + j] = dn * ig * act_d(a->act, cc);
-                    dg[3 * U + j] = dp[3 * U + j] = dhb[j] * tc * act_d(a->ract, og);
+                    dg[j] = dn * cc * dif[j];
+                    dg[U + j] = dn * cprev * dif[U + j];
+                    dg[2 * U + j] = dn * ig * dcc[j];
+                    dg[3 * U + j] = dhb[j] * tc[j] * dog[j];
                     dcb[j] = dn * fg;
                     dhb[j] = 0.0f;
                 }
+                memcpy(dp, dg, (size_t)GU * sizeof(float));
             } else {
                 const float *hp = sx > 0 ? st + ((sx - 1) * B + b) * U : (a->h0 ? a->h0 + b * U : NULL);
                 const float *rhb = rh + (sx * B + b) * U;
+                float *dzr = w1, *dhh = w1 + 2 * U;
+                act_deriv(a->ract, dzr, g, 2 * U);
+                act_deriv(a->act, dhh, g + 2 * U, U);
                 for (int64_t j = 0; j < U; j++) {
                     float z = g[j], r = g[U + j], hh = g[2 * U + j];
                     float hprev = hp ? hp[j] : 0.0f;
-                    float dph = dhb[j] * (1.0f - z) * act_d(a->act, hh);
-                    dg[j] = dp[j] = dhb[j] * (hprev - hh) * act_d(a->ract, z);
-                    dg[U + j] = dp[U + j] = dph * rhb[j] * act_d(a->ract, r);
+                    float dph = dhb[j] * (1.0f - z) * dhh[j];
+                    dg[j] = dp[j] = dhb[j] * (hprev - hh) * dzr[j];
+                    dg[U + j] = dp[U + j] = dph * rhb[j] * dzr[U + j];
                     dg[2 * U + j] = dph;
                     dp[2 * U + j] = dph * r;
                     dhb[j] *= z;
@@ -337,6 +389,7 @@ done:
     maas_free(dh);
     maas_free(dc);
     maas_free(tmp);
+    maas_free(work);
     return s;
 }
 
