@@ -135,6 +135,46 @@ def test_initial_state_and_final_states_match_torch(kind):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_without_bias_matches_torch(kind):
+    maas.utils.set_random_seed(40)
+    x = rng(41).normal(size=(2, 4, 3)).astype(np.float32)
+    layer = MAKE[kind](3, use_bias=False, return_sequences=True)
+    layer(x)
+    assert [w.name for w in layer.weights] == ["kernel", "recurrent_kernel"]
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](3, 3, batch_first=True,
+                                                            bias=False).double()
+    k, rk = (np.asarray(w, np.float64) for w in layer.get_weights())
+    p = gru_perm(3) if kind == "gru" else np.arange(12)
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.tensor(np.ascontiguousarray(k[:, p].T)))
+        mod.weight_hh_l0.copy_(torch.tensor(np.ascontiguousarray(rk[:, p].T)))
+    close(layer(x), mod(torch.tensor(x, dtype=torch.float64))[0].detach().numpy())
+
+
+def test_training_gives_the_same_bits_at_any_thread_count():
+    x, y = parity_data(64, 42)
+    weights = []
+    prev = maas.get_num_threads()
+    try:
+        for n in (1, 2, 4):
+            maas.set_num_threads(n)
+            maas.utils.set_random_seed(43)
+            inp = maas.Input((8,), dtype="int32")
+            h = L.Embedding(12, 16, mask_zero=True)(inp)
+            # rows x gates above the kernels' threading threshold (32768)
+            h = L.Bidirectional(L.LSTM(128, return_sequences=True))(h)
+            m = maas.Model(inp, L.Dense(1)(L.GRU(192)(h)))
+            m.compile(optimizer="adam", loss="mse")
+            m.fit(x, y, epochs=1, batch_size=64, verbose=0)
+            weights.append(m.get_weights())
+    finally:
+        maas.set_num_threads(prev)
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_go_backwards_reads_the_steps_in_reverse(kind):
     maas.utils.set_random_seed(9)
     x = rng(10).normal(size=(2, 5, 3)).astype(np.float32)
@@ -390,6 +430,10 @@ def test_errors_say_what_is_wrong():
         layer(np.ones((2, 0, 5), np.float32))
     with pytest.raises(NotImplementedError, match="activation='softmax'"):
         L.SimpleRNN(3, activation="softmax")
+    with pytest.raises(NotImplementedError, match="activation='softmax'"):
+        L.LSTM(3, recurrent_activation="softmax")
+    assert L.LSTM(2, recurrent_activation="hard_sigmoid").get_config()["recurrent_activation"] \
+        == "hard_sigmoid"
     with pytest.raises(ValueError, match="Invalid merge mode"):
         L.Bidirectional(L.LSTM(2), merge_mode="max")
 

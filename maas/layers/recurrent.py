@@ -70,12 +70,24 @@ if not hasattr(_initializers, "Orthogonal"):
 _initializers._BY_NAME.setdefault("orthogonal", Orthogonal)
 
 
+def _get_act(identifier):
+    """An activation function, or the name "hard_sigmoid" (the kernels have
+    it; maas.activations does not)."""
+    if identifier == "hard_sigmoid":
+        return identifier
+    return _activations.get(identifier)
+
+
+def _act_name(fn):
+    return fn if isinstance(fn, str) else _activations.serialize(fn)
+
+
 def _act_code(fn, what):
-    name = _activations.serialize(fn) if fn is not None else "linear"
+    name = _act_name(fn)
     if name not in _ACT_CODES:
         raise NotImplementedError(f"{what}={name!r} is not supported by maas's recurrent kernels; "
                                   f"use one of {sorted(_ACT_CODES)}")
-    return _ACT_CODES[name], name
+    return _ACT_CODES[name]
 
 
 def _unit_interval(name, value):
@@ -110,10 +122,10 @@ class _RNN(Layer):
             raise ValueError(f"Received an invalid value for argument `units`, expected a positive "
                              f"integer, got {units!r}.")
         self.units = int(units)
-        self.activation = _activations.get(activation)
-        self.recurrent_activation = _activations.get(recurrent_activation)
-        self._act, _ = _act_code(self.activation, "activation")
-        self._ract, _ = _act_code(self.recurrent_activation, "recurrent_activation")
+        self.activation = _get_act(activation)
+        self.recurrent_activation = _get_act(recurrent_activation)
+        self._act = _act_code(self.activation, "activation")
+        self._ract = _act_code(self.recurrent_activation, "recurrent_activation")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.recurrent_initializer = _initializers.get(recurrent_initializer)
@@ -260,7 +272,7 @@ class _RNN(Layer):
 
     def get_config(self):
         cfg = {**super().get_config(), "units": self.units,
-               "activation": _activations.serialize(self.activation),
+               "activation": _act_name(self.activation),
                "use_bias": self.use_bias,
                "kernel_initializer": _initializers.serialize(self.kernel_initializer),
                "recurrent_initializer": _initializers.serialize(self.recurrent_initializer),
@@ -275,7 +287,7 @@ class _RNN(Layer):
                "stateful": self.stateful, "unroll": self.unroll,
                "zero_output_for_mask": self.zero_output_for_mask}
         if self._cell != _CELL_SIMPLE:
-            cfg["recurrent_activation"] = _activations.serialize(self.recurrent_activation)
+            cfg["recurrent_activation"] = _act_name(self.recurrent_activation)
         return cfg
 
 
