@@ -157,3 +157,17 @@ def test_pad_sequences_follows_keras():
         pad_sequences(seqs, padding="middle")
     with pytest.raises(ValueError, match="must be a list of iterables"):
         pad_sequences([1, 2])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import maas.layers.base
+    import maas.layers.embedding
+    import maas.layers.recurrent
+    import maas.utils.sequence
+    for mod in (maas.layers.embedding, maas.layers.recurrent, maas.utils.sequence,
+                maas.layers.base):
+        r = doctest.testmod(mod, extraglobs={"maas": maas, "np": np},
+                            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert r.failed == 0 and r.attempted > 0, mod.__name__
