@@ -264,6 +264,8 @@ typedef enum {
     MAAS_OP_RESIZE2D,    /* NHWC nearest / bilinear resize (ops/resample.c) */
     MAAS_OP_PERMUTE,     /* any axis permutation (ops/resample.c) */
     MAAS_OP_TRANSFORM2D, /* per-sample NHWC affine/projective resampling (ops/resample.c) */
+    MAAS_OP_EMBEDDING,   /* table rows by int32/int64 indices (ops/embedding.c) */
+    MAAS_OP_RNN,         /* SimpleRNN / LSTM / GRU over a whole sequence (ops/rnn.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

@@ -88,5 +88,7 @@ extern const maas_op_def maas_opdef_pad2d;
 extern const maas_op_def maas_opdef_resize2d;
 extern const maas_op_def maas_opdef_permute;
 extern const maas_op_def maas_opdef_transform2d;
+extern const maas_op_def maas_opdef_embedding;
+extern const maas_op_def maas_opdef_rnn;
 
 #endif

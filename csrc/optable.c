@@ -854,6 +854,8 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_RESIZE2D] = &maas_opdef_resize2d,
     [MAAS_OP_PERMUTE] = &maas_opdef_permute,
     [MAAS_OP_TRANSFORM2D] = &maas_opdef_transform2d,
+    [MAAS_OP_EMBEDDING] = &maas_opdef_embedding,
+    [MAAS_OP_RNN] = &maas_opdef_rnn,
 };
 
 const maas_op_def *maas_op_get(int op)

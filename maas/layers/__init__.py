@@ -24,6 +24,10 @@ _CLASSES.update({c.__name__: c for c in (LayerNormalization, BatchNormalization,
 _CLASSES.update({c.__name__: c for c in (MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)})  # noqa: E501
 _CLASSES.update({c.__name__: c for c in (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)})  # noqa: E501
 _CLASSES.update({c.__name__: c for c in (Normalization, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling)})
+from .embedding import Embedding, Masking
+from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
+_CLASSES.update({c.__name__: c for c in (Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional,
+                                         TimeDistributed)})
 
 
 def serialize(layer) -> dict:
@@ -68,3 +72,4 @@ __all__ += ["LayerNormalization", "BatchNormalization", "GroupNormalization"]
 __all__ += ["MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D"]  # noqa: E501
 __all__ += ["Cropping1D", "Cropping2D", "Permute", "RepeatVector", "SpatialDropout1D", "SpatialDropout2D", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D"]  # noqa: E501
 __all__ += ["Normalization", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "Rescaling"]
+__all__ += ["Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed"]

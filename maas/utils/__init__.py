@@ -15,6 +15,7 @@ from ..saving.object_registration import (custom_object_scope, get_custom_object
                                           register_keras_serializable)
 from .data_adapters import PyDataset, Sequence  # noqa: F401
 from .progbar import Progbar  # noqa: F401
+from .sequence import pad_sequences  # noqa: F401
 
 
 def set_random_seed(seed: int) -> None:

@@ -1,0 +1,521 @@
+"""SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed and masks: the rnn op
+(csrc/ops/rnn.c) against PyTorch 2.13 (Keras's gate order mapped onto
+torch's), against a float64 NumPy loop written from Keras's rnn rules
+(masks, go_backwards), against central finite differences; the plan path
+against the eager path; save and reload in a new process; a small
+sequence task learnt."""
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import maas
+from maas import _core
+
+L = maas.layers
+RTOL = 1e-4
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def close(a, b, rtol=RTOL, atol=1e-5):
+    """|a - b| <= atol + rtol * max|b| (relative to the tensor's scale)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(b).max(), 1e-6)
+    err = np.abs(a - b).max()
+    assert err <= atol + rtol * scale, f"max abs error {err:.3g} (scale {scale:.3g})"
+
+
+def grads_of(layer, x, R, extra=()):
+    """Forward and gradients of sum(out * R) w.r.t. x and the layer's weights."""
+    xt = maas.tensor(x)
+    with maas.GradientTape() as tape:
+        tape.watch(xt)
+        out = layer(xt)
+        loss = maas.ops.sum(out * maas.tensor(R))
+    g = tape.gradient(loss, [xt] + list(layer.weights))
+    return np.asarray(out), [np.asarray(v) for v in g]
+
+
+def torch_grads(mod, x, R):
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    out, _ = mod(xt)
+    (out * torch.tensor(R, dtype=torch.float64)).sum().backward()
+    return out.detach().numpy(), xt.grad.numpy()
+
+
+def gru_perm(u):
+    """Keras's z, r, h gate blocks -> torch's r, z, n."""
+    return np.concatenate([np.arange(u, 2 * u), np.arange(0, u), np.arange(2 * u, 3 * u)])
+
+
+def to_torch(layer, kind):
+    """A float64 torch module with the maas layer's weights."""
+    k, rk = (np.asarray(w, np.float64) for w in (layer.kernel, layer.recurrent_kernel))
+    b = np.asarray(layer.bias, np.float64)
+    f, u = k.shape[0], layer.units
+    if kind == "lstm":
+        mod = torch.nn.LSTM(f, u, batch_first=True).double()
+        wih, whh, bih, bhh = k.T, rk.T, b, np.zeros_like(b)
+    elif kind == "gru":
+        mod = torch.nn.GRU(f, u, batch_first=True).double()
+        p = gru_perm(u)
+        wih, whh, bih, bhh = k[:, p].T, rk[:, p].T, b[0, p], b[1, p]
+    else:
+        mod = torch.nn.RNN(f, u, batch_first=True).double()
+        wih, whh, bih, bhh = k.T, rk.T, b, np.zeros_like(b)
+    with torch.no_grad():
+        for name, v in (("weight_ih_l0", wih), ("weight_hh_l0", whh), ("bias_ih_l0", bih),
+                        ("bias_hh_l0", bhh)):
+            getattr(mod, name).copy_(torch.tensor(np.ascontiguousarray(v)))
+    return mod
+
+
+def torch_weight_grads(mod, kind, u):
+    """torch's weight gradients in Keras's layouts (kernel, recurrent_kernel, bias)."""
+    gih, ghh = mod.weight_ih_l0.grad.numpy(), mod.weight_hh_l0.grad.numpy()
+    bih, bhh = mod.bias_ih_l0.grad.numpy(), mod.bias_hh_l0.grad.numpy()
+    if kind == "gru":
+        inv = np.argsort(gru_perm(u))
+        return [gih.T[:, inv], ghh.T[:, inv], np.stack([bih[inv], bhh[inv]])]
+    return [gih.T, ghh.T, bih]   # the bias enters once: its gradient is bias_ih's
+
+
+MAKE = {"lstm": L.LSTM, "gru": L.GRU, "simple": L.SimpleRNN}
+
+
+def random_bias(layer, seed):
+    layer.bias.assign(rng(seed).normal(0, 0.5, size=layer.bias.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("shape", [(3, 6, 4, 5), (1, 1, 2, 3)], ids=["b3t6", "b1t1"])
+def test_forward_and_gradients_match_torch(kind, shape):
+    b, t, f, u = shape
+    maas.utils.set_random_seed(1)
+    layer = MAKE[kind](u, return_sequences=True)
+    x = rng(2).normal(size=(b, t, f)).astype(np.float32)
+    layer(x)
+    random_bias(layer, 3)
+    R = rng(4).normal(size=(b, t, u))
+    out, g = grads_of(layer, x, R)
+    mod = to_torch(layer, kind)
+    ref, gx = torch_grads(mod, x, R)
+    close(out, ref)
+    close(g[0], gx)
+    for mine, theirs in zip(g[1:], torch_weight_grads(mod, kind, u)):
+        close(mine, theirs)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_initial_state_and_final_states_match_torch(kind):
+    b, t, f, u = 2, 4, 3, 5
+    maas.utils.set_random_seed(5)
+    layer = MAKE[kind](u, return_state=True)
+    x = rng(6).normal(size=(b, t, f)).astype(np.float32)
+    h0 = rng(7).normal(size=(b, u)).astype(np.float32)
+    c0 = rng(8).normal(size=(b, u)).astype(np.float32)
+    states = [h0, c0] if kind == "lstm" else [h0]
+    outs = layer(x, initial_state=[maas.tensor(s) for s in states])
+    mod = to_torch(layer, kind)
+    th = [torch.tensor(s, dtype=torch.float64)[None] for s in states]
+    seq, hn = mod(torch.tensor(x, dtype=torch.float64), tuple(th) if kind == "lstm" else th[0])
+    close(outs[0], seq[:, -1].detach().numpy())
+    if kind == "lstm":
+        close(outs[1], hn[0][0].detach().numpy())
+        close(outs[2], hn[1][0].detach().numpy())
+    else:
+        close(outs[1], hn[0].detach().numpy())
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_without_bias_matches_torch(kind):
+    maas.utils.set_random_seed(40)
+    x = rng(41).normal(size=(2, 4, 3)).astype(np.float32)
+    layer = MAKE[kind](3, use_bias=False, return_sequences=True)
+    layer(x)
+    assert [w.name for w in layer.weights] == ["kernel", "recurrent_kernel"]
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](3, 3, batch_first=True,
+                                                            bias=False).double()
+    k, rk = (np.asarray(w, np.float64) for w in layer.get_weights())
+    p = gru_perm(3) if kind == "gru" else np.arange(12)
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.tensor(np.ascontiguousarray(k[:, p].T)))
+        mod.weight_hh_l0.copy_(torch.tensor(np.ascontiguousarray(rk[:, p].T)))
+    close(layer(x), mod(torch.tensor(x, dtype=torch.float64))[0].detach().numpy())
+
+
+def test_training_gives_the_same_bits_at_any_thread_count():
+    x, y = parity_data(64, 42)
+    weights = []
+    prev = maas.get_num_threads()
+    try:
+        for n in (1, 2, 4):
+            maas.set_num_threads(n)
+            maas.utils.set_random_seed(43)
+            inp = maas.Input((8,), dtype="int32")
+            h = L.Embedding(12, 16, mask_zero=True)(inp)
+            # rows x gates above the kernels' threading threshold (32768)
+            h = L.Bidirectional(L.LSTM(128, return_sequences=True))(h)
+            m = maas.Model(inp, L.Dense(1)(L.GRU(192)(h)))
+            m.compile(optimizer="adam", loss="mse")
+            m.fit(x, y, epochs=1, batch_size=64, verbose=0)
+            weights.append(m.get_weights())
+    finally:
+        maas.set_num_threads(prev)
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_go_backwards_reads_the_steps_in_reverse(kind):
+    maas.utils.set_random_seed(9)
+    x = rng(10).normal(size=(2, 5, 3)).astype(np.float32)
+    fwd = MAKE[kind](4, return_sequences=True)
+    fwd(x)
+    back = MAKE[kind](4, return_sequences=True, go_backwards=True)
+    back(x)
+    back.set_weights(fwd.get_weights())
+    # Keras: the output sequence comes in processing order (reversed)
+    np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(fwd(x[:, ::-1].copy())))
+
+
+def keras_loop(kind, x, mask, k, rk, b, units, go_backwards=False, zero_output=False):
+    """Keras's rnn loop in float64: a masked step keeps the states and
+    outputs the previous output (or zeros)."""
+    bsz, t, _ = x.shape
+    h = np.zeros((bsz, units))
+    c = np.zeros((bsz, units))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    steps = range(t - 1, -1, -1) if go_backwards else range(t)
+    outs = []
+    for s in steps:
+        xt = x[:, s]
+        if kind == "lstm":
+            z = xt @ k + h @ rk + b
+            i, f, g, o = np.split(z, 4, axis=1)
+            cn = sig(f) * c + sig(i) * np.tanh(g)
+            hn = sig(o) * np.tanh(cn)
+        elif kind == "gru":
+            xz = xt @ k + b[0]
+            inner = h @ rk + b[1]
+            zg = sig(xz[:, :units] + inner[:, :units])
+            rg = sig(xz[:, units:2 * units] + inner[:, units:2 * units])
+            hh = np.tanh(xz[:, 2 * units:] + rg * inner[:, 2 * units:])
+            hn, cn = zg * h + (1 - zg) * hh, c
+        else:
+            hn, cn = np.tanh(xt @ k + h @ rk + b), c
+        m = mask[:, s:s + 1] > 0
+        out = np.where(m, hn, 0.0 if zero_output else h)
+        h, c = np.where(m, hn, h), np.where(m, cn, c)
+        outs.append(out)
+    return np.stack(outs, 1), h, c
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_masked_steps_follow_keras_rules(kind, go_backwards):
+    maas.utils.set_random_seed(11)
+    x = rng(12).normal(size=(3, 6, 4)).astype(np.float32)
+    mask = np.ones((3, 6), np.float32)
+    mask[0, 4:] = 0          # right padding
+    mask[1, :2] = 0          # left padding
+    mask[2, 3] = 0           # a hole
+    layer = MAKE[kind](5, return_sequences=True, return_state=True, go_backwards=go_backwards)
+    outs = layer(x, mask=maas.tensor(mask))
+    w = [np.asarray(v, np.float64) for v in layer.get_weights()]
+    seq, h, c = keras_loop(kind, x.astype(np.float64), mask, *w, 5, go_backwards)
+    close(outs[0], seq)
+    close(outs[1], h)
+    if kind == "lstm":
+        close(outs[2], c)
+
+
+def test_right_padded_lstm_matches_torch_packed_sequences():
+    maas.utils.set_random_seed(13)
+    lengths = [5, 3, 1]
+    x = rng(14).normal(size=(3, 5, 4)).astype(np.float32)
+    mask = (np.arange(5)[None] < np.array(lengths)[:, None]).astype(np.float32)
+    x = x * mask[..., None]
+    layer = L.LSTM(6, return_state=True)
+    last, h, c = layer(x, mask=maas.tensor(mask))
+    mod = to_torch(layer, "lstm")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x, dtype=torch.float64),
+                                                     lengths, batch_first=True)
+    _, (hn, cn) = mod(packed)
+    close(last, hn[0].detach().numpy())
+    close(h, hn[0].detach().numpy())
+    close(c, cn[0].detach().numpy())
+
+
+OPTIONAL = ("mask", "h0", "c0", "rdrop")
+
+
+def run_op(kind, arrays, kw, go_backwards=False):
+    """The raw rnn op on [x, kernel, recurrent_kernel, bias, *optional inputs]."""
+    cell = {"simple": 0, "lstm": 1, "gru": 2}[kind]
+    return _core.op(_core.OP_RNN, arrays, cell, 1, 2, 1, int(go_backwards), 0, 1,
+                    *(int(k in kw) for k in OPTIONAL), 0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("case", ["t1b1", "mask_ones", "padded_rows", "states_rdrop_backwards"])
+def test_gradients_match_central_differences(kind, case):
+    """Gradients of sum(out * R) w.r.t. x, the weights and the initial
+    states, against central differences of the op (loss summed in float64)."""
+    r = rng(15)
+    b, t, f, u = (1, 1, 2, 3) if case == "t1b1" else (3, 4, 2, 3)
+    g = {"lstm": 4, "gru": 3, "simple": 1}[kind]
+    arrays = [r.normal(size=(b, t, f)), r.normal(0, 0.6, size=(f, g * u)),
+              r.normal(0, 0.6, size=(u, g * u)),
+              r.normal(0, 0.3, size=(2, g * u) if kind == "gru" else (g * u,))]
+    kw = {}
+    if case == "mask_ones":
+        kw["mask"] = np.ones((b, t))
+    if case == "padded_rows":
+        m = np.ones((b, t))
+        m[0, 2:] = 0
+        m[2, :] = 0   # a row of padding only
+        kw["mask"] = m
+    back = case == "states_rdrop_backwards"
+    if back:
+        kw["h0"] = r.normal(size=(b, u))
+        if kind == "lstm":
+            kw["c0"] = r.normal(size=(b, u))
+        kw["rdrop"] = (r.random((b, u)) > 0.3) / 0.7
+    arrays += [kw[k] for k in OPTIONAL if k in kw]
+    arrays = [np.asarray(a, np.float32) for a in arrays]
+    names = [k for k in OPTIONAL if k in kw]
+    diff = [0, 1, 2, 3] + [4 + i for i, k in enumerate(names) if k in ("h0", "c0")]
+    R = r.normal(size=(b, t, u))
+
+    def loss_of(arrs):
+        out = run_op(kind, [maas.tensor(a) for a in arrs], kw, back)
+        return float((np.asarray(out[0], np.float64) * R).sum())
+
+    ins = [maas.tensor(a) for a in arrays]
+    with maas.GradientTape() as tape:
+        for i in diff:
+            tape.watch(ins[i])
+        out = run_op(kind, ins, kw, back)
+        loss = maas.ops.sum(out[0] * maas.tensor(R.astype(np.float32)))
+    grads = tape.gradient(loss, [ins[i] for i in diff])
+    eps = 1e-2
+    for gi, i in zip(grads, diff):
+        num = np.zeros(arrays[i].shape)
+        for j in range(arrays[i].size):
+            vals = []
+            for sgn in (1, -1):
+                pert = [a.copy() for a in arrays]
+                pert[i].flat[j] += sgn * eps
+                vals.append(loss_of(pert))
+            num.flat[j] = (vals[0] - vals[1]) / (2 * eps)
+        close(np.asarray(gi), num, rtol=2e-3, atol=2e-3)
+
+
+def test_bidirectional_lstm_matches_torch():
+    maas.utils.set_random_seed(16)
+    x = rng(17).normal(size=(2, 5, 3)).astype(np.float32)
+    layer = L.Bidirectional(L.LSTM(4, return_sequences=True))
+    R = rng(18).normal(size=(2, 5, 8))
+    out, g = grads_of(layer, x, R)
+    mod = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True).double()
+    fw, bw = layer.forward_layer, layer.backward_layer
+    with torch.no_grad():
+        for suffix, lay in (("", fw), ("_reverse", bw)):
+            getattr(mod, "weight_ih_l0" + suffix).copy_(torch.tensor(np.asarray(lay.kernel, np.float64).T))
+            getattr(mod, "weight_hh_l0" + suffix).copy_(
+                torch.tensor(np.asarray(lay.recurrent_kernel, np.float64).T))
+            getattr(mod, "bias_ih_l0" + suffix).copy_(torch.tensor(np.asarray(lay.bias, np.float64)))
+            getattr(mod, "bias_hh_l0" + suffix).zero_()
+    ref, gx = torch_grads(mod, x, R)
+    close(out, ref)
+    close(g[0], gx)
+    assert [w.name for w in layer.weights] == ["kernel", "recurrent_kernel", "bias"] * 2
+
+
+def test_bidirectional_zeroes_masked_outputs_and_concats():
+    maas.utils.set_random_seed(19)
+    x = rng(20).normal(size=(2, 4, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], np.float32)
+    layer = L.Bidirectional(L.GRU(2, return_sequences=True))
+    out = np.asarray(layer(x, mask=maas.tensor(mask)))
+    assert out.shape == (2, 4, 4)
+    np.testing.assert_array_equal(out[0, 3], 0.0)
+    fw = [np.asarray(v, np.float64) for v in layer.forward_layer.get_weights()]
+    bw = [np.asarray(v, np.float64) for v in layer.backward_layer.get_weights()]
+    f_seq = keras_loop("gru", x.astype(np.float64), mask, *fw, 2, zero_output=True)[0]
+    b_seq = keras_loop("gru", x.astype(np.float64), mask, *bw, 2, go_backwards=True,
+                       zero_output=True)[0][:, ::-1]
+    close(out, np.concatenate([f_seq, b_seq], -1))
+
+
+def test_time_distributed_is_the_layer_on_every_step():
+    maas.utils.set_random_seed(21)
+    x = rng(22).normal(size=(3, 4, 5)).astype(np.float32)
+    dense = L.Dense(2)
+    td = L.TimeDistributed(dense)
+    out = np.asarray(td(x))
+    ref = np.asarray(dense(x.reshape(12, 5))).reshape(3, 4, 2)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_masks_flow_from_embedding_and_masking_into_the_lstm():
+    maas.utils.set_random_seed(23)
+    ids = np.array([[3, 1, 2, 0, 0], [4, 4, 1, 2, 3]])
+    emb = L.Embedding(6, 3, mask_zero=True)
+    lstm = L.LSTM(4)
+    inp = maas.Input((5,), dtype="int32")
+    model = maas.Model(inp, lstm(emb(inp)))
+    full = np.asarray(model(ids))
+    trunc = np.asarray(lstm(emb(ids[:1, :3])))
+    close(full[:1], trunc, rtol=1e-6)
+    # Masking on float features: the same cut
+    feats = np.asarray(emb(ids)) * (ids != 0)[..., None]
+    seqm = maas.Sequential([maas.Input((5, 3)), L.Masking(), L.LSTM(4)])
+    seqm.layers[1].set_weights(lstm.get_weights())
+    close(np.asarray(seqm(feats))[:1], trunc, rtol=1e-6)
+    # a layer that does not support masks (Dense) ends it: the padded steps count
+    dense_cut = np.asarray(lstm(L.Dense(3, kernel_initializer="identity"
+                                        if False else "ones")(emb(ids))))
+    assert dense_cut.shape == (2, 4)
+
+
+def test_dropout_is_seeded_and_only_in_training():
+    x = rng(24).normal(size=(4, 5, 3)).astype(np.float32)
+
+    def run(training):
+        maas.utils.set_random_seed(25)
+        layer = L.LSTM(6, dropout=0.3, recurrent_dropout=0.4, seed=7)
+        return [np.asarray(layer(x, training=training)) for _ in range(2)]
+
+    a, b = run(True), run(True)
+    np.testing.assert_array_equal(a[0], b[0])      # same seed, same masks
+    assert np.abs(a[0] - a[1]).max() > 0           # a new mask each call
+    c = run(False)
+    np.testing.assert_array_equal(c[0], c[1])      # inference: no dropout
+    assert np.abs(a[0] - c[0]).max() > 0
+
+
+def test_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match="positive integer"):
+        L.LSTM(0)
+    with pytest.raises(ValueError, match="dropout must be a float in"):
+        L.GRU(3, dropout=1.5)
+    with pytest.raises(NotImplementedError, match="reset_after=False"):
+        L.GRU(3, reset_after=False)
+    with pytest.raises(NotImplementedError, match="stateful"):
+        L.LSTM(3, stateful=True)
+    with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
+        L.LSTM(3)(np.ones((2, 4), np.float32))
+    layer = L.LSTM(3)
+    layer(np.ones((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"expected shape=\(None, None, 5\), found shape=\(2, 4, 6\)"):
+        layer(np.ones((2, 4, 6), np.float32))
+    with pytest.raises(ValueError, match="expects 2 initial state"):
+        layer(np.ones((2, 4, 5), np.float32), initial_state=[np.zeros((2, 3), np.float32)])
+    with pytest.raises(ValueError, match=r"the initial state h must have shape \(2, 3\)"):
+        layer(np.ones((2, 4, 5), np.float32),
+              initial_state=[np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32)])
+    with pytest.raises(ValueError, match=r"the mask must have shape \(2, 4\)"):
+        layer(np.ones((2, 4, 5), np.float32), mask=maas.tensor(np.ones((2, 3), np.float32)))
+    with pytest.raises(ValueError, match="at least one timestep"):
+        layer(np.ones((2, 0, 5), np.float32))
+    with pytest.raises(NotImplementedError, match="activation='softmax'"):
+        L.SimpleRNN(3, activation="softmax")
+    with pytest.raises(NotImplementedError, match="activation='softmax'"):
+        L.LSTM(3, recurrent_activation="softmax")
+    assert L.LSTM(2, recurrent_activation="hard_sigmoid").get_config()["recurrent_activation"] \
+        == "hard_sigmoid"
+    with pytest.raises(ValueError, match="Invalid merge mode"):
+        L.Bidirectional(L.LSTM(2), merge_mode="max")
+
+
+def text_model(kind):
+    inp = maas.Input((8,), dtype="int32")
+    h = L.Embedding(12, 8, mask_zero=True)(inp)
+    if kind == "lstm":
+        h = L.LSTM(16, dropout=0.1, recurrent_dropout=0.1, seed=3)(h)
+    else:
+        h = L.Bidirectional(L.GRU(8))(h)
+    return maas.Model(inp, L.Dense(1, activation="sigmoid")(h))
+
+
+def parity_data(n, seed):
+    """Tokens 1..11 left-padded with 0; label: is the count of token 1 odd."""
+    r = rng(seed)
+    lengths = r.integers(3, 9, n)
+    ids = np.zeros((n, 8), np.int32)
+    for i, k in enumerate(lengths):
+        ids[i, 8 - k:] = r.integers(1, 12, k)
+    return ids, ((ids == 1).sum(1) % 2).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bigru"])
+def test_plan_gives_the_eager_bits(kind):
+    x, y = parity_data(96, 26)
+    res = []
+    for eager in (False, True):
+        maas.utils.set_random_seed(27)
+        m = text_model(kind)
+        m.compile(optimizer=maas.optimizers.Adam(1e-2), loss="binary_crossentropy",
+                  run_eagerly=eager)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            h = m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        res.append((m, h.history))
+    (mp, hp), (me, he) = res
+    assert mp.eager_reason is None and mp._plan.eager_reason is None
+    assert hp == he
+    for a, b in zip(mp.get_weights(), me.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(mp.predict(x, verbose=0), me.predict(x, verbose=0))
+
+
+RELOAD = """
+import numpy as np, maas
+m = maas.load_model({path!r})
+np.save({out!r}, m.predict(np.load({xpath!r}), verbose=0))
+"""
+
+
+def test_save_and_reload_in_a_new_process_predicts_the_same_bits(tmp_path):
+    x, y = parity_data(64, 28)
+    maas.utils.set_random_seed(29)
+    inp = maas.Input((8,), dtype="int32")
+    h = L.Embedding(12, 6, mask_zero=True)(inp)
+    h = L.Bidirectional(L.LSTM(5, return_sequences=True))(h)
+    h = L.TimeDistributed(L.Dense(3))(h)
+    h1 = L.GRU(4, go_backwards=True)(h)
+    h2 = L.SimpleRNN(3)(L.Masking()(L.Embedding(12, 2)(inp)))
+    m = maas.Model(inp, L.Dense(1, activation="sigmoid")(L.Concatenate()([h1, h2])))
+    m.compile(optimizer="adam", loss="binary_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    path, xpath, out = str(tmp_path / "m.maas"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
+    m.save(path)
+    np.save(xpath, x)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(maas.__file__)))
+    subprocess.run([sys.executable, "-c", RELOAD.format(path=path, out=out, xpath=xpath)],
+                   check=True, capture_output=True, text=True, env=env, timeout=300)
+    np.testing.assert_array_equal(np.load(out), m.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_embedding_lstm_and_bidirectional_gru_learn_parity_of_a_token():
+    x, y = parity_data(1200, 30)
+    xv, yv = parity_data(300, 31)
+    for kind in ("lstm", "bigru"):
+        maas.utils.set_random_seed(32)
+        m = text_model(kind)
+        m.compile(optimizer=maas.optimizers.Adam(1e-2), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+        m.fit(x, y, epochs=40, batch_size=64, verbose=0)
+        acc = m.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
+        assert acc >= 0.95, (kind, acc)
