@@ -254,6 +254,7 @@ typedef enum {
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
     MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
     MAAS_OP_CAST,        /* dtype conversion (NumPy's astype) */
+    MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

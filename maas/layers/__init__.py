@@ -8,10 +8,12 @@
 """
 from .base import InputLayer, Input, KerasTensor, Layer, clear_session
 from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .attention import AdditiveAttention, Attention, MultiHeadAttention
 from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
+_CLASSES.update({c.__name__: c for c in (MultiHeadAttention, Attention, AdditiveAttention)})
 
 
 def serialize(layer) -> dict:
@@ -50,3 +52,4 @@ def deserialize(config: dict, custom_objects=None):
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
            "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "add", "subtract",
            "multiply", "concatenate", "serialize", "deserialize"]
+__all__ += ["MultiHeadAttention", "Attention", "AdditiveAttention"]
