@@ -254,6 +254,8 @@ typedef enum {
     MAAS_OP_DROPOUT,     /* counter-based dropout (random) */
     MAAS_OP_RANDOM,      /* a new tensor of uniform or normal values (random) */
     MAAS_OP_CAST,        /* dtype conversion (NumPy's astype) */
+    MAAS_OP_EMBEDDING,   /* table rows by int32/int64 indices (ops/embedding.c) */
+    MAAS_OP_RNN,         /* SimpleRNN / LSTM / GRU over a whole sequence (ops/rnn.c) */
     MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
     MAAS_OP_COUNT
 } maas_op_id;

@@ -845,6 +845,8 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_DROPOUT] = &def_dropout,
     [MAAS_OP_RANDOM] = &def_random,
     [MAAS_OP_CAST] = &def_cast,
+    [MAAS_OP_EMBEDDING] = &maas_opdef_embedding,
+    [MAAS_OP_RNN] = &maas_opdef_rnn,
     [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
 };
 

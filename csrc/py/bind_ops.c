@@ -17,9 +17,9 @@ static void decref_all(maas_tensor **ts, int n)
         maas_tensor_decref(ts[i]);
 }
 
-/* Runs a node whose op, inputs (borrowed) and given attributes are set.
- * Returns a new reference to its first output, or NULL with an exception. */
-static maas_tensor *run_node(maas_node *nd)
+/* Runs a node whose op, inputs (borrowed) and given attributes are set;
+ * its outputs stay in nd->out (the first one moved to the result). */
+static maas_tensor *run_node_keep(maas_node *nd)
 {
     maas_status s = maas_op_setup(nd);
     if (s != MAAS_OK) {
@@ -39,8 +39,33 @@ static maas_tensor *run_node(maas_node *nd)
     }
     maas_tensor *out = nd->out[0];
     nd->out[0] = NULL;
-    maas_node_release_outputs(nd);
     return out;
+}
+
+/* Runs a node whose op, inputs (borrowed) and given attributes are set.
+ * Returns a new reference to its first output, or NULL with an exception. */
+static maas_tensor *run_node(maas_node *nd)
+{
+    maas_tensor *out = run_node_keep(nd);
+    if (out)
+        maas_node_release_outputs(nd);
+    return out;
+}
+
+/* run_node keeping every output: new references in outs[0..*nout). */
+static int run_node_all(maas_node *nd, maas_tensor **outs, int *nout)
+{
+    maas_tensor *first = run_node_keep(nd);
+    if (!first)
+        return -1;
+    outs[0] = first;
+    *nout = nd->nout;
+    for (int k = 1; k < nd->nout; k++) {
+        outs[k] = nd->out[k];
+        nd->out[k] = NULL;
+    }
+    maas_node_release_outputs(nd);
+    return 0;
 }
 
 /* A node of op `op` over inputs (new references, released here). */
@@ -178,9 +203,31 @@ static PyObject *py_op(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(seq);
     maas_tensor *in[MAAS_OP_MAX_IN];
     memcpy(in, nd.in, sizeof in);
-    maas_tensor *out = run_node(&nd);
+    maas_tensor *outs[MAAS_OP_MAX_OUT];
+    int nout = 0;
+    int rc = run_node_all(&nd, outs, &nout);
     decref_all(in, (int)nin);
-    return wrap_or_null(st, out);
+    if (rc < 0)
+        return NULL;
+    if (nout == 1)
+        return wrap_or_null(st, outs[0]);
+    /* an op of several outputs (a recurrent layer's sequence and states):
+     * a tuple of them */
+    PyObject *tuple = PyTuple_New(nout);
+    if (!tuple) {
+        decref_all(outs, nout);
+        return NULL;
+    }
+    for (int k = 0; k < nout; k++) {
+        PyObject *o = tensor_wrap(st, outs[k]); /* steals outs[k] */
+        if (!o) {
+            decref_all(outs + k + 1, nout - k - 1);
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, k, o);
+    }
+    return tuple;
 }
 
 /* op_table() -> [(name, min_inputs, max_inputs, (attribute names...))] by id. */

@@ -10,9 +10,11 @@ from .base import InputLayer, Input, KerasTensor, Layer, clear_session
 from .core import Activation, Dense, Dropout, Flatten, Reshape
 from .attention import AdditiveAttention, Attention, MultiHeadAttention
 from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
+from .embedding import Embedding
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
+_CLASSES.update({c.__name__: c for c in (Embedding,)})
 _CLASSES.update({c.__name__: c for c in (MultiHeadAttention, Attention, AdditiveAttention)})
 
 
@@ -52,4 +54,5 @@ def deserialize(config: dict, custom_objects=None):
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
            "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Concatenate", "add", "subtract",
            "multiply", "concatenate", "serialize", "deserialize"]
+__all__ += ["Embedding"]
 __all__ += ["MultiHeadAttention", "Attention", "AdditiveAttention"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+import weakref
 
 import numpy as np
 
@@ -72,6 +73,45 @@ def _shape_of(x):
     return tuple(x.shape)
 
 
+# Keras masks ride on the tensors they describe, as Keras's `_keras_mask`
+# does: maas Tensors have no attribute dict, so the mask of a tensor lives
+# here, keyed by its id and dropped when the tensor goes (a weak reference).
+_keras_masks: dict = {}
+
+
+def get_keras_mask(x):
+    """The mask attached to tensor ``x`` (a float32 (batch, steps) tensor of
+    1.0 for kept steps and 0.0 for padding), or None."""
+    if not _keras_masks:
+        return None
+    entry = _keras_masks.get(id(x))
+    if entry is None or entry[0]() is not x:
+        return None
+    return entry[1]
+
+
+def set_keras_mask(x, mask) -> None:
+    """Attaches ``mask`` to tensor ``x`` (None removes it)."""
+    key = id(x)
+    if mask is None:
+        _keras_masks.pop(key, None)
+        return
+
+    def drop(ref, key=key):
+        entry = _keras_masks.get(key)
+        if entry is not None and entry[0] is ref:
+            del _keras_masks[key]
+
+    try:
+        _keras_masks[key] = (weakref.ref(x, drop), mask)
+    except TypeError:   # not weak-referenceable (a Python scalar): no mask to carry
+        pass
+
+
+def _any_mask(masks) -> bool:
+    return masks is not None and any(m is not None for m in _flatten(masks))
+
+
 class KerasTensor:
     """A symbolic tensor: a shape (None for the batch), and the layer call
     that produced it. ``maas.Input((64,))`` returns one."""
@@ -120,7 +160,32 @@ class Layer:
     ...         return x * self.w
     >>> Scale()(maas.tensor([[1.0, 2.0]])).numpy()
     array([[1., 2.]], dtype=float32)
+
+    Masks (Keras's): a layer that produces a mask (``Embedding(mask_zero=True)``,
+    ``Masking``) defines ``compute_mask(inputs, mask=None)``; the mask returned
+    is attached to the outputs (``maas.layers.base.get_keras_mask(t)`` reads it,
+    ``set_keras_mask`` writes it; a float32 (batch, steps) tensor, 1.0 where a
+    step is kept). When a layer is called on a tensor carrying a mask and its
+    ``call`` has a ``mask`` argument the caller did not give, the mask is passed
+    (a structure of masks for a structure of inputs). A layer with
+    ``supports_masking = True`` passes its input's mask on (``compute_mask``
+    returns it by default); other layers drop it, so a Dense between an
+    Embedding and an LSTM ends the mask. Sequential and functional models
+    propagate masks this way, on the concrete tensors of each call (traced into
+    plans like any op).
+
+    >>> class MeanOverSteps(maas.layers.Layer):
+    ...     def call(self, x, mask=None):
+    ...         if mask is None:
+    ...             return maas.ops.mean(x, axis=1)
+    ...         m = maas.ops.expand_dims(mask, -1)
+    ...         return maas.ops.sum(x * m, axis=1) / maas.ops.sum(m, axis=1)
+    >>> emb = maas.layers.Embedding(5, 2, embeddings_initializer="ones", mask_zero=True)
+    >>> MeanOverSteps()(emb(np.array([[1, 2, 0, 0]]))).numpy()
+    array([[1., 1.]], dtype=float32)
     """
+
+    supports_masking = None   # None: True when the class overrides compute_mask
 
     def __init__(self, *, name=None, trainable=True, dtype=None, activity_regularizer=None,
                  input_shape=None, input_dim=None, **kwargs):
@@ -148,6 +213,8 @@ class Layer:
                 p.kind == p.VAR_KEYWORD for p in params.values())
         except (TypeError, ValueError):
             self._call_has_training = False
+            params = {}
+        self._call_has_mask = "mask" in params
 
     # -- tracking
     def __setattr__(self, name, value):
@@ -324,6 +391,17 @@ class Layer:
             f"Layer {type(self).__name__} does not implement compute_output_shape(); "
             "it is needed to call it on a symbolic input (maas.Input)")
 
+    def compute_mask(self, inputs, mask=None):
+        """The mask of the outputs: the input's when ``supports_masking``,
+        else None (Keras's contract; override it to make a mask)."""
+        return mask if self._masking() else None
+
+    def _masking(self) -> bool:
+        sm = self.supports_masking
+        if sm is None:
+            return type(self).compute_mask is not Layer.compute_mask
+        return bool(sm)
+
     def _maybe_build(self, input_shape):
         if not self.built:
             self._build_shape = input_shape
@@ -353,18 +431,40 @@ class Layer:
             self._clear_losses()  # the entry call starts a new set of losses
         _ctx.training = training
         _ctx.depth = depth + 1
+        prev_mask = _map(get_keras_mask, inputs) if _keras_masks else None
+        has_mask = _any_mask(prev_mask)
+        if has_mask and self._call_has_mask and kwargs.get("mask") is None:
+            kwargs["mask"] = prev_mask
         try:
             self._check_input(inputs)
             out = self.call(inputs, *args[1:], **kwargs)
         finally:
             _ctx.training = prev
             _ctx.depth = depth
+        if has_mask or type(self).compute_mask is not Layer.compute_mask:
+            self._set_output_masks(inputs, out, prev_mask)
         if self.activity_regularizer is not None:
             for o in _flatten(out):
                 if isinstance(o, Tensor):
                     # divided by the batch size, as Keras 3 does
                     self._append_losses(self.activity_regularizer(o) / float(o.shape[0] if o.ndim else 1))
         return out
+
+    def _set_output_masks(self, inputs, outputs, prev_mask):
+        if not self._masking():
+            return
+        flat_out = _flatten(outputs)
+        if all(get_keras_mask(o) is not None for o in flat_out):
+            return   # call() set them itself
+        masks = self.compute_mask(inputs, prev_mask)
+        if masks is None:
+            return
+        flat_masks = _flatten(masks) if isinstance(masks, (list, tuple, dict)) else [masks]
+        if len(flat_masks) == 1 and len(flat_out) > 1:
+            flat_masks = flat_masks * len(flat_out)
+        for o, m in zip(flat_out, flat_masks):
+            if m is not None and isinstance(o, Tensor) and get_keras_mask(o) is None:
+                set_keras_mask(o, m)
 
     def _symbolic_call(self, inputs, *args, **kwargs):
         shapes = _map(lambda t: t.shape if isinstance(t, KerasTensor) else tuple(np.shape(t)),
@@ -535,7 +635,9 @@ class InputLayer(Layer):
                                  f"received shape={self.batch_shape[1:]}")
         self.built = True
         self._output_shape = self.batch_shape
-        out = KerasTensor(self.batch_shape, name=self.name, history=(self, 0, 0))
+        self._input_dtype = "float32" if dtype is None else np.dtype(dtype).name
+        out = KerasTensor(self.batch_shape, dtype=self._input_dtype, name=self.name,
+                          history=(self, 0, 0))
         self._inbound_nodes.append(Node(self, [], out, {}))
         self.output_tensor = out
 
@@ -546,14 +648,17 @@ class InputLayer(Layer):
         return self.batch_shape
 
     def get_config(self):
-        return {"batch_shape": list(self.batch_shape), "dtype": self.dtype, "sparse": False,
+        return {"batch_shape": list(self.batch_shape), "dtype": self._input_dtype, "sparse": False,
                 "name": self.name}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.pop("dtype", None), config.pop("sparse", None)
-        return cls(**config)
+        dtype = config.pop("dtype", None)
+        config.pop("sparse", None)
+        if dtype not in ("int32", "int64"):
+            dtype = None
+        return cls(dtype=dtype, **config)
 
 
 def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
@@ -564,7 +669,9 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
     >>> x.shape
     (None, 64)
     """
-    if dtype not in (None, "float32", np.float32):
-        raise TypeError(f"maas inputs are float32; received dtype={dtype!r}")
-    layer = InputLayer(shape=shape, batch_size=batch_size, batch_shape=batch_shape, name=name)
+    if dtype not in (None, "float32", np.float32, "int32", np.int32, "int64", np.int64):
+        raise TypeError(f"maas inputs are float32, int32 or int64 (token ids for an Embedding); "
+                        f"received dtype={dtype!r}")
+    layer = InputLayer(shape=shape, batch_size=batch_size, batch_shape=batch_shape, name=name,
+                       dtype=dtype)
     return layer.output_tensor
