@@ -22,7 +22,7 @@ from .. import ops
 from .. import random as _random
 from .. import regularizers as _regularizers
 from ..tensor import Tensor
-from .base import Layer, _to_tensor
+from .base import Layer, _to_tensor, get_keras_mask
 
 __all__ = ["dot_product_attention", "MultiHeadAttention", "Attention", "AdditiveAttention"]
 
@@ -227,9 +227,9 @@ class MultiHeadAttention(_KeyedDropout, Layer):
         return ops.reshape(y, (B, T, heads, dim))
 
     def _masks(self, query, value, key, query_mask, value_mask, key_mask, attention_mask):
-        query_mask = getattr(query, "_keras_mask", None) if query_mask is None else query_mask
-        value_mask = getattr(value, "_keras_mask", None) if value_mask is None else value_mask
-        key_mask = getattr(key, "_keras_mask", None) if key_mask is None else key_mask
+        query_mask = get_keras_mask(query) if query_mask is None else query_mask
+        value_mask = get_keras_mask(value) if value_mask is None else value_mask
+        key_mask = get_keras_mask(key) if key_mask is None and key is not value else key_mask
         B, T, S = query.shape[0], query.shape[1], value.shape[1]
         parts = []
         if query_mask is not None:
@@ -250,10 +250,21 @@ class MultiHeadAttention(_KeyedDropout, Layer):
             m = m * p
         return ops.cast(m, "bool")
 
+    supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """The query's mask (Keras's)."""
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
     def call(self, inputs, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
-             return_attention_scores=False, training=None, use_causal_mask=False):
+             return_attention_scores=False, training=None, use_causal_mask=False, mask=None):
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
+        if isinstance(mask, (list, tuple)):   # the masks riding on the inputs (Keras's _keras_mask)
+            ms = list(mask) + [None, None]
+            query_mask = ms[0] if query_mask is None else query_mask
+            value_mask = ms[1] if value_mask is None else value_mask
+            key_mask = ms[2] if key_mask is None and len(inputs) > 2 else key_mask
         H, kd, vd = self.num_heads, self.key_dim, self.value_dim
         q = self._proj(query, self.query_kernel, self.query_bias, H, kd)
         k = self._proj(key, self.key_kernel, self.key_bias, H, kd)
@@ -327,9 +338,9 @@ class _BaseDenseAttention(_KeyedDropout, Layer):
         if mask is not None:
             q_mask, v_mask = (list(mask) + [None, None])[:2]
         if v_mask is None:
-            v_mask = getattr(value, "_keras_mask", None)
+            v_mask = get_keras_mask(value)
         if q_mask is None:
-            q_mask = getattr(query, "_keras_mask", None)
+            q_mask = get_keras_mask(query)
         B, T, S = query.shape[0], query.shape[1], value.shape[1]
         sm = None if v_mask is None else ops.reshape(_f01(v_mask), (B, 1, S))
         if use_causal_mask:
