@@ -257,6 +257,9 @@ typedef enum {
     MAAS_OP_EMBEDDING,   /* table rows by int32/int64 indices (ops/embedding.c) */
     MAAS_OP_RNN,         /* SimpleRNN / LSTM / GRU over a whole sequence (ops/rnn.c) */
     MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
+    MAAS_OP_LAYERNORM,   /* layer normalization (ops/norm.c) */
+    MAAS_OP_BATCHNORM,   /* batch normalization, moving statistics as state (ops/norm.c) */
+    MAAS_OP_GROUPNORM,   /* group normalization (ops/norm.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

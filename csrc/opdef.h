@@ -82,5 +82,8 @@ static inline void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer
 extern const maas_op_def maas_opdef_embedding;
 extern const maas_op_def maas_opdef_rnn;
 extern const maas_op_def maas_opdef_attention, maas_opdef_attention_dropout; double maas_attention_work(const maas_node *nd);
+extern const maas_op_def maas_opdef_layernorm;
+extern const maas_op_def maas_opdef_batchnorm;
+extern const maas_op_def maas_opdef_groupnorm;
 
 #endif

@@ -848,6 +848,9 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_EMBEDDING] = &maas_opdef_embedding,
     [MAAS_OP_RNN] = &maas_opdef_rnn,
     [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
+    [MAAS_OP_LAYERNORM] = &maas_opdef_layernorm,
+    [MAAS_OP_BATCHNORM] = &maas_opdef_batchnorm,
+    [MAAS_OP_GROUPNORM] = &maas_opdef_groupnorm,
 };
 
 const maas_op_def *maas_op_get(int op)

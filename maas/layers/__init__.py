@@ -11,11 +11,15 @@ from .core import Activation, Dense, Dropout, Flatten, Reshape
 from .attention import AdditiveAttention, Attention, MultiHeadAttention
 from .merging import Add, Concatenate, Multiply, Subtract, add, concatenate, multiply, subtract
 from .embedding import Embedding
+from .normalization import BatchNormalization, GroupNormalization, LayerNormalization
+from .transformer import PositionEmbedding, TokenAndPositionEmbedding, TransformerEncoder
 
 _CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
                                      Add, Subtract, Multiply, Concatenate)}
 _CLASSES.update({c.__name__: c for c in (Embedding,)})
 _CLASSES.update({c.__name__: c for c in (MultiHeadAttention, Attention, AdditiveAttention)})
+_CLASSES.update({c.__name__: c for c in (LayerNormalization, BatchNormalization, GroupNormalization)})
+_CLASSES.update({c.__name__: c for c in (TransformerEncoder, PositionEmbedding, TokenAndPositionEmbedding)})
 
 
 def serialize(layer) -> dict:
@@ -56,3 +60,5 @@ __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation",
            "multiply", "concatenate", "serialize", "deserialize"]
 __all__ += ["Embedding"]
 __all__ += ["MultiHeadAttention", "Attention", "AdditiveAttention"]
+__all__ += ["LayerNormalization", "BatchNormalization", "GroupNormalization"]
+__all__ += ["TransformerEncoder", "PositionEmbedding", "TokenAndPositionEmbedding"]
