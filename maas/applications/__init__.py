@@ -1,0 +1,7 @@
+"""Ready-made models: pretrained encoders and classic architectures.
+
+>>> import maas
+>>> maas.applications.BertEncoder.__name__
+'BertEncoder'
+"""
+from .bert import BertEncoder, SentenceEncoder  # noqa: F401
