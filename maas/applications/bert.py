@@ -84,7 +84,14 @@ class BertEncoder(Model):
             for i in range(c["num_layers"])]
 
     def build(self, input_shape=None):
-        self.built = True   # the layers build on the first call
+        """Builds the layers by a call on zeros of ``input_shape``, a list of
+        (batch, seq) shapes (the layers build on the first call otherwise)."""
+        self.built = True
+        if input_shape is not None and not self.weights:
+            shapes = list(input_shape)
+            if shapes and isinstance(shapes[0], (list, tuple)):
+                self([np.zeros(tuple(1 if d is None else int(d) for d in s), np.int64)
+                      for s in shapes])
 
     def call(self, inputs, training=False):
         if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
