@@ -192,3 +192,38 @@ def test_one_layers_gradient_matches_pytorch(encoder):
     ref_o = hf.encoder.layer[5].output.dense.weight.grad.numpy()
     for g, ref in ((np.asarray(gq).reshape(384, 384).T, ref_q), (np.asarray(go).T, ref_o)):
         np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def pang_lee():
+    gensim = pytest.importorskip("gensim")
+    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data",
+                        "pang_lee_polarity.cor")
+    texts, labels = [], []
+    with open(path, encoding="latin-1") as f:
+        for line in f:
+            label, _, text = line.strip().partition(" ")
+            texts.append(text)
+            labels.append(1.0 if label == "__label__pos" else 0.0)
+    return texts, np.array(labels, np.float32)
+
+
+def test_sentiment_on_pang_lee_with_minilm_embeddings_and_a_dense_head(encoder, capsys):
+    """200 labelled movie-review sentences (gensim's test corpus), frozen MiniLM
+    embeddings, a Dense(1) head trained with fit; 5-fold cross-validated
+    accuracy, printed (small data: the figure is noisy)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    texts, y = pang_lee()
+    assert len(texts) == 200 and y.sum() == 100
+    emb = encoder.encode(texts)
+    accs = []
+    for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(emb, y)):
+        maas.utils.set_random_seed(k)
+        head = maas.Sequential([maas.Input((384,)), maas.layers.Dense(1, activation="sigmoid")])
+        head.compile(optimizer=maas.optimizers.Adam(1e-2), loss="binary_crossentropy")
+        head.fit(emb[tr], y[tr], epochs=60, batch_size=32, verbose=0)
+        accs.append(float(((head.predict(emb[te], verbose=0)[:, 0] > 0.5) == y[te]).mean()))
+    with capsys.disabled():
+        print(f"\npang_lee_polarity, MiniLM + Dense, 5-fold accuracy: {np.mean(accs):.3f} "
+              f"(folds {', '.join(f'{a:.2f}' for a in accs)})")
+    assert np.mean(accs) >= 0.7
