@@ -227,3 +227,16 @@ def test_sentiment_on_pang_lee_with_minilm_embeddings_and_a_dense_head(encoder, 
         print(f"\npang_lee_polarity, MiniLM + Dense, 5-fold accuracy: {np.mean(accs):.3f} "
               f"(folds {', '.join(f'{a:.2f}' for a in accs)})")
     assert np.mean(accs) >= 0.7
+
+
+def test_sentence_encoder_saves_with_its_tokenizer_and_reloads_in_a_new_process(encoder, tmp_path):
+    d = str(tmp_path / "st")
+    encoder.save(d)
+    assert sorted(os.listdir(d)) == ["model.maas", "sentence_encoder.json", "tokenizer.json"]
+    out = str(tmp_path / "e.npy")
+    code = (f"import numpy as np, maas, json\n"
+            f"enc = maas.applications.SentenceEncoder.load({d!r})\n"
+            f"np.save({out!r}, enc.encode(json.loads({json.dumps(json.dumps(SENTENCES))})))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                   timeout=600)
+    np.testing.assert_array_equal(np.load(out), encoder.encode(SENTENCES))

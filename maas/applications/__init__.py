@@ -4,4 +4,4 @@
 >>> maas.applications.BertEncoder.__name__
 'BertEncoder'
 """
-from .bert import BertEncoder, SentenceEncoder  # noqa: F401
+from .bert import BertEncoder, SentenceEmbeddingModel, SentenceEncoder  # noqa: F401

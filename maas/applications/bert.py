@@ -24,7 +24,7 @@ from ..saving import load_tensors
 from ..saving.object_registration import register_keras_serializable
 from ..tensor import Tensor
 
-__all__ = ["BertEncoder", "SentenceEncoder", "mean_pool", "l2_normalize"]
+__all__ = ["BertEncoder", "SentenceEmbeddingModel", "SentenceEncoder", "mean_pool", "l2_normalize"]
 
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "tanh": "tanh"}
 
@@ -236,6 +236,31 @@ def l2_normalize(x, epsilon=1e-12):
     return x / ops.maximum(n, epsilon)
 
 
+@register_keras_serializable("maas")
+class SentenceEmbeddingModel(Model):
+    """[token_ids, attention_mask] -> pooled (and L2-normalised) embeddings:
+    the part of a SentenceEncoder a model file holds (``save`` /
+    ``maas.load_model``; the tokenizer files sit beside it)."""
+
+    def __init__(self, encoder_config=None, normalize=True, encoder=None, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder if encoder is not None else BertEncoder(**(encoder_config or {}))
+        self.normalize = bool(normalize)
+
+    def build(self, input_shape=None):
+        self.built = True
+        if input_shape is not None and not self.weights:
+            self.encoder.build(input_shape)
+
+    def call(self, inputs, training=False):
+        ids, mask = inputs[0], inputs[1]
+        e = mean_pool(self.encoder([ids, mask], training=training), mask)
+        return l2_normalize(e) if self.normalize else e
+
+    def get_config(self):
+        return {"encoder_config": self.encoder.get_config(), "normalize": self.normalize}
+
+
 class SentenceEncoder:
     """Sentence embeddings as sentence-transformers computes them: the
     ``tokenizers`` package reads ``tokenizer.json``, a BertEncoder runs the
@@ -289,6 +314,32 @@ class SentenceEncoder:
                                                    f"supported, {pc} asks for {pool}")
         enc = BertEncoder.from_pretrained(path)
         return cls(enc, Tokenizer.from_file(tok_path), max_seq_length=max_len, normalize=normalize)
+
+    def save(self, directory):
+        """Writes ``model.maas`` (a SentenceEmbeddingModel) and the tokenizer
+        (``tokenizer.json``, ``sentence_encoder.json``) into ``directory``;
+        :meth:`load` reads them back (in another process too)."""
+        os.makedirs(directory, exist_ok=True)
+        model = SentenceEmbeddingModel(normalize=self.normalize, encoder=self.encoder)
+        model.built = True
+        model._build_shape = [[None, None], [None, None]]
+        model.save(os.path.join(directory, "model.maas"))
+        self.tokenizer.save(os.path.join(directory, "tokenizer.json"))
+        with open(os.path.join(directory, "sentence_encoder.json"), "w") as f:
+            json.dump({"max_seq_length": self.max_seq_length, "normalize": self.normalize}, f)
+
+    @classmethod
+    def load(cls, directory):
+        """A SentenceEncoder written by :meth:`save`."""
+        from tokenizers import Tokenizer
+
+        from ..saving import load_model
+
+        with open(os.path.join(directory, "sentence_encoder.json")) as f:
+            cfg = json.load(f)
+        model = load_model(os.path.join(directory, "model.maas"))
+        return cls(model.encoder, Tokenizer.from_file(os.path.join(directory, "tokenizer.json")),
+                   max_seq_length=cfg["max_seq_length"], normalize=cfg["normalize"])
 
     def tokenize(self, sentences):
         """(input_ids, attention_mask, token_type_ids) int64 arrays (n, longest),
