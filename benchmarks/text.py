@@ -43,6 +43,7 @@ def sentences(n_tokens, count):
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(os.path.join(model_path(), "tokenizer.json"))
+    tok.no_padding()   # the file pads to 128
     words = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
              "boxing matches in the old town square near the river every sunday morning").split()
     out = []
