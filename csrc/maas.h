@@ -266,6 +266,7 @@ typedef enum {
     MAAS_OP_TRANSFORM2D, /* per-sample NHWC affine/projective resampling (ops/resample.c) */
     MAAS_OP_EMBEDDING,   /* table rows by int32/int64 indices (ops/embedding.c) */
     MAAS_OP_RNN,         /* SimpleRNN / LSTM / GRU over a whole sequence (ops/rnn.c) */
+    MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

@@ -856,6 +856,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_TRANSFORM2D] = &maas_opdef_transform2d,
     [MAAS_OP_EMBEDDING] = &maas_opdef_embedding,
     [MAAS_OP_RNN] = &maas_opdef_rnn,
+    [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
 };
 
 const maas_op_def *maas_op_get(int op)
@@ -950,6 +951,8 @@ double maas_op_work(const maas_node *nd)
         const dense_attr *a = CATTR(dense_attr, nd);
         return (double)a->N * (double)a->C * (double)a->U;
     }
+    if (nd->op == MAAS_OP_ATTENTION || nd->op == MAAS_OP_ATTENTION_DROPOUT)
+        return maas_attention_work(nd);
     for (int i = 0; i < nd->nin; i++)
         w += (double)nd->in[i]->size;
     for (int k = 0; k < nd->nout; k++)

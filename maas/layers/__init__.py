@@ -28,6 +28,12 @@ from .embedding import Embedding, Masking
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
 _CLASSES.update({c.__name__: c for c in (Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional,
                                          TimeDistributed)})
+from .attention import AdditiveAttention, Attention, MultiHeadAttention
+from .embedding import Embedding
+from .transformer import PositionEmbedding, TokenAndPositionEmbedding, TransformerEncoder
+_CLASSES.update({c.__name__: c for c in (Embedding,)})
+_CLASSES.update({c.__name__: c for c in (MultiHeadAttention, Attention, AdditiveAttention)})
+_CLASSES.update({c.__name__: c for c in (TransformerEncoder, PositionEmbedding, TokenAndPositionEmbedding)})
 
 
 def serialize(layer) -> dict:
@@ -73,3 +79,6 @@ __all__ += ["MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2
 __all__ += ["Cropping1D", "Cropping2D", "Permute", "RepeatVector", "SpatialDropout1D", "SpatialDropout2D", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D"]  # noqa: E501
 __all__ += ["Normalization", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "Rescaling"]
 __all__ += ["Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed"]
+__all__ += ["Embedding"]
+__all__ += ["MultiHeadAttention", "Attention", "AdditiveAttention"]
+__all__ += ["TransformerEncoder", "PositionEmbedding", "TokenAndPositionEmbedding"]
