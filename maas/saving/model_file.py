@@ -303,6 +303,18 @@ def _bind_weights(model, tensors, metadata, path):
     return {fname: w for _, w, fname in pairs}
 
 
+def _check_int8_scales(tensors, path):
+    """An int8 weight ``.../X`` (a quantized kernel) is only meaningful with
+    its float32 scales ``.../X_scale`` in the same file."""
+    for k, t in tensors.items():
+        if k.startswith(WEIGHTS) and t.dtype == "int8":
+            sc = tensors.get(k + "_scale")
+            if sc is None or sc.dtype != "float32":
+                raise ModelFormatError(f"{path}: the int8 tensor {k!r} has no float32 scales "
+                                       f"{k + '_scale'!r}: the quantized model file is incomplete; "
+                                       f"save the quantized model again")
+
+
 def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True,
                mmap: bool = True):
     """Loads a model written by ``model.save``; predictions are bit-identical
@@ -325,6 +337,7 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
     extra = [k for k in tensors if not k.startswith(known)]
     if extra:
         raise ModelFormatError(f"{path}: unexpected tensors {extra[:5]}")
+    _check_int8_scales(tensors, path)
     with _rng_untouched():
         model = _rebuild(arch, custom_objects, path)
     by_file_name = _bind_weights(model, tensors, metadata, path)
