@@ -148,6 +148,9 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
                     if slot != "__var__":
                         tensors[f"{OPTIMIZER}{name}/{slot}"] = value
             metadata[ITERATIONS_KEY] = str(int(opt.iterations))
+    from ..pruning import _sparse  # mostly-zero weights (pruned) as bitmask + values
+
+    _sparse.encode(tensors, metadata)
     save_tensors(filepath, tensors, metadata)
 
 
@@ -333,6 +336,9 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
         raise ModelFormatError(f"{path}: unsupported maas format version {version!r} "
                                f"(this maas reads version {FORMAT_VERSION})")
     arch = _json_meta(metadata, CONFIG_KEY, path)
+    from ..pruning import _sparse
+
+    _sparse.decode(tensors, metadata, path)
     known = (WEIGHTS, OPTIMIZER)
     extra = [k for k in tensors if not k.startswith(known)]
     if extra:
