@@ -267,6 +267,8 @@ typedef enum {
     MAAS_OP_EMBEDDING,   /* table rows by int32/int64 indices (ops/embedding.c) */
     MAAS_OP_RNN,         /* SimpleRNN / LSTM / GRU over a whole sequence (ops/rnn.c) */
     MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
+    MAAS_OP_QPACK,       /* int8 kernel packed for the int8 GEMM (qgemm.c) */
+    MAAS_OP_QDENSE,      /* int8 dense: x quantized per row @ packed kernel (qgemm.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 
@@ -387,6 +389,29 @@ maas_status maas_dense_forward(float *out, const float *x, const float *w,
 maas_status maas_dense_backward(float *gx, float *gw, float *gbias,
                                 const float *gout, const float *x,
                                 const float *w, int64_t N, int64_t C, int64_t U);
+
+/* ------------------------------------------------------- ops: qgemm.c
+ * int8 GEMM (the arithmetic and the packed layout: the top of qgemm.c). */
+#define MAAS_QGEMM_MAX_K 131072
+enum { MAAS_QISA_AUTO = 0, MAAS_QISA_REF, MAAS_QISA_AVX2, MAAS_QISA_AVX512VNNI, MAAS_QISA_COUNT };
+int maas_qgemm_isa_supported(int isa);
+int maas_qgemm_best_isa(void);
+const char *maas_qgemm_isa_name(int isa);
+int64_t maas_qgemm_row_bytes(int64_t K);   /* bytes per block of 16 columns */
+int64_t maas_qgemm_blocks(int64_t U);      /* blocks of 16 columns */
+/* q (K,U) int8, scale (U): symmetric abs-max per column (Keras). */
+maas_status maas_quantize_weights(int8_t *q, float *scale, const float *w, int64_t K, int64_t U);
+/* packed (blocks, row_bytes) from q (K,U); unpack is the inverse. */
+maas_status maas_qgemm_pack(int8_t *packed, const int8_t *q, int64_t K, int64_t U);
+maas_status maas_qgemm_unpack(int8_t *q, const int8_t *packed, int64_t K, int64_t U);
+/* out (N,U) = dequant(quant(x (N,K)) @ packed) (+ bias); static_scale > 0
+ * fixes the input scale, 0 quantizes each row by its abs-max. Overwrites. */
+maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed, const float *sw,
+                               const float *bias, float static_scale, int64_t N, int64_t K,
+                               int64_t U, int isa);
+/* gx += gout @ (q / sw)^T ; gbias += column sums of gout (either NULL-able). */
+maas_status maas_qgemm_backward(float *gx, float *gbias, const float *gout, const int8_t *packed,
+                                const float *sw, int64_t N, int64_t K, int64_t U);
 
 /* ------------------------------------------------ ops: activation.c */
 

@@ -857,6 +857,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_EMBEDDING] = &maas_opdef_embedding,
     [MAAS_OP_RNN] = &maas_opdef_rnn,
     [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
+    [MAAS_OP_QPACK] = &maas_opdef_qpack, [MAAS_OP_QDENSE] = &maas_opdef_qdense,
 };
 
 const maas_op_def *maas_op_get(int op)

@@ -43,6 +43,7 @@ from .layers import Input  # noqa: E402
 from .models import Model, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
 from . import applications  # noqa: E402
+from . import quantization, pruning, distillation  # noqa: E402
 
 __version__ = "0.1.0"
 

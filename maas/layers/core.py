@@ -32,7 +32,9 @@ class Dense(Layer):
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+        quantization_config = kwargs.pop("quantization_config", None)  # maas.quantization
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.quantization_config = quantization_config
         self.units = _positive_int("units", units)
         self.activation = _activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -47,6 +49,8 @@ class Dense(Layer):
         if in_dim is None:
             raise ValueError(f"Dense layer {self.name!r}: the last dimension of the inputs must be "
                              f"known, received input_shape={tuple(input_shape)}")
+        if self.quantization_config is not None:
+            return _quantization().build_dense(self, in_dim)
         self.kernel = self.add_weight(shape=(in_dim, self.units), initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, name="kernel")
         if self.use_bias:
@@ -56,14 +60,18 @@ class Dense(Layer):
 
     def _check_input(self, x):
         shape = tuple(x.shape)
-        if not shape or shape[-1] != self.kernel.shape[0]:
+        in_dim = self._q_in_dim if self.quantization_config is not None else self.kernel.shape[0]
+        if not shape or shape[-1] != in_dim:
             raise ValueError(
                 f"Input 0 of layer \"{self.name}\" is incompatible with the layer: expected axis -1 "
-                f"of input shape to have value {self.kernel.shape[0]}, but received input with "
+                f"of input shape to have value {in_dim}, but received input with "
                 f"shape {_fmt(shape)}")
 
     def call(self, inputs):
-        out = _core.dense(inputs, self.kernel, self.bias)
+        if self.quantization_config is not None:
+            out = _quantization().dense_call(self, inputs)
+        else:
+            out = _core.dense(inputs, self.kernel, self.bias)
         act = self.activation
         return out if act is _activations.linear else act(out)
 
@@ -77,7 +85,25 @@ class Dense(Layer):
                 "bias_initializer": _initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
-                "activity_regularizer": _regularizers.serialize(self.activity_regularizer)}
+                "activity_regularizer": _regularizers.serialize(self.activity_regularizer),
+                **({"quantization_config": dict(self.quantization_config)}
+                   if self.quantization_config is not None else {})}
+
+    def quantize(self, mode, type_check=True):
+        """Quantizes the built layer to int8 in place (Keras's ``Dense.quantize``;
+        see :mod:`maas.quantization`).
+
+        >>> layer = maas.layers.Dense(4); _ = layer(np.ones((1, 3), np.float32))
+        >>> layer.quantize("int8"); layer.kernel.dtype
+        'int8'
+        """
+        _quantization().quantize_dense(self, mode)
+
+
+def _quantization():
+    from .. import quantization
+
+    return quantization
 
 
 def _fmt(shape):

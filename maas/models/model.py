@@ -190,6 +190,17 @@ class Model(Trainer, Layer):
         the names of the layers computing them), as in Keras."""
         return self._output_names or []
 
+    def quantize(self, mode, type_check=True, calibration_data=None):
+        """Quantizes the model's Dense layers to int8 in place (Keras's
+        ``Model.quantize``); ``calibration_data`` fixes the activation scales
+        (static mode). See :mod:`maas.quantization`.
+
+        >>> model.quantize("int8")  # doctest: +SKIP
+        """
+        from ..quantization import quantize_model
+
+        quantize_model(self, mode, calibration_data=calibration_data)
+
     # -- summary and config
     # -- saving (maas.saving.model_file holds the format)
     def save(self, filepath, overwrite=True, include_optimizer=True):

@@ -148,6 +148,9 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
                     if slot != "__var__":
                         tensors[f"{OPTIMIZER}{name}/{slot}"] = value
             metadata[ITERATIONS_KEY] = str(int(opt.iterations))
+    from ..pruning import _sparse  # mostly-zero weights (pruned) as bitmask + values
+
+    _sparse.encode(tensors, metadata)
     save_tensors(filepath, tensors, metadata)
 
 
@@ -303,6 +306,18 @@ def _bind_weights(model, tensors, metadata, path):
     return {fname: w for _, w, fname in pairs}
 
 
+def _check_int8_scales(tensors, path):
+    """An int8 weight ``.../X`` (a quantized kernel) is only meaningful with
+    its float32 scales ``.../X_scale`` in the same file."""
+    for k, t in tensors.items():
+        if k.startswith(WEIGHTS) and t.dtype == "int8":
+            sc = tensors.get(k + "_scale")
+            if sc is None or sc.dtype != "float32":
+                raise ModelFormatError(f"{path}: the int8 tensor {k!r} has no float32 scales "
+                                       f"{k + '_scale'!r}: the quantized model file is incomplete; "
+                                       f"save the quantized model again")
+
+
 def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True,
                mmap: bool = True):
     """Loads a model written by ``model.save``; predictions are bit-identical
@@ -321,10 +336,14 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
         raise ModelFormatError(f"{path}: unsupported maas format version {version!r} "
                                f"(this maas reads version {FORMAT_VERSION})")
     arch = _json_meta(metadata, CONFIG_KEY, path)
+    from ..pruning import _sparse
+
+    _sparse.decode(tensors, metadata, path)
     known = (WEIGHTS, OPTIMIZER)
     extra = [k for k in tensors if not k.startswith(known)]
     if extra:
         raise ModelFormatError(f"{path}: unexpected tensors {extra[:5]}")
+    _check_int8_scales(tensors, path)
     with _rng_untouched():
         model = _rebuild(arch, custom_objects, path)
     by_file_name = _bind_weights(model, tensors, metadata, path)

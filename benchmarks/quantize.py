@@ -1,0 +1,249 @@
+"""int8 inference: maas int8 against maas float32, PyTorch 2.13's
+quantize_dynamic and ONNX Runtime's quantize_dynamic, on an MLP
+1024-4096-4096-1024 (100 MB in float32) at batch 1 and 64; and a sparse
+kernel (scipy CSR) against the dense GEMM at 80% and 95% sparsity.
+
+    flock /tmp/maas-bench.lock python benchmarks/quantize.py [--threads 2] [--repeats 7]
+
+Each framework runs in its own process (so that thread pools and memory do
+not mix); each reports the median time per forward of `--repeats` blocks
+and its peak RSS (ru_maxrss) after loading and running the model. maas's
+models are loaded from model files as `maas serve` loads them (mmap).
+Prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SIZES = (1024, 4096, 4096, 1024)
+BATCHES = (1, 64)
+
+
+def weights(seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for a, b in zip(SIZES[:-1], SIZES[1:]):
+        out.append((rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32))
+        out.append((rng.standard_normal(b) * 0.01).astype(np.float32))
+    return out
+
+
+def median_ms(fn, x, repeats):
+    for _ in range(5):
+        fn(x)
+    inner = max(1, int(0.15 / max(_once(fn, x), 1e-6)))
+    ts = []
+    for _ in range(repeats):
+        time.sleep(0.05)
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn(x)
+        ts.append((time.perf_counter() - t) / inner)
+    return float(np.median(ts) * 1e3)
+
+
+def _once(fn, x):
+    t = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t
+
+
+def rss_mb():
+    """This process's peak RSS (VmHWM: ru_maxrss would include the parent's
+    peak, which Linux carries across fork and exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ----------------------------------------------------------------- workers
+
+def build_maas_files(tmp):
+    import maas
+
+    model = maas.Sequential([maas.Input((SIZES[0],))] + [
+        maas.layers.Dense(u, activation="relu" if i < len(SIZES) - 2 else None)
+        for i, u in enumerate(SIZES[1:])])
+    model.set_weights(weights())
+    f32 = os.path.join(tmp, "f32.maas")
+    model.save(f32)
+    model.quantize("int8")
+    i8 = os.path.join(tmp, "int8.maas")
+    model.save(i8)
+    return {"f32": f32, "int8": i8, "f32_bytes": os.path.getsize(f32),
+            "int8_bytes": os.path.getsize(i8)}
+
+
+def worker(kind, threads, repeats, path):
+    x_all = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
+    if kind.startswith("maas"):
+        import maas
+
+        maas.set_num_threads(threads)
+        model = maas.load_model(path)
+        fn = lambda x: model.predict_on_batch(x)   # noqa: E731  (the plan, one C call)
+    elif kind.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(threads)
+        layers = []
+        w = weights()
+        for i in range(0, len(w), 2):
+            lin = torch.nn.Linear(*w[i].shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w[i].T.copy()))
+                lin.bias.copy_(torch.from_numpy(w[i + 1]))
+            layers += [lin, torch.nn.ReLU()] if i + 2 < len(w) else [lin]
+        net = torch.nn.Sequential(*layers).eval()
+        if kind == "torch_int8":
+            net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+
+        def fn(x):
+            with torch.inference_mode():
+                return net(torch.from_numpy(x))
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        fn = lambda x: sess.run(None, {name: x})   # noqa: E731
+    out = {b: median_ms(fn, np.ascontiguousarray(x_all[:b]), repeats) for b in BATCHES}
+    return {"ms": out, "rss_mb": rss_mb()}
+
+
+def build_onnx(tmp):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    w = weights()
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(0, len(w), 2):
+        inits += [numpy_helper.from_array(w[i], f"w{i}"), numpy_helper.from_array(w[i + 1], f"b{i}")]
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
+        prev = f"a{i}"
+        if i + 2 < len(w):
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+            prev = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["n", SIZES[0]])], [helper.make_tensor_value_info(
+            prev, TensorProto.FLOAT, ["n", SIZES[-1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    f32 = os.path.join(tmp, "f32.onnx")
+    onnx.save(model, f32)
+    i8 = os.path.join(tmp, "int8.onnx")
+    quantize_dynamic(f32, i8, weight_type=QuantType.QInt8)
+    return f32, i8
+
+
+def sparse_worker(threads, repeats):
+    """scipy CSR (x @ W computed as (W^T x^T)^T with W^T in CSR) against
+    the dense OpenBLAS GEMM through maas, on a 4096x4096 kernel."""
+    import scipy.sparse as sp
+
+    import maas
+
+    maas.set_num_threads(threads)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4096, 4096)).astype(np.float32)
+    res = {}
+    for sparsity in (0.8, 0.95):
+        ws = np.where(rng.random(w.shape) < sparsity, np.float32(0), w)
+        wt = sp.csr_matrix(ws.T)
+        kt = maas.tensor(ws)
+        for b in BATCHES:
+            x = rng.standard_normal((b, 4096)).astype(np.float32)
+            xt = maas.tensor(x)
+            dense = median_ms(lambda v: maas.ops.matmul(v, kt), xt, repeats)
+            csr = median_ms(lambda v: (wt @ v.T).T, x, repeats)
+            got = (wt @ x.T).T
+            np.testing.assert_allclose(got, np.asarray(maas.ops.matmul(xt, kt)), rtol=1e-3, atol=1e-3)
+            res[f"{sparsity}/{b}"] = {"dense_ms": dense, "csr_ms": csr}
+    return res
+
+
+# ------------------------------------------------------------------- main
+
+def run_child(args, extra):
+    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(args.threads),
+           "--repeats", str(args.repeats)] + extra
+    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    if out.returncode:
+        raise RuntimeError(f"{extra}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--worker")
+    ap.add_argument("--path")
+    ap.add_argument("--skip-sparse", action="store_true")
+    args = ap.parse_args()
+    if args.worker == "sparse":
+        print(json.dumps(sparse_worker(args.threads, args.repeats)))
+        return
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.threads, args.repeats, args.path)))
+        return
+    import maas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_maas_files(tmp)
+        of32, oi8 = build_onnx(tmp)
+        kinds = {"maas_f32": files["f32"], "maas_int8": files["int8"], "torch_f32": "",
+                 "torch_int8": "", "ort_f32": of32, "ort_int8": oi8}
+        res = {k: run_child(args, ["--worker", k, "--path", p]) for k, p in kinds.items()}
+    print(f"\n## int8 inference — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} vCPUs, load "
+          f"average {os.getloadavg()[0]:.1f} at the end; maas int8 paths {maas.quantization.supported_isas()} "
+          f"(best used); {args.threads} threads; median of {args.repeats} blocks of >= 0.15 s; "
+          f"each framework in its own process. maas model files: float32 "
+          f"{files['f32_bytes'] / 1e6:.1f} MB, int8 {files['int8_bytes'] / 1e6:.1f} MB "
+          f"({files['int8_bytes'] / files['f32_bytes']:.3f}x).\n")
+    print("| batch | maas f32 ms | maas int8 ms | torch f32 | torch int8 | ORT f32 | ORT int8 | "
+          "maas int8 vs maas f32 | vs torch int8 | vs ORT int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for b in BATCHES:
+        m = {k: v["ms"][str(b)] for k, v in res.items()}
+        print(f"| {b} | {m['maas_f32']:.3f} | {m['maas_int8']:.3f} | {m['torch_f32']:.3f} | "
+              f"{m['torch_int8']:.3f} | {m['ort_f32']:.3f} | {m['ort_int8']:.3f} | "
+              f"{m['maas_f32'] / m['maas_int8']:.2f}x | {m['torch_int8'] / m['maas_int8']:.2f}x | "
+              f"{m['ort_int8'] / m['maas_int8']:.2f}x |")
+    print("\nPeak RSS (MB, the process after loading and running the model): " + ", ".join(
+        f"{k} {v['rss_mb']:.0f}" for k, v in res.items()))
+    if not args.skip_sparse:
+        sp = run_child(args, ["--worker", "sparse"])
+        print("\nSparse (scipy CSR) against dense (maas matmul, OpenBLAS), 4096x4096 float32 kernel:\n")
+        print("| sparsity | batch | dense ms | CSR ms | CSR speedup |")
+        print("|---|---|---|---|---|")
+        for k, v in sp.items():
+            s, b = k.split("/")
+            print(f"| {float(s):.0%} | {b} | {v['dense_ms']:.3f} | {v['csr_ms']:.3f} | "
+                  f"{v['dense_ms'] / v['csr_ms']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

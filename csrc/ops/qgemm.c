@@ -1,0 +1,651 @@
+/* ops/qgemm.c -- int8 GEMM: weights quantized per output channel and packed
+ * once, activations quantized per row at run time, requantization and bias
+ * fused into the epilogue; and the ops "qpack" and "qdense" on the table.
+ *
+ * Arithmetic (Keras 3's int8 Dense):
+ *   weights  sw[j] = 127 / (max_k |w[k][j]| + 1e-7)          (float32)
+ *            q[k][j] = clip(round_half_even(w[k][j] * sw[j]), -127, 127)
+ *   inputs   dynamic: sx[i] = 127 / (max_k |x[i][k]| + 1e-7) per row
+ *            static:  sx[i] = s for every row (a calibrated scale)
+ *            a[i][k] = clip(round_half_even(x[i][k] * sx[i]), -127, 127)
+ *   output   acc[i][j] = sum_k a[i][k] q[k][j]                 (int32, exact)
+ *            out[i][j] = (float)acc / (sx[i] * sw[j]) (+ bias[j])
+ * Every path computes acc exactly (integer arithmetic) and then the same
+ * float operations in the same order, so every path equals the reference
+ * bit for bit.
+ *
+ * Packed weights (maas_qgemm_pack), one layout for every path: the U
+ * columns in blocks of 16 (the last zero-padded), K padded to a multiple
+ * of 4 with zeros. Block b is one row of maas_qgemm_row_bytes(K) bytes:
+ *   for g in 0..K4/4-1, c in 0..15, t in 0..3:  q[4g+t][16b+c]
+ *   then 16 int32 (little-endian) column sums  sum_k q[k][16b+c]
+ * so that 4 consecutive k of 16 columns are one 64-byte vector: one
+ * vpdpbusd (AVX512-VNNI) or two vpmaddubsw/vpmaddwd pairs (AVX2).
+ *
+ * Paths (chosen by cpuid at run time, or forced by the op's `isa`):
+ *   reference   plain C on the packed layout (the oracle in tests)
+ *   avx2        vpmaddubsw needs u8 x s8 and its pair sums saturate at
+ *               16 bits; with activations shifted to u8 (+128) a pair can
+ *               reach 2*255*127 > 32767. Here the u8 operand is |a| <= 127
+ *               and the weights take a's sign (vpsignb), so a pair is at
+ *               most 2*127*127 = 32258: never saturates, no correction
+ *               term. vpmaddwd against ones widens the pairs to int32.
+ *   avx512vnni  vpdpbusd multiplies u8 x s8 and adds groups of 4 into int32
+ *               without intermediate saturation: activations are shifted to
+ *               u8 by +128 and the result corrected with 128 * column sum
+ *               (as FBGEMM and oneDNN do), all exact modulo 2^32.
+ * K is limited to MAAS_QGEMM_MAX_K so that |acc| and 128 * colsum fit int32.
+ *
+ * Threads: output tiles (a panel of columns x a chunk of rows) are split
+ * over threads; each output is computed by one thread in a fixed order,
+ * so results do not depend on the thread count. */
+#include "opdef.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define QG_X86 1
+#include <immintrin.h>
+#else
+#define QG_X86 0
+#endif
+
+#define QB 16        /* columns per block */
+#define QPANEL 4     /* blocks per panel */
+#define QROWS 64     /* rows per tile */
+
+int64_t maas_qgemm_row_bytes(int64_t K)
+{
+    return ((K + 3) / 4) * 4 * QB + QB * 4;
+}
+
+int64_t maas_qgemm_blocks(int64_t U)
+{
+    return (U + QB - 1) / QB;
+}
+
+/* --------------------------------------------------------- quantization */
+
+static inline float q_round(float v)
+{
+    return nearbyintf(v); /* round half to even in the default mode */
+}
+
+static inline int8_t q_clip(float r)
+{
+    return (int8_t)(r > 127.f ? 127.f : r < -127.f ? -127.f : r);
+}
+
+maas_status maas_quantize_weights(int8_t *q, float *scale, const float *w, int64_t K, int64_t U)
+{
+    for (int64_t j = 0; j < U; j++)
+        scale[j] = 0.f;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < U; j++) {
+            float a = fabsf(w[k * U + j]);
+            if (!(a <= scale[j])) /* NaN propagates as a non-finite scale */
+                scale[j] = a;
+        }
+    for (int64_t j = 0; j < U; j++) {
+        if (!isfinite(scale[j]))
+            return maas_error(MAAS_ERR_VALUE, "quantize: column %lld of the kernel holds a NaN or "
+                              "infinite value; int8 cannot represent it", (long long)j);
+        scale[j] = 127.f / (scale[j] + 1e-7f);
+    }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < U; j++)
+            q[k * U + j] = q_clip(q_round(w[k * U + j] * scale[j]));
+    return MAAS_OK;
+}
+
+maas_status maas_qgemm_pack(int8_t *packed, const int8_t *q, int64_t K, int64_t U)
+{
+    int64_t rb = maas_qgemm_row_bytes(K), nb = maas_qgemm_blocks(U), K4 = (K + 3) / 4;
+    memset(packed, 0, (size_t)(rb * nb));
+    for (int64_t b = 0; b < nb; b++) {
+        int8_t *row = packed + b * rb;
+        int32_t sums[QB] = {0};
+        for (int64_t c = 0; c < QB; c++) {
+            int64_t j = b * QB + c;
+            if (j >= U)
+                break;
+            for (int64_t k = 0; k < K; k++) {
+                int8_t v = q[k * U + j];
+                row[(k / 4) * 64 + c * 4 + (k % 4)] = v;
+                sums[c] += v;
+            }
+        }
+        for (int c = 0; c < QB; c++) {
+            uint32_t s = (uint32_t)sums[c];
+            unsigned char *p = (unsigned char *)row + K4 * 64 + c * 4;
+            p[0] = (unsigned char)s;
+            p[1] = (unsigned char)(s >> 8);
+            p[2] = (unsigned char)(s >> 16);
+            p[3] = (unsigned char)(s >> 24);
+        }
+    }
+    return MAAS_OK;
+}
+
+maas_status maas_qgemm_unpack(int8_t *q, const int8_t *packed, int64_t K, int64_t U)
+{
+    int64_t rb = maas_qgemm_row_bytes(K);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < U; j++)
+            q[k * U + j] = packed[(j / QB) * rb + (k / 4) * 64 + (j % QB) * 4 + (k % 4)];
+    return MAAS_OK;
+}
+
+/* Row i of x quantized into a (K4 bytes, zero-padded): the scale it used. */
+static float quantize_row(int8_t *a, const float *x, int64_t K, int64_t K4, float fixed)
+{
+    float s = fixed;
+    if (!(fixed > 0.f)) {
+        float m = 0.f;
+        for (int64_t k = 0; k < K; k++) {
+            float v = fabsf(x[k]);
+            m = v > m ? v : m;
+        }
+        s = 127.f / (m + 1e-7f);
+    }
+    for (int64_t k = 0; k < K; k++)
+        a[k] = q_clip(q_round(x[k] * s));
+    for (int64_t k = K; k < K4; k++)
+        a[k] = 0;
+    return s;
+}
+
+/* ------------------------------------------------------------- kernels */
+
+typedef struct {
+    float *out;
+    const int8_t *a;      /* (N, K4) quantized activations (int8) */
+    const uint8_t *au;    /* (N, K4) the same + 128 (VNNI), or NULL */
+    const float *sx;      /* (N) */
+    const int8_t *packed; /* nb rows of rb bytes */
+    const float *sw;      /* (nb*16) padded with 1 */
+    const float *bias;    /* (nb*16) padded with 0, or NULL */
+    int64_t N, K, U, K4, rb, nb;
+} qctx;
+
+/* The epilogue of one output: the same float operations on every path. */
+static inline float epi(int32_t acc, float sx, float sw, const float *bias, int64_t j)
+{
+    float v = (float)acc / (sx * sw);
+    return bias ? v + bias[j] : v;
+}
+
+static void tile_ref(const qctx *c, int64_t i0, int64_t i1, int64_t b0, int64_t b1)
+{
+    int64_t j1 = b1 * QB < c->U ? b1 * QB : c->U;
+    for (int64_t i = i0; i < i1; i++) {
+        const int8_t *a = c->a + i * c->K4;
+        for (int64_t j = b0 * QB; j < j1; j++) {
+            const int8_t *w = c->packed + (j / QB) * c->rb + (j % QB) * 4;
+            int32_t acc = 0;
+            for (int64_t k = 0; k < c->K; k++)
+                acc += (int32_t)a[k] * (int32_t)w[(k / 4) * 64 + (k % 4)];
+            c->out[i * c->U + j] = epi(acc, c->sx[i], c->sw[j], c->bias, j);
+        }
+    }
+}
+
+#if QG_X86
+/* Stores the 16 outputs of one block for row i (only the columns < U). */
+#define QG_STORE16(c, i, b, vals)                                                      \
+    do {                                                                               \
+        int64_t j0_ = (b) * QB;                                                        \
+        if (j0_ + QB <= (c)->U)                                                        \
+            memcpy((c)->out + (i) * (c)->U + j0_, (vals), QB * sizeof(float));         \
+        else                                                                           \
+            memcpy((c)->out + (i) * (c)->U + j0_, (vals),                              \
+                   (size_t)((c)->U - j0_) * sizeof(float));                            \
+    } while (0)
+
+/* ---- AVX2: |a| (u8) x sign(q, a) (s8) through vpmaddubsw + vpmaddwd */
+
+__attribute__((target("avx2,fma"))) static inline void
+avx2_epilogue(const qctx *c, int64_t i, int64_t b, __m256i lo, __m256i hi)
+{
+    float vals[QB];
+    __m256 d = _mm256_set1_ps(c->sx[i]);
+    const float *sw = c->sw + b * QB;
+    __m256 v0 = _mm256_div_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(d, _mm256_loadu_ps(sw)));
+    __m256 v1 = _mm256_div_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(d, _mm256_loadu_ps(sw + 8)));
+    if (c->bias) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c->bias + b * QB));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c->bias + b * QB + 8));
+    }
+    _mm256_storeu_ps(vals, v0);
+    _mm256_storeu_ps(vals + 8, v1);
+    QG_STORE16(c, i, b, vals);
+}
+
+/* MR rows x NB blocks; MR*NB <= 4 keeps 2*MR*NB accumulators in registers. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+avx2_tile(const qctx *c, int64_t i, int64_t b, const int MR, const int NB)
+{
+    __m256i acc[4][4][2];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NB; n++)
+            acc[r][n][0] = acc[r][n][1] = _mm256_setzero_si256();
+    const int64_t G = c->K4 / 4;
+    for (int64_t g = 0; g < G; g++) {
+        __m256i w[4][2];
+        for (int n = 0; n < NB; n++) {
+            const int8_t *p = c->packed + (b + n) * c->rb + g * 64;
+            w[n][0] = _mm256_loadu_si256((const __m256i *)p);
+            w[n][1] = _mm256_loadu_si256((const __m256i *)(p + 32));
+        }
+        for (int r = 0; r < MR; r++) {
+            int32_t av;
+            memcpy(&av, c->a + (i + r) * c->K4 + g * 4, 4);
+            __m256i as = _mm256_set1_epi32(av);
+            __m256i aa = _mm256_abs_epi8(as);
+            for (int n = 0; n < NB; n++)
+                for (int h = 0; h < 2; h++) {
+                    __m256i p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w[n][h], as));
+                    acc[r][n][h] = _mm256_add_epi32(acc[r][n][h], _mm256_madd_epi16(p16, ones));
+                }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NB; n++)
+            avx2_epilogue(c, i + r, b + n, acc[r][n][0], acc[r][n][1]);
+}
+
+__attribute__((target("avx2,fma"))) static void tile_avx2(const qctx *c, int64_t i0, int64_t i1,
+                                                          int64_t b0, int64_t b1)
+{
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4)
+        for (int64_t b = b0; b < b1; b++)
+            avx2_tile(c, i, b, 4, 1);
+    for (; i + 2 <= i1; i += 2)
+        for (int64_t b = b0; b < b1; b++)
+            avx2_tile(c, i, b, 2, 1);
+    for (; i < i1; i++) {
+        int64_t b = b0;
+        for (; b + 4 <= b1; b += 4)
+            avx2_tile(c, i, b, 1, 4);
+        for (; b < b1; b++)
+            avx2_tile(c, i, b, 1, 1);
+    }
+}
+
+/* ---- AVX512-VNNI: (a + 128) (u8) x q (s8) through vpdpbusd */
+
+#define QG_VNNI_TARGET "avx512f,avx512bw,avx512vnni,avx2,fma"
+
+__attribute__((target(QG_VNNI_TARGET))) static inline void
+vnni_epilogue(const qctx *c, int64_t i, int64_t b, __m512i acc)
+{
+    float vals[QB];
+    const int8_t *row = c->packed + b * c->rb + c->K4 * QB; /* after K4/4 groups of 64 */
+    __m512i cs = _mm512_loadu_si512((const void *)row);
+    acc = _mm512_sub_epi32(acc, _mm512_slli_epi32(cs, 7));
+    __m512 d = _mm512_mul_ps(_mm512_set1_ps(c->sx[i]), _mm512_loadu_ps(c->sw + b * QB));
+    __m512 v = _mm512_div_ps(_mm512_cvtepi32_ps(acc), d);
+    if (c->bias)
+        v = _mm512_add_ps(v, _mm512_loadu_ps(c->bias + b * QB));
+    if ((b + 1) * QB <= c->U) {
+        _mm512_storeu_ps(c->out + i * c->U + b * QB, v);
+        return;
+    }
+    _mm512_storeu_ps(vals, v);
+    QG_STORE16(c, i, b, vals);
+}
+
+/* MR rows x NB blocks over the k-groups [g0, g1): the partial sums live in
+ * `buf` (the tile's int32 accumulators, 64 per row) between K chunks; the
+ * last chunk runs the epilogue. Integer sums: the chunking changes no bit. */
+__attribute__((target(QG_VNNI_TARGET), always_inline)) static inline void
+vnni_tile(const qctx *c, int64_t i, int64_t b, int32_t *buf, int64_t g0, int64_t g1, int last,
+          const int MR, const int NB)
+{
+    __m512i acc[4][4];
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NB; n++)
+            acc[r][n] = g0 ? _mm512_loadu_si512((const void *)(buf + r * QPANEL * QB + n * QB))
+                           : _mm512_setzero_si512();
+    for (int64_t g = g0; g < g1; g++) {
+        __m512i w[4];
+        for (int n = 0; n < NB; n++)
+            w[n] = _mm512_loadu_si512((const void *)(c->packed + (b + n) * c->rb + g * 64));
+        for (int r = 0; r < MR; r++) {
+            int32_t av;
+            memcpy(&av, c->au + (i + r) * c->K4 + g * 4, 4);
+            __m512i a = _mm512_set1_epi32(av);
+            for (int n = 0; n < NB; n++)
+                acc[r][n] = _mm512_dpbusd_epi32(acc[r][n], a, w[n]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NB; n++) {
+            if (last)
+                vnni_epilogue(c, i + r, b + n, acc[r][n]);
+            else
+                _mm512_storeu_si512((void *)(buf + r * QPANEL * QB + n * QB), acc[r][n]);
+        }
+}
+
+#define QKC 64 /* k-groups per chunk: 4 blocks x 64 x 64 bytes = 16 KiB of weights */
+
+__attribute__((target(QG_VNNI_TARGET))) static void tile_vnni(const qctx *c, int64_t i0, int64_t i1,
+                                                              int64_t b0, int64_t b1)
+{
+    int32_t buf[QROWS * QPANEL * QB];
+    const int64_t G = c->K4 / 4;
+    for (int64_t g0 = 0; g0 < G || g0 == 0; g0 += QKC) {
+        int64_t g1 = g0 + QKC < G ? g0 + QKC : G;
+        int last = g1 == G;
+        int64_t i = i0;
+        for (; i + 4 <= i1; i += 4) {
+            int32_t *bi = buf + (i - i0) * QPANEL * QB;
+            int64_t b = b0;
+            for (; b + 4 <= b1; b += 4)
+                vnni_tile(c, i, b, bi + (b - b0) * QB, g0, g1, last, 4, 4);
+            for (; b < b1; b++)
+                vnni_tile(c, i, b, bi + (b - b0) * QB, g0, g1, last, 4, 1);
+        }
+        for (; i < i1; i++) {
+            int32_t *bi = buf + (i - i0) * QPANEL * QB;
+            int64_t b = b0;
+            for (; b + 4 <= b1; b += 4)
+                vnni_tile(c, i, b, bi + (b - b0) * QB, g0, g1, last, 1, 4);
+            for (; b < b1; b++)
+                vnni_tile(c, i, b, bi + (b - b0) * QB, g0, g1, last, 1, 1);
+        }
+        if (last)
+            break;
+    }
+}
+#endif
+
+/* ------------------------------------------------------------ dispatch */
+
+int maas_qgemm_isa_supported(int isa)
+{
+    switch (isa) {
+    case MAAS_QISA_REF:
+        return 1;
+#if QG_X86
+    case MAAS_QISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case MAAS_QISA_AVX512VNNI:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
+    default:
+        return 0;
+    }
+}
+
+int maas_qgemm_best_isa(void)
+{
+    static int best = -1;
+    int s = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (s < 0) {
+        const char *env = getenv("MAAS_ISA");
+        if (env && strcmp(env, "portable") == 0)
+            s = MAAS_QISA_REF;
+        else if (maas_qgemm_isa_supported(MAAS_QISA_AVX512VNNI))
+            s = MAAS_QISA_AVX512VNNI;
+        else if (maas_qgemm_isa_supported(MAAS_QISA_AVX2))
+            s = MAAS_QISA_AVX2;
+        else
+            s = MAAS_QISA_REF;
+        __atomic_store_n(&best, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+const char *maas_qgemm_isa_name(int isa)
+{
+    static const char *names[] = {"auto", "reference", "avx2", "avx512vnni"};
+    return isa >= 0 && isa < MAAS_QISA_COUNT ? names[isa] : "?";
+}
+
+maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed, const float *sw,
+                               const float *bias, float static_scale, int64_t N, int64_t K,
+                               int64_t U, int isa)
+{
+    if (isa == MAAS_QISA_AUTO)
+        isa = maas_qgemm_best_isa();
+    if (!maas_qgemm_isa_supported(isa))
+        return maas_error(MAAS_ERR_VALUE, "qgemm: the %s kernel is not supported by this CPU",
+                          maas_qgemm_isa_name(isa));
+    if (K > MAAS_QGEMM_MAX_K)
+        return maas_error(MAAS_ERR_VALUE, "qgemm: at most %d input features, received %lld",
+                          MAAS_QGEMM_MAX_K, (long long)K);
+    if (N == 0 || U == 0)
+        return MAAS_OK;
+    qctx c;
+    memset(&c, 0, sizeof c);
+    c.N = N, c.K = K, c.U = U, c.K4 = (K + 3) / 4 * 4;
+    c.rb = maas_qgemm_row_bytes(K), c.nb = maas_qgemm_blocks(U);
+    c.packed = packed, c.out = out;
+    int64_t abytes = 0, up = c.nb * QB;
+    if (maas_mul_size(N, c.K4, &abytes))
+        return maas_error(MAAS_ERR_NOMEM, "qgemm: activation buffer size overflows");
+    int vnni = isa == MAAS_QISA_AVX512VNNI;
+    int8_t *a = malloc((size_t)abytes * (vnni ? 2 : 1) + 1);
+    float *fl = malloc(sizeof(float) * (size_t)(N + 2 * up));
+    if (!a || !fl) {
+        free(a);
+        free(fl);
+        return maas_error(MAAS_ERR_NOMEM, "qgemm: out of memory for a (%lld, %lld) input",
+                          (long long)N, (long long)K);
+    }
+    float *sx = fl, *swp = fl + N, *bp = fl + N + up;
+    for (int64_t j = 0; j < up; j++) {
+        swp[j] = j < U ? sw[j] : 1.f;
+        bp[j] = bias && j < U ? bias[j] : 0.f;
+    }
+    int nt = maas_get_num_threads();
+    int par = (double)N * (double)K * (double)U > 2e5 && nt > 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (par && N * K > MAAS_PAR_THRESHOLD)
+    for (int64_t i = 0; i < N; i++) {
+        sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
+        if (vnni) {
+            uint8_t *u = (uint8_t *)a + abytes + i * c.K4;
+            for (int64_t k = 0; k < c.K4; k++)
+                u[k] = (uint8_t)(a[i * c.K4 + k] + 128);
+        }
+    }
+    c.a = a, c.au = vnni ? (const uint8_t *)a + abytes : NULL;
+    c.sx = sx, c.sw = swp, c.bias = bias ? bp : NULL;
+    int64_t npanels = (c.nb + QPANEL - 1) / QPANEL, nchunks = (N + QROWS - 1) / QROWS;
+    int64_t ntiles = npanels * nchunks;
+#pragma omp parallel for schedule(static) num_threads(nt) if (par && ntiles > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        int64_t p = t / nchunks, ch = t % nchunks;
+        int64_t i0 = ch * QROWS, i1 = i0 + QROWS < N ? i0 + QROWS : N;
+        int64_t b0 = p * QPANEL, b1 = b0 + QPANEL < c.nb ? b0 + QPANEL : c.nb;
+        switch (isa) {
+#if QG_X86
+        case MAAS_QISA_AVX2:
+            tile_avx2(&c, i0, i1, b0, b1);
+            break;
+        case MAAS_QISA_AVX512VNNI:
+            tile_vnni(&c, i0, i1, b0, b1);
+            break;
+#endif
+        default:
+            tile_ref(&c, i0, i1, b0, b1);
+        }
+    }
+    free(a);
+    free(fl);
+    return MAAS_OK;
+}
+
+/* gx (N,K) += gout (N,U) @ (q / sw)^T, gbias (U) += column sums of gout:
+ * the gradient through the dequantized kernel (Keras's int8 Dense). */
+maas_status maas_qgemm_backward(float *gx, float *gbias, const float *gout, const int8_t *packed,
+                                const float *sw, int64_t N, int64_t K, int64_t U)
+{
+    float *w = NULL;
+    maas_status s = MAAS_OK;
+    if (gx) {
+        int64_t n = 0;
+        if (maas_mul_size(K, U, &n))
+            return maas_error(MAAS_ERR_NOMEM, "qdense: kernel size overflows");
+        w = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        int8_t *q = malloc((size_t)(n ? n : 1));
+        if (!w || !q) {
+            free(w);
+            free(q);
+            return maas_error(MAAS_ERR_NOMEM, "qdense: out of memory for the dequantized kernel");
+        }
+        maas_qgemm_unpack(q, packed, K, U);
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < U; j++)
+                w[k * U + j] = (float)q[k * U + j] / sw[j];
+        free(q);
+    }
+    s = maas_dense_backward(gx, NULL, gbias, gout, NULL, w, N, K, U);
+    free(w);
+    return s;
+}
+
+/* ------------------------------------------------------------------ ops */
+
+/* qpack: q (K,U) int8 -> packed (blocks, row_bytes) int8 */
+typedef struct {
+    int64_t K, U;
+} qpack_attr;
+
+static const maas_attr_field qpack_fields[] = {{NULL, 0, 0}};
+
+static maas_status qpack_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_spec *saved)
+{
+    qpack_attr *a = ATTR(qpack_attr, nd);
+    const maas_tensor *w = nd->in[0];
+    char sw[160];
+    if (w->dtype != MAAS_I8)
+        return maas_error(MAAS_ERR_TYPE, "qpack: the quantized kernel must be int8, received %s",
+                          maas_dtype_name(w->dtype));
+    if (w->ndim != 2)
+        return maas_error(MAAS_ERR_SHAPE, "qpack: the kernel must be 2-D (in, units), got shape %s",
+                          SHAPE(w, sw));
+    if (w->shape[0] > MAAS_QGEMM_MAX_K)
+        return maas_error(MAAS_ERR_VALUE, "qpack: at most %d input features, received %lld",
+                          MAAS_QGEMM_MAX_K, (long long)w->shape[0]);
+    a->K = w->shape[0];
+    a->U = w->shape[1];
+    nd->nograd = 1u;
+    outs[0].dtype = MAAS_I8;
+    outs[0].ndim = 2;
+    outs[0].shape[0] = maas_qgemm_blocks(a->U);
+    outs[0].shape[1] = maas_qgemm_row_bytes(a->K);
+    return MAAS_OK;
+}
+
+static maas_status qpack_forward(maas_node *nd)
+{
+    const qpack_attr *a = CATTR(qpack_attr, nd);
+    return maas_qgemm_pack(nd->out[0]->ptr, nd->in[0]->ptr, a->K, a->U);
+}
+
+#define qpack_backward NULL
+
+/* qdense: x (..., K) f32, packed (blocks, row_bytes) i8, kernel_scale (U)
+ * f32, [bias (U) f32], [input_scale () f32 when static] -> (..., U) f32 */
+typedef struct {
+    int64_t has_bias, is_static, isa;
+    int64_t N, K, U;
+} qdense_attr;
+
+static const maas_attr_field qdense_fields[] = {
+    {"has_bias", 'l', offsetof(qdense_attr, has_bias)},
+    {"static", 'l', offsetof(qdense_attr, is_static)},
+    {"isa", 'l', offsetof(qdense_attr, isa)}, {NULL, 0, 0}};
+
+static maas_status qdense_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_spec *saved)
+{
+    qdense_attr *a = ATTR(qdense_attr, nd);
+    const maas_tensor *x = nd->in[0], *p = nd->in[1], *sc = nd->in[2];
+    char s1[160], s2[160];
+    int want = 3 + (a->has_bias != 0) + (a->is_static != 0);
+    if (nd->nin != want)
+        return maas_error(MAAS_ERR_VALUE, "qdense: expected %d inputs (x, packed kernel, kernel "
+                          "scale%s%s), received %d", want, a->has_bias ? ", bias" : "",
+                          a->is_static ? ", input scale" : "", nd->nin);
+    if (a->isa < 0 || a->isa >= MAAS_QISA_COUNT)
+        return maas_error(MAAS_ERR_VALUE, "qdense: unknown isa %lld", (long long)a->isa);
+    if (x->dtype != MAAS_F32 || sc->dtype != MAAS_F32)
+        return maas_error(MAAS_ERR_TYPE, "qdense: x and the kernel scale must be float32, "
+                          "received %s and %s", maas_dtype_name(x->dtype), maas_dtype_name(sc->dtype));
+    if (p->dtype != MAAS_I8)
+        return maas_error(MAAS_ERR_TYPE, "qdense: the packed kernel must be int8, received %s",
+                          maas_dtype_name(p->dtype));
+    for (int i = 3; i < nd->nin; i++)
+        if (nd->in[i]->dtype != MAAS_F32)
+            return maas_error(MAAS_ERR_TYPE, "qdense: input %d must be float32, received %s", i,
+                              maas_dtype_name(nd->in[i]->dtype));
+    if (x->ndim < 1 || sc->ndim != 1)
+        return maas_error(MAAS_ERR_SHAPE, "qdense: input shape %s and kernel scale shape %s: "
+                          "the input must be at least 1-D and the scale 1-D (units,)",
+                          SHAPE(x, s1), SHAPE(sc, s2));
+    int64_t K = x->shape[x->ndim - 1], U = sc->shape[0];
+    if (K > MAAS_QGEMM_MAX_K)
+        return maas_error(MAAS_ERR_VALUE, "qdense: at most %d input features, received %lld",
+                          MAAS_QGEMM_MAX_K, (long long)K);
+    if (p->ndim != 2 || p->shape[0] != maas_qgemm_blocks(U) || p->shape[1] != maas_qgemm_row_bytes(K))
+        return maas_error(MAAS_ERR_SHAPE, "qdense: packed kernel shape %s does not fit input "
+                          "shape %s and %lld units: expected (%lld, %lld) (pack the kernel with "
+                          "maas.quantization.pack_kernel)", SHAPE(p, s1), SHAPE(x, s2),
+                          (long long)U, (long long)maas_qgemm_blocks(U),
+                          (long long)maas_qgemm_row_bytes(K));
+    if (a->has_bias && !(nd->in[3]->ndim == 1 && nd->in[3]->shape[0] == U))
+        return maas_error(MAAS_ERR_SHAPE, "qdense: bias shape %s does not match %lld units",
+                          SHAPE(nd->in[3], s1), (long long)U);
+    if (a->is_static && nd->in[nd->nin - 1]->size != 1)
+        return maas_error(MAAS_ERR_SHAPE, "qdense: the input scale must hold one value, got shape %s",
+                          SHAPE(nd->in[nd->nin - 1], s1));
+    int64_t N = 1;
+    for (int d = 0; d < x->ndim - 1; d++)
+        N *= x->shape[d];
+    a->N = N, a->K = K, a->U = U;
+    nd->nograd = 2u | 4u | (a->is_static ? 1u << (nd->nin - 1) : 0u);
+    spec_like(&outs[0], x);
+    outs[0].shape[x->ndim - 1] = U;
+    return MAAS_OK;
+}
+
+static maas_status qdense_forward(maas_node *nd)
+{
+    const qdense_attr *a = CATTR(qdense_attr, nd);
+    float fixed = 0.f;
+    if (a->is_static) {
+        fixed = nd->in[nd->nin - 1]->data[0];
+        if (!(fixed > 0.f) || !isfinite(fixed))
+            return maas_error(MAAS_ERR_VALUE, "qdense: the input scale must be positive and "
+                              "finite, received %g", (double)fixed);
+    }
+    return maas_qgemm_forward(nd->out[0]->data, nd->in[0]->data, nd->in[1]->ptr, nd->in[2]->data,
+                              a->has_bias ? nd->in[3]->data : NULL, fixed, a->N, a->K, a->U,
+                              (int)a->isa);
+}
+
+static maas_status qdense_backward(const maas_node *nd, const maas_tensor *const *gout,
+                                   maas_tensor *const *gin)
+{
+    const qdense_attr *a = CATTR(qdense_attr, nd);
+    float *gb = a->has_bias ? GDATA(3) : NULL;
+    if (!gin[0] && !gb)
+        return MAAS_OK;
+    return maas_qgemm_backward(GDATA(0), gb, gout[0]->data, nd->in[1]->ptr, nd->in[2]->data,
+                               a->N, a->K, a->U);
+}
+
+MAAS_OPDEF(maas_opdef_qpack, "qpack", 1, 1, qpack_attr, 0, qpack_fields, qpack);
+MAAS_OPDEF(maas_opdef_qdense, "qdense", 3, 5, qdense_attr, 0, qdense_fields, qdense);
