@@ -72,7 +72,9 @@ _METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoi
 
 def approximation_parameters(method: str, n_steps: int):
     """(step sizes, alphas) of a quadrature of [0, 1] in ``n_steps`` points,
-    as Captum's ``approximation_parameters``."""
+    as Captum's ``approximation_parameters``, except that
+    ``"riemann_trapezoid"`` is the trapezoid rule on ``linspace(0, 1, n)``
+    whose weights sum to 1 (Captum's sum to (n-1)/n)."""
     if method not in _METHODS:
         raise ExplainArgumentError(f"method must be one of {', '.join(_METHODS)}, received {method!r}")
     n = n_steps
