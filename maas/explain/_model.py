@@ -31,6 +31,29 @@ class NoGradientError(MaasError, TypeError):
     to its input (a plain function, integer inputs, a quantized model)."""
 
 
+_local = threading.local()
+
+
+class count_rows:
+    """A context counting the model rows evaluated on this thread (``.rows``)."""
+
+    def __enter__(self):
+        self.rows = 0
+        self._prev = getattr(_local, "counter", None)
+        _local.counter = self
+        return self
+
+    def __exit__(self, *exc):
+        _local.counter = self._prev
+        return False
+
+
+def _count(n):
+    c = getattr(_local, "counter", None)
+    if c is not None:
+        c.rows += n
+
+
 def _copy(a):
     return np.array(a, dtype=np.float32, copy=True)
 
@@ -139,6 +162,7 @@ class Evaluator:
         """f(x) as float32 (n, k), in C calls of at most ``max_batch`` rows."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = len(x)
+        _count(n)
         if self.kind == "function":
             outs = [np.asarray(self.fn(x[i:i + self._chunk(x)]), np.float32)
                     for i in range(0, n, self._chunk(x))]
@@ -198,6 +222,7 @@ class Evaluator:
         """(f(x) (n, k), d f(x)[i, target[i]] / d x[i]) for every row i."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = len(x)
+        _count(n)
         k = self.n_outputs(x.shape)
         c = min(self._chunk(x), int(batch_size)) if batch_size else self._chunk(x)
         ys = np.empty((n, k), np.float32)
