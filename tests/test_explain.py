@@ -483,3 +483,62 @@ def test_a_model_without_gradient_refuses_gradient_methods():
                                                 r"on its input"):
         E.Saliency(q).attribute(np.full((2, 3), 1.5, np.float32), target=0)
     assert E.Occlusion(q).attribute(np.full((2, 3), 1.5, np.float32), (1,), target=0).shape == (2, 3)
+
+
+# ------------------------------------------------------------------------ plots
+def test_plot_draws_images_bars_and_tokens(digits_mlp):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m, x = digits_mlp
+    a = E.IntegratedGradients(m).attribute(x[:3], n_steps=16)
+    fig = E.plot(a, x[:3], kind="image", shape=(8, 8), titles=["a", "b", "c"])
+    drawn = [im.get_array() for axi in fig.axes for im in axi.get_images()]
+    assert len(drawn) == 6            # each digit in grey, its attributions over it
+    np.testing.assert_allclose(drawn[1], a[0].reshape(8, 8))
+    lo, hi = fig.axes[0].get_images()[1].get_clim()
+    assert lo == -hi == -np.abs(a).max()          # centred on 0
+    fig = E.plot(a[0], kind="bar", top_k=5)
+    bars = fig.axes[0].patches
+    assert len(bars) == 5
+    widths = [b.get_width() for b in bars]
+    np.testing.assert_allclose(sorted(np.abs(widths)), np.sort(np.abs(a[0]))[-5:])
+    fig = E.plot(np.array([0.5, -1.0, 0.0]), ["good", "bad", "movie"], kind="text")
+    texts = {t.get_text(): t.get_bbox_patch().get_facecolor() for t in fig.axes[0].texts}
+    assert texts["good"][0] > texts["good"][2] and texts["bad"][2] > texts["bad"][0]  # red / blue
+    with pytest.raises(ValueError, match="one attribution per token"):
+        E.plot(np.zeros(2), ["a"], kind="text")
+    plt.close("all")
+
+
+@pytest.mark.slow
+def test_explain_notebook_executes():
+    """examples/explain.ipynb runs end to end: it trains the digits MLP,
+    explains six digits three ways and draws them."""
+    nbclient = pytest.importorskip("nbclient")
+    import os
+    import pathlib
+
+    import nbformat
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    path = root / "examples" / "explain.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs = []
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = str(root) + (os.pathsep + env_path if env_path else "")
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outs if o.get("output_type") == "stream")
+    pictures = [o for o in outs if "image/png" in o.get("data", {})]
+    assert len(pictures) == 4, text
+    assert float(text.split("test accuracy ")[1].split()[0]) > 0.8
+    assert float(text.split("largest |completeness delta| ")[1].split()[0]) < 0.01
+    assert float(text.split("efficiency error ")[1].split()[0]) < 1e-5
