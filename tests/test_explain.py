@@ -542,3 +542,28 @@ def test_explain_notebook_executes():
     assert float(text.split("test accuracy ")[1].split()[0]) > 0.8
     assert float(text.split("largest |completeness delta| ")[1].split()[0]) < 0.01
     assert float(text.split("efficiency error ")[1].split()[0]) < 1e-5
+
+
+class _ReadsAValue(maas.Model):
+    """A model whose call() reads a tensor into Python: no plan can stand
+    for it, so the gradients come from the tape, op by op."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def call(self, x, training=False):
+        if float(np.asarray(x).sum()) > 1e9:   # a value read: the trace falls back to eager
+            x = x * 0.0
+        return self.inner(x, training=training)
+
+
+def test_a_model_that_cannot_be_traced_is_explained_on_the_tape():
+    m = _mlp(5, 7, 3, seed=13)
+    wrapped = _ReadsAValue(m)
+    x = np.random.default_rng(13).normal(size=(4, 5)).astype(np.float32)
+    wrapped(maas.tensor(x))
+    ig = E.IntegratedGradients(wrapped)
+    a = ig.attribute(x, target=2, n_steps=16)
+    assert {v[0] for v in ig.evaluator._plans.values()} == {"eager"}
+    np.testing.assert_allclose(a, E.IntegratedGradients(m).attribute(x, target=2, n_steps=16), atol=1e-6)

@@ -108,7 +108,9 @@ class Evaluator:
                         f"{type(model).__name__}")
 
     # ---------------------------------------------------------------- plans
-    def _plan(self, key, shape, dtype, with_grad):
+    def _plan(self, key, shape, dtype, n_out):
+        """The forward plan (``n_out`` None) or the gradient plan (the
+        target selector has ``n_out`` columns) for inputs of ``shape``."""
         from .. import engine
         from .._core import Tensor
 
@@ -118,8 +120,9 @@ class Evaluator:
             return tr
         x0 = np.zeros(shape, dtype)
         ph = [Tensor(x0, copy=True)]
+        with_grad = n_out is not None
         if with_grad:
-            ph.append(Tensor(np.zeros((shape[0], self.n_outputs(shape)), np.float32), copy=True))
+            ph.append(Tensor(np.zeros((shape[0], n_out), np.float32), copy=True))
         with engine.trace(ph) as t:
             y = self.model(ph[0], training=False)
             if isinstance(y, (list, tuple, dict)):
@@ -182,7 +185,7 @@ class Evaluator:
         return out
 
     def _run(self, key, xb, sel):
-        tr = self._plan(key, xb.shape, np.float32, sel is not None)
+        tr = self._plan(key, xb.shape, np.float32, None if sel is None else sel.shape[1])
         if tr[0] == "eager":
             return self._eager(xb, sel)
         _, plan, providers = tr

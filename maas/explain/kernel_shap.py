@@ -199,8 +199,10 @@ def _solve(Z, W, v, fx, base):
     XtW = X.T * W
     A = XtW @ X
     rhs = XtW @ y2.reshape(C, n * k)
-    beta = np.linalg.lstsq(A, rhs, rcond=None)[0] if np.linalg.matrix_rank(A) < G - 1 \
-        else np.linalg.solve(A, rhs)
+    try:
+        beta = np.linalg.solve(A, rhs)
+    except np.linalg.LinAlgError:   # too few distinct coalitions: the least-norm solution
+        beta = np.linalg.lstsq(A, rhs, rcond=None)[0]
     beta = beta.reshape(G - 1, n, k).transpose(1, 0, 2)  # (n, G-1, k)
     last = tot - beta.sum(1)
     return np.concatenate([beta, last[:, None]], axis=1)
