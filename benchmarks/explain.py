@@ -81,7 +81,7 @@ def timed(fn, repeats):
 
 
 # --------------------------------------------------------------- workers
-def worker(name, repeats, threads):
+def worker(name, repeats, threads, background=20):
     import maas
 
     maas.set_num_threads(threads)
@@ -108,12 +108,18 @@ def worker(name, repeats, threads):
         ig = IntegratedGradients(net)
         s, a = timed(lambda: ig.attribute(xt, target=t, n_steps=50).detach().numpy(), repeats)
         return {"seconds": s, "attr": a.tolist(), "torch_threads": torch.get_num_threads()}
-    xs, bg = digits(4, 100), digits(20, 200)
+    xs, bg = digits(4, 100), digits(background, 200)
     if name == "ks-maas":
         from maas import explain
 
+        from maas.explain import kernel_shap
+
         ks = explain.KernelShap(maas_model(), bg)
-        s, a = timed(lambda: ks.attribute(xs, n_samples=2048, seed=0, return_all_outputs=True), repeats)
+
+        def run():   # the coalitions are drawn anew each time (maas caches them per game size)
+            kernel_shap._coalitions_cached.cache_clear()
+            return ks.attribute(xs, n_samples=2048, seed=0, return_all_outputs=True)
+        s, a = timed(run, repeats)
         return {"seconds": s, "attr": a.tolist()}
     if name == "ks-shap":
         import shap
@@ -126,11 +132,11 @@ def worker(name, repeats, threads):
     raise SystemExit(f"unknown worker {name}")
 
 
-def run_worker(name, repeats, threads):
+def run_worker(name, repeats, threads, background=20):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
                OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name, "--repeats", str(repeats),
-                        "--threads", str(threads)],
+                        "--threads", str(threads), "--background", str(background)],
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{r.stderr[-3000:]}")
@@ -195,30 +201,35 @@ def main(argv=None):
     p.add_argument("--worker", default=None)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--background", type=int, default=20, help=argparse.SUPPRESS)
+    p.add_argument("--backgrounds", default="1,10,20",
+                   help="KernelShap background sizes to run (default 1,10,20)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for maas, torch and NumPy in the workers (default 1: steadier on a "
                         "shared machine)")
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.repeats, args.threads)))
+        print(json.dumps(worker(args.worker, args.repeats, args.threads, args.background)))
         return 0
     print(f"# explain benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load average {os.getloadavg()[0]:.2f}, threads {args.threads} (maas, torch, NumPy)")
-    res = {n: run_worker(n, args.repeats, args.threads) for n in ("ig-maas", "ig-captum", "ks-maas", "ks-shap")}
+    res = {n: run_worker(n, args.repeats, args.threads) for n in ("ig-maas", "ig-captum")}
     ig_diff = np.abs(np.array(res["ig-maas"]["attr"]) - np.array(res["ig-captum"]["attr"])).max()
-    ks_m, ks_s = np.array(res["ks-maas"]["attr"]), np.array(res["ks-shap"]["attr"])
-    if ks_s.shape != ks_m.shape:
-        ks_s = np.moveaxis(ks_s, 0, -1)
-    ks_diff = np.abs(ks_m - ks_s).max()
     print("\n| cell | maas | reference | maas speed-up | target | max abs difference |")
     print("|---|---|---|---|---|---|")
     a, b = res["ig-maas"]["seconds"], res["ig-captum"]["seconds"]
     print(f"| IntegratedGradients 50 steps x 32 rows (digits MLP) | {a * 1e3:.2f} ms | Captum 0.9 / "
-          f"torch ({res['ig-captum']['torch_threads']} threads): {b * 1e3:.2f} ms | {b / a:.1f}x | 3x | {ig_diff:.1e} |")
-    a, b = res["ks-maas"]["seconds"], res["ks-shap"]["seconds"]
-    print(f"| KernelShap 2048 samples, 64 features, 4 rows, 20 background | {a * 1e3:.1f} ms | "
-          f"shap {res['ks-shap']['shap']} KernelExplainer on the maas model: {b * 1e3:.1f} ms | {b / a:.1f}x "
-          f"| 5x | {ks_diff:.1e} (different random coalitions) |")
+          f"torch: {b * 1e3:.2f} ms | {b / a:.1f}x | 3x | {ig_diff:.1e} |")
+    for nb in [int(v) for v in args.backgrounds.split(",")]:
+        km, kr = run_worker("ks-maas", args.repeats, args.threads, nb), \
+            run_worker("ks-shap", args.repeats, args.threads, nb)
+        ks_m, ks_s = np.array(km["attr"]), np.array(kr["attr"])
+        if ks_s.shape != ks_m.shape:
+            ks_s = np.moveaxis(ks_s, 0, -1)
+        a, b = km["seconds"], kr["seconds"]
+        print(f"| KernelShap 2048 samples, 64 features, 4 rows, background {nb} | {a * 1e3:.1f} ms | "
+              f"shap {kr['shap']} KernelExplainer on the maas model: {b * 1e3:.1f} ms | {b / a:.1f}x "
+              f"| 5x | {np.abs(ks_m - ks_s).max():.1e} (own random coalitions) |")
     print("\n| served IG explain, 1 row, 50 steps | requests | p50 ms | p90 ms | p99 ms | req/s | errors |")
     print("|---|---|---|---|---|---|---|")
     for conc, n, p50, p90, p99, rps, err in served(args.seconds):

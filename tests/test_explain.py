@@ -567,3 +567,15 @@ def test_a_model_that_cannot_be_traced_is_explained_on_the_tape():
     a = ig.attribute(x, target=2, n_steps=16)
     assert {v[0] for v in ig.evaluator._plans.values()} == {"eager"}
     np.testing.assert_allclose(a, E.IntegratedGradients(m).attribute(x, target=2, n_steps=16), atol=1e-6)
+
+
+def test_kernel_shap_null_players_get_zero(digits_mlp):
+    """Pixels equal in the row and every background row (the digits' empty
+    border) change nothing: exactly 0, as shap's varying-feature rule."""
+    m, x = digits_mlp
+    bg = x[-8:]
+    rows = x[:2]
+    phi = E.KernelShap(m, bg).attribute(rows, n_samples=500, seed=1)
+    null = (rows[:, None, :] == bg[None]).all(1)
+    assert null.any()
+    assert np.all(phi[null] == 0) and np.all(phi[~null] != 0)

@@ -8,12 +8,15 @@ are drawn with a fixed seed by the Shapley kernel (whole coalition sizes
 enumerated first while the budget allows, complements paired, as shap does)
 and the values are the kernel-weighted least squares fit constrained to sum
 to ``f(x) - E[f(background)]`` (efficiency). The coalitions are the same for
-every row, so a batch gives what each row alone gives. Every row of every
+every row, so a batch gives what each row alone gives. A group whose
+features equal every background row's in ``x`` is a null player: it gets 0
+and the game is played by the others (shap's "varying" features). Every row of every
 coalition with every background row goes through the model's compiled
 forward plan in chunks, one C call each.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -29,6 +32,14 @@ EXACT_MAX = 12
 def _all_coalitions(M):
     ids = np.arange(1 << M, dtype=np.int64)
     return ((ids[:, None] >> np.arange(M)) & 1).astype(bool)
+
+
+@functools.lru_cache(maxsize=32)
+def _coalitions_cached(M, n_samples, seed):
+    Z, W = shapley_kernel_coalitions(M, n_samples, seed)
+    Z.setflags(write=False)
+    W.setflags(write=False)
+    return Z, W
 
 
 def shapley_kernel_coalitions(M: int, n_samples: int, seed: int = 0):
@@ -66,23 +77,31 @@ def shapley_kernel_coalitions(M: int, n_samples: int, seed: int = 0):
         rw[:n_paired] /= 2
         rw = rw[n_full:]
         rw /= rw.sum()
-        draws = 4 * left
-        sizes = rng.choice(len(rw), draws, p=rw) + n_full + 1
-        ranks = np.argsort(rng.random((draws, M)), axis=1)
-        z = ranks < sizes[:, None]
-        paired = sizes <= n_paired
-        # each draw, then its complement when its size is paired (as shap)
-        cand = np.empty((draws, 2, M), bool)
-        cand[:, 0], cand[:, 1] = z, ~z
-        keep = np.stack([np.ones(draws, bool), paired], 1).reshape(-1)
-        cand = cand.reshape(-1, M)[keep]
-        keys = np.packbits(cand, axis=1)
-        keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
-        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        # draws in rounds until `left` distinct coalitions (at most 4 * left
+        # draws, as shap): each draw, then its complement when its size is
+        # paired; a coalition drawn again adds to its weight
+        parts, drawn = [], 0
+        while True:
+            d = min(4 * left - drawn, max(64, int(1.3 * left)))
+            sizes = rng.choice(len(rw), d, p=rw) + n_full + 1
+            z = rng.permuted(np.broadcast_to(np.arange(M, dtype=np.int32), (d, M)), axis=1) \
+                < sizes[:, None]
+            paired = sizes <= n_paired
+            c2 = np.empty((d, 2, M), bool)
+            c2[:, 0], c2[:, 1] = z, ~z
+            keep = np.stack([np.ones(d, bool), paired], 1).reshape(-1)
+            parts.append(c2.reshape(-1, M)[keep])
+            drawn += d
+            cand = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            keys = np.packbits(cand, axis=1)
+            keys = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+            _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+            if len(first) > left or drawn >= 4 * left:
+                break
         order = np.argsort(first)
         chosen = order[:left]
         cut = first[order[left]] if len(order) > left else len(cand)
-        counts = np.bincount(inv[:cut], minlength=len(first))[chosen].astype(np.float64)
+        counts = np.bincount(inv.ravel()[:cut], minlength=len(first))[chosen].astype(np.float64)
         zs = cand[first[chosen]]
         counts *= wv[n_full:].sum() / counts.sum()
         rows.append(zs)
@@ -136,6 +155,40 @@ class KernelShap:
                 out[c0:c0 + len(z), i] = y.reshape(len(z), B, k).astype(np.float64).mean(1)
         return out
 
+    def _game(self, x, groups, players, fx, n_samples, seed):
+        """Shapley values (n, P, k) of the players (group ids) of rows x; the
+        other groups are taken from x (they equal the background there)."""
+        G, P = int(groups.max()) + 1, len(players)
+        base = self.expected_value
+
+        def full(Zp):   # coalitions of the players -> of every group
+            Z = np.ones((len(Zp), G), bool)
+            Z[:, players] = Zp
+            return Z
+
+        exact = (n_samples is None and P <= self.exact_max) or \
+            (n_samples is not None and P <= 30 and n_samples >= (1 << P) - 2)
+        if P == 1:
+            return (fx - base)[:, None, :]
+        if exact:
+            Zp = _all_coalitions(P)
+            v = self._values(x, groups, G, full(Zp))     # (2^P, n, k)
+            v[0] = base
+            v[-1] = fx
+            size = Zp.sum(1)
+            w = np.array([math.factorial(s) * math.factorial(P - s - 1) / math.factorial(P)
+                          for s in range(P)])
+            phi = np.empty((len(x), P, len(base)))
+            ids_all = np.arange(1 << P)
+            for j in range(P):
+                s = ids_all[~Zp[:, j]]
+                phi[:, j] = np.tensordot(w[size[s]], v[s | (1 << j)] - v[s], axes=(0, 0))
+            return phi
+        ns = int(n_samples) if n_samples is not None else 2 * P + 2048
+        Zp, W = _coalitions_cached(P, ns, int(seed))
+        v = self._values(x, groups, G, full(Zp))         # (C, n, k)
+        return _solve(Zp, W, v, fx, base)
+
     def attribute(self, inputs, target=None, n_samples: int | None = None, feature_mask=None,
                   seed: int = 0, return_all_outputs: bool = False) -> np.ndarray:
         x = as_input(inputs)
@@ -156,28 +209,22 @@ class KernelShap:
         fx = self.evaluator.predict(x).astype(np.float64)   # (n, k)
         t = resolve_target(target, fx.astype(np.float32))
         base = self.expected_value
-        exact = (n_samples is None and G <= self.exact_max) or \
-            (n_samples is not None and G <= 30 and n_samples >= (1 << G) - 2)
-        if G == 1:
-            phi = (fx - base)[:, None, :]
-        elif exact:
-            Z = _all_coalitions(G)
-            v = self._values(x, groups, G, Z)           # (2^G, n, k)
-            v[0] = base
-            v[-1] = fx
-            size = Z.sum(1)
-            w = np.array([math.factorial(s) * math.factorial(G - s - 1) / math.factorial(G)
-                          for s in range(G)])
-            phi = np.empty((len(x), G, len(base)))
-            ids_all = np.arange(1 << G)
-            for j in range(G):
-                s = ids_all[~Z[:, j]]
-                phi[:, j] = np.tensordot(w[size[s]], v[s | (1 << j)] - v[s], axes=(0, 0))
-        else:
-            ns = int(n_samples) if n_samples is not None else 2 * G + 2048
-            Z, W = shapley_kernel_coalitions(G, ns, seed)
-            v = self._values(x, groups, G, Z)           # (C, n, k)
-            phi = _solve(Z, W, v, fx, base)
+        # null players (as shap's "varying" features): a group whose features
+        # equal every background row's in x changes nothing and gets 0; the
+        # game is played by the others, rows with the same players together
+        F = int(np.prod(x.shape[1:]))
+        diff = (x.reshape(len(x), 1, F) != self.background.reshape(1, -1, F)).any(1)   # (n, F)
+        varying = np.zeros((len(x), G), bool)
+        for g in range(G):
+            varying[:, g] = diff[:, groups.ravel() == g].any(1)
+        phi = np.zeros((len(x), G, len(base)))
+        sigs, inv = np.unique(varying, axis=0, return_inverse=True)
+        for si, sig in enumerate(sigs):
+            rows = np.flatnonzero(inv.ravel() == si)
+            players = np.flatnonzero(sig)
+            if len(players):
+                phi[rows[:, None], players[None]] = self._game(x[rows], groups, players, fx[rows],
+                                                               n_samples, seed)
         # (n, G, k) -> per feature
         per_feature = phi[:, groups.ravel()]            # (n, F, k)
         if return_all_outputs:
