@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
+from . import explain
 from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
                     parse_json, parse_shape, to_array)
 from .errors import ServingError
@@ -267,7 +268,7 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
             "request_id": rid, "method": call.method, "path": call.path,
             "protocol": protocol, "model": info.get("model"), "version": info.get("version"),
             "status": resp.status, "latency_ms": round(dt * 1000, 3),
-            "rows": info.get("rows"), "client": call.remote_addr}))
+            "rows": info.get("rows"), "client": call.remote_addr, **info.get("audit", {})}))
     if info["body_bytes"] >= TRIM_AFTER_BYTES:
         release_memory()
     return resp
@@ -328,7 +329,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     def v2_server_metadata(call):
         from .. import __version__
         return _json({"name": server.server_name, "version": __version__,
-                      "extensions": ["binary_tensor_data", "model_repository_index"]})
+                      "extensions": ["binary_tensor_data", "model_repository_index", "explain"]})
 
     @route("/v2/health/live", "health", open_=True)
     def v2_live(call):
@@ -478,6 +479,11 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         resp["outputs"] = [out]
         return _json(resp)
 
+    @route(["/v2/models/<name>/explain", "/v2/models/<name>/versions/<version>/explain"], "explain",
+           methods=("POST",))
+    def v2_explain(call, name, version=None):  # the "explain" extension: maas/serving/explain.py
+        return explain.explain_v2(server, reg, call, name, version)
+
     # ---------------- TensorFlow Serving REST ---------------------------
     tf_path = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                          r"(?::(?P<verb>[a-z]+)|/(?P<meta>metadata))?$")
@@ -509,8 +515,10 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             return _json({"model_version_status": reg.version_status(name, version)})
         if meta or verb is None:
             raise ServingError(405, "POST to /v1/models/NAME[/versions/N]:predict")
+        if verb == "explain":
+            return explain.explain_v1(server, reg, call, name, version)
         if verb != "predict":
-            raise ServingError(400, f":{verb} is not supported; maas serves :predict")
+            raise ServingError(400, f":{verb} is not supported; maas serves :predict and :explain")
         req = parse_json(server.body(call))
         check_fields(req, "the request", [], ["signature_name", "instances", "inputs"])
         if ("instances" in req) == ("inputs" in req):

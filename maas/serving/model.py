@@ -46,6 +46,7 @@ class ServedModel:
         self.output_name = output_name
         self.platform = platform
         self._lock = None if thread_safe else threading.Lock()
+        self.source_object = None  # the model object served (maas.serving.explain differentiates it)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Runs the model on a float32 batch and checks the output's shape."""
@@ -68,6 +69,7 @@ class ServedModel:
                         self.input_name, self.output_name, thread_safe=self._lock is None,
                         platform=self.platform)
         m._lock = self._lock
+        m.source_object = self.source_object
         return m
 
     def __repr__(self):
@@ -146,7 +148,9 @@ def from_model(model: Any, name: str = "model", version: int = 1,
         probe = np.zeros((1,) + tuple(d or 1 for d in ishape), np.float32)
         y = np.asarray(predict_fn(probe))
         oshape = tuple(y.shape[1:]) if y.ndim > 1 else (1,)
-    return ServedModel(name, version, predict_fn, ishape, oshape, input_name, output_name)
+    served = ServedModel(name, version, predict_fn, ishape, oshape, input_name, output_name)
+    served.source_object = model
+    return served
 
 
 def default_loader(path: str):

@@ -60,7 +60,7 @@ from .model import ServedModel, from_model
 log = logging.getLogger("maas.serving")
 
 _CONFIG_KEYS = ("batching", "dynamic_batching", "version_policy", "max_rows", "allow_nan",
-                "input_name", "output_name", "platform")
+                "input_name", "output_name", "platform", "explain")
 _BATCH_KEYS = ("enabled", "max_batch_size", "max_delay_ms", "max_queue_rows")
 _BATCH_DEFAULTS = {"max_batch_size": 32, "max_delay_ms": 2.0, "max_queue_rows": 4096}
 MAX_BATCH_SIZE = 65536
@@ -91,11 +91,12 @@ class ModelConfig:
     2
     >>> ModelConfig.from_dict({"max_rowz": 2})
     Traceback (most recent call last):
-    ValueError: unknown key 'max_rowz' in the model config; known keys here: allow_nan, batching, dynamic_batching, input_name, max_rows, output_name, platform, version_policy
+    ValueError: unknown key 'max_rowz' in the model config; known keys here: allow_nan, batching, dynamic_batching, explain, input_name, max_rows, output_name, platform, version_policy
     """
 
     def __init__(self, batching=None, version_policy="latest", max_rows=8192, allow_nan=False,
-                 input_name=None, output_name=None, platform=None, dynamic_batching=None):
+                 input_name=None, output_name=None, platform=None, dynamic_batching=None,
+                 explain=None):
         if dynamic_batching is not None:
             if batching is not None:
                 raise ValueError("give one of 'batching' and 'dynamic_batching' (two names of one "
@@ -114,11 +115,13 @@ class ModelConfig:
         if platform is not None and not isinstance(platform, str):
             raise ValueError(f"platform must be a string, received {platform!r}")
         self.platform = platform
+        from .explain import check_config  # the "explain" object: maas/serving/explain.py
+        self.explain = check_config(explain)
 
     def _key(self):
         b = None if self.batching is None else tuple(sorted(self.batching.items()))
         return (b, self.version_policy, self.max_rows, self.allow_nan, self.input_name,
-                self.output_name, self.platform)
+                self.output_name, self.platform, repr(self.explain))
 
     def __eq__(self, other):
         return isinstance(other, ModelConfig) and self._key() == other._key()
@@ -148,7 +151,7 @@ class ModelConfig:
         kw = {} if base is None else dict(batching=base.batching, version_policy=base.version_policy,
                                           max_rows=base.max_rows, allow_nan=base.allow_nan,
                                           input_name=base.input_name, output_name=base.output_name,
-                                          platform=base.platform)
+                                          platform=base.platform, explain=base.explain)
         kw.update(d)
         return cls(**kw)
 
