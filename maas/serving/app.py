@@ -31,6 +31,7 @@ from werkzeug.wsgi import get_content_length, get_input_stream
 from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
                     parse_json, parse_shape, to_array)
 from .errors import ServingError
+from .infer import check_feeds, infer, json_data, output_requests, tensor, to_bytes
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
 from .repository import ModelConfig, Registry, is_version_name
@@ -198,7 +199,39 @@ class _Server:
         call.info["body_bytes"] = len(data)
         if len(data) > self.max_body:
             raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")
+        enc = (call.headers.get("Content-Encoding") or "").strip().lower()
+        if enc and enc != "identity":
+            data = self.decompress(data, enc)
+            call.info["body_bytes"] = max(call.info["body_bytes"], len(data))
         return data
+
+    def decompress(self, data: bytes, enc: str) -> bytes:
+        """A gzip or deflate body, inflated to at most the body limit (a
+        body that inflates past it is a 413, however small it was sent)."""
+        import zlib
+
+        if enc in ("gzip", "x-gzip"):
+            tries = (16 + zlib.MAX_WBITS,)
+        elif enc == "deflate":  # zlib-wrapped as HTTP says; raw deflate as some clients send
+            tries = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        else:
+            raise ServingError(415, f"Content-Encoding {enc!r} is not supported; send gzip, "
+                                    f"deflate or identity")
+        for i, wbits in enumerate(tries):
+            d = zlib.decompressobj(wbits)
+            try:
+                out = d.decompress(data, self.max_body + 1)
+            except zlib.error as e:
+                if i + 1 < len(tries):
+                    continue
+                raise ServingError(400, f"the {enc} request body cannot be decompressed: {e}") from None
+            if len(out) > self.max_body or d.unconsumed_tail:
+                raise ServingError(413, f"the request body decompresses to more than the limit of "
+                                        f"{self.max_body} bytes")
+            if not d.eof:
+                raise ServingError(400, f"the {enc} request body is truncated")
+            return out
+        raise AssertionError("not reached")
 
     def model_config(self, lv):
         return lv.config
@@ -292,8 +325,31 @@ def _note(call: _Call, lv, rows):
     info["rows"] = rows
 
 
-def _io(m: ServedModel, shape, name):
-    return {"name": name, "datatype": "FP32", "shape": [-1] + [-1 if d is None else d for d in shape]}
+def _io(s):
+    return {"name": s.name, "datatype": s.datatype, "shape": [-1] + [-1 if d is None else d for d in s.shape]}
+
+
+TF_DTYPES = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "FP16": "DT_HALF", "INT8": "DT_INT8",
+             "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64", "UINT8": "DT_UINT8",
+             "UINT16": "DT_UINT16", "UINT32": "DT_UINT32", "UINT64": "DT_UINT64", "BOOL": "DT_BOOL",
+             "BYTES": "DT_STRING"}
+
+
+def _b64_check(data, where, spec):
+    """TF Serving's {"b64": ...} marks binary values; maas's inputs are
+    numbers, so one inside a numeric input is refused by name."""
+    stack = [data]
+    n = 0
+    while stack and n < 100000:
+        v = stack.pop()
+        n += 1
+        if isinstance(v, dict):
+            if set(v) == {"b64"}:
+                raise ServingError(400, f"{where} holds {{\"b64\": ...}} binary data; input "
+                                        f"{spec.name!r} is {spec.datatype}: send numbers")
+            return
+        if isinstance(v, list) and v and isinstance(v[0], (list, dict)):
+            stack.extend(v)
 
 
 def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: dict | None = None,
@@ -345,8 +401,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         _note(call, lv, None)
         m = lv.model
         return {"name": name, "versions": [str(v) for v in sorted(e.versions)],
-                "platform": m.platform, "inputs": [_io(m, m.input_shape, m.input_name)],
-                "outputs": [_io(m, m.output_shape, m.output_name)]}
+                "platform": m.platform, "inputs": [_io(s) for s in m.inputs],
+                "outputs": [_io(s) for s in m.outputs]}
 
     @route(["/v2/models/<name>", "/v2/models/<name>/versions/<version>"], "v2")
     def v2_model_metadata(call, name, version=None):
@@ -394,57 +450,54 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
+            call.info["infer"] = True
             inputs = req["inputs"]
             if not isinstance(inputs, list) or not inputs:
                 raise ServingError(400, "'inputs' must be a non-empty array of input tensors")
-            if len(inputs) != 1:
-                raise ServingError(400, f"model {name!r} takes 1 input ({m.input_name!r}), the "
-                                        f"request has {len(inputs)}")
-            inp = inputs[0]
-            if not isinstance(inp, dict):
-                raise ServingError(400, "inputs[0] must be an object with name, shape, datatype, data")
-            check_fields(inp, "inputs[0]", ["name", "shape", "datatype"], ["data", "parameters"])
-            if inp["name"] != m.input_name:
-                raise ServingError(400, f"unknown input {inp['name']!r}; model {name!r} has the "
-                                        f"input {m.input_name!r}")
-            dt = inp["datatype"]
-            if dt not in DATATYPES:
-                raise ServingError(400, f"inputs[0].datatype {dt!r} is not supported; use one of "
-                                        f"{', '.join(DATATYPES)}")
-            shape = parse_shape(inp["shape"], "inputs[0]")
-            iparams = inp.get("parameters") or {}
-            if not isinstance(iparams, dict):
-                raise ServingError(400, "inputs[0].parameters must be an object")
-            count = math.prod(shape)  # exact: parse_shape bounds it
-            if "binary_data_size" in iparams:
-                if "data" in inp:
-                    raise ServingError(400, "inputs[0] has both 'data' and binary_data_size; send one")
-                size = iparams["binary_data_size"]
-                need = count * DATATYPES[dt].itemsize
-                if not isinstance(size, int) or size != need:
-                    raise ServingError(400, f"inputs[0]: datatype {dt} with shape {list(shape)} is "
-                                            f"{need} bytes, binary_data_size says {size}")
-                if len(binary) != size:
-                    raise ServingError(400, f"inputs[0]: binary_data_size is {size} bytes, the body "
-                                            f"carries {len(binary)} bytes after the JSON header")
-                arr = np.frombuffer(binary, dtype=DATATYPES[dt]).reshape(shape)
-            else:
-                if "data" not in inp:
-                    raise ServingError(400, "inputs[0] is missing the field 'data' (or "
-                                            "parameters.binary_data_size with binary data)")
-                if binary:
-                    raise ServingError(400, f"the body has {len(binary)} bytes of binary data that "
-                                            f"no input claims")
-                arr = to_array(inp["data"], "inputs[0].data", dt)
-                if arr.size != count:
-                    raise ServingError(400, f"inputs[0]: shape {list(shape)} needs {count} values, "
-                                            f"data has {arr.size}")
-                arr = arr.reshape(shape)
-            x = check_values(arr, "inputs[0]", cfg.allow_nan, dt)
-            x = check_rows(x, m.input_shape, "inputs[0]", cfg.max_rows)
+            feeds, off = {}, 0
+            for i, inp in enumerate(inputs):
+                where = f"inputs[{i}]"
+                if not isinstance(inp, dict):
+                    raise ServingError(400, f"{where} must be an object with name, shape, datatype, data")
+                check_fields(inp, where, ["name", "shape", "datatype"], ["data", "parameters"])
+                spec = m.input(inp["name"]) if isinstance(inp["name"], str) else None
+                if spec is None:
+                    raise ServingError(400, f"unknown input {inp['name']!r}; model {name!r} has the "
+                                            f"input{'s' if len(m.inputs) > 1 else ''} "
+                                            f"{', '.join(repr(s.name) for s in m.inputs)}")
+                if spec.name in feeds:
+                    raise ServingError(400, f"{where}: input {spec.name!r} is given twice (model "
+                                            f"{name!r} takes {len(m.inputs)} input"
+                                            f"{'s' if len(m.inputs) > 1 else ''}, each once)")
+                iparams = inp.get("parameters") or {}
+                if not isinstance(iparams, dict):
+                    raise ServingError(400, f"{where}.parameters must be an object")
+                if "binary_data_size" in iparams:
+                    if "data" in inp:
+                        raise ServingError(400, f"{where} has both 'data' and binary_data_size; send one")
+                    size = iparams["binary_data_size"]
+                    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                        raise ServingError(400, f"{where}.parameters.binary_data_size must be a "
+                                                f"non-negative integer")
+                    if off + size > len(binary):
+                        raise ServingError(400, f"{where}: binary_data_size is {size} bytes, the body "
+                                                f"carries {len(binary) - off} bytes after the "
+                                                f"JSON header and the inputs before it")
+                    feeds[spec.name] = tensor(spec, where, inp["datatype"], inp["shape"],
+                                              raw=binary[off:off + size], allow_nan=cfg.allow_nan,
+                                              raw_label="binary_data_size says")
+                    off += size
+                else:
+                    if "data" not in inp:
+                        raise ServingError(400, f"{where} is missing the field 'data' (or "
+                                                f"parameters.binary_data_size with binary data)")
+                    feeds[spec.name] = tensor(spec, where, inp["datatype"], inp["shape"],
+                                              data=inp["data"], allow_nan=cfg.allow_nan)
+            if off != len(binary):
+                raise ServingError(400, f"the body has {len(binary) - off} bytes of binary data that "
+                                        f"no input claims")
+            check_feeds(m, feeds, cfg.max_rows)
             want = req.get("outputs")
-            bin_all = bool(params.get("binary_data_output", False))
-            bin_out = bin_all
             if want is not None:
                 if not isinstance(want, list):
                     raise ServingError(400, "'outputs' must be an array of {\"name\": ...}")
@@ -452,30 +505,33 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
                     if not isinstance(o, dict):
                         raise ServingError(400, f"outputs[{i}] must be an object with a name")
                     check_fields(o, f"outputs[{i}]", ["name"], ["parameters"])
-                    if o["name"] != m.output_name:
-                        raise ServingError(400, f"unknown output {o['name']!r}; model {name!r} has "
-                                                f"the output {m.output_name!r}")
-                    op = o.get("parameters") or {}
-                    if not isinstance(op, dict):
+                    if not isinstance(o.get("parameters") or {}, dict):
                         raise ServingError(400, f"outputs[{i}].parameters must be an object")
-                    bin_out = bool(op.get("binary_data", bin_all))
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        out = {"name": m.output_name, "datatype": "FP32", "shape": list(y.shape)}
+                want = [(o["name"], o.get("parameters")) for o in want]
+            reqs = output_requests(m, want, bool(params.get("binary_data_output", False)))
+            rows = int(next(iter(feeds.values())).shape[0])
+            _note(call, lv, rows)
+            outs = infer(lv, feeds, reqs, call.info.setdefault("timing", []))
         resp = {"model_name": name, "model_version": str(m.version)}
         if rid is not None:
             resp["id"] = rid
-        if bin_out:
-            raw = np.ascontiguousarray(y, dtype="<f4").tobytes()
-            out["parameters"] = {"binary_data_size": len(raw)}
-            resp["outputs"] = [out]
+        tail, outputs = [], []
+        for oname, dt, arr, b in outs:
+            o = {"name": oname, "datatype": dt, "shape": list(arr.shape)}
+            if b:
+                raw = to_bytes(arr, dt)
+                o["parameters"] = {"binary_data_size": len(raw)}
+                tail.append(raw)
+            else:
+                o["data"], nonfinite = json_data(arr, dt)
+                if nonfinite:  # JSON has no NaN: null, and a flag saying why
+                    o["parameters"] = {"nonfinite": True}
+            outputs.append(o)
+        resp["outputs"] = outputs
+        if tail:
             head = dumps(resp)
-            return _Reply(head + raw, 200, "application/octet-stream",
+            return _Reply(head + b"".join(tail), 200, "application/octet-stream",
                           headers={"Inference-Header-Content-Length": str(len(head))})
-        out["data"], nonfinite = json_values(y, flat=True)
-        if nonfinite:  # JSON has no NaN: null, and a flag saying why
-            out["parameters"] = {"nonfinite": True}
-        resp["outputs"] = [out]
         return _json(resp)
 
     # ---------------- TensorFlow Serving REST ---------------------------
@@ -486,8 +542,13 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         mt = tf_path.match(rest)
         if not mt:
             raise ServingError(404, f"no such endpoint /v1/models/{rest}; use "
-                                    f"/v1/models/NAME[/versions/N][:predict|/metadata]")
+                                    f"/v1/models/NAME[/versions/N][:predict|:classify|:regress|/metadata]")
         return mt.group("name"), mt.group("version"), mt.group("verb"), mt.group("meta")
+
+    def tf_sig(s):
+        return {"dtype": TF_DTYPES.get(s.datatype, "DT_INVALID"), "name": s.name,
+                "tensor_shape": {"dim": [{"size": str(-1 if d is None else d)}
+                                         for d in (None,) + s.shape], "unknown_rank": False}}
 
     @route("/v1/models/<path:rest>", "tfserving", methods=("GET", "POST"))
     def tf_models(call, rest):
@@ -497,58 +558,153 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             if verb:
                 raise ServingError(405, f":{verb} takes POST")
             if meta:
-                md = model_metadata(call, name, version)
+                lv = reg.lookup(name, version)
+                _note(call, lv, None)
+                m = lv.model
                 return _json({"model_spec": {"name": name, "signature_name": "",
-                                             "version": str(call.info["version"])},
+                                             "version": str(m.version)},
                               "metadata": {"signature_def": {"signature_def": {"serving_default": {
-                                  "inputs": {i["name"]: {"dtype": "DT_FLOAT", "tensor_shape": i["shape"]}
-                                             for i in md["inputs"]},
-                                  "outputs": {o["name"]: {"dtype": "DT_FLOAT", "tensor_shape": o["shape"]}
-                                              for o in md["outputs"]},
+                                  "inputs": {s.name: tf_sig(s) for s in m.inputs},
+                                  "outputs": {s.name: tf_sig(s) for s in m.outputs},
                                   "method_name": "tensorflow/serving/predict"}}}}})
             return _json({"model_version_status": reg.version_status(name, version)})
         if meta or verb is None:
             raise ServingError(405, "POST to /v1/models/NAME[/versions/N]:predict")
-        if verb != "predict":
-            raise ServingError(400, f":{verb} is not supported; maas serves :predict")
+        if verb not in ("predict", "classify", "regress"):
+            raise ServingError(400, f":{verb} is not supported; maas serves :predict, :classify "
+                                    f"and :regress")
         req = parse_json(server.body(call))
+        if verb != "predict":
+            return tf_classify_regress(call, name, version, verb, req)
         check_fields(req, "the request", [], ["signature_name", "instances", "inputs"])
         if ("instances" in req) == ("inputs" in req):
             raise ServingError(400, "send exactly one of 'instances' (row form) or 'inputs' "
                                     "(columnar form)")
-        sig = req.get("signature_name", "serving_default")
-        if sig not in ("serving_default", "", None):
-            raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
+        tf_signature(req)
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
+            call.info["infer"] = True
             if "instances" in req:
-                rows = req["instances"]
-                if not isinstance(rows, list):
-                    raise ServingError(400, "'instances' must be a list of rows")
-                if rows and all(isinstance(r, dict) for r in rows):
-                    for i, r in enumerate(rows):
-                        if set(r) != {m.input_name}:
-                            raise ServingError(400, f"instances[{i}] names {sorted(r)}; the model's "
-                                                    f"only input is {m.input_name!r}")
-                    rows = [r[m.input_name] for r in rows]
                 what = "instances"
-                data = rows
+                feeds = tf_rows(m, req["instances"], cfg)
             else:
+                what = "inputs"
                 data = req["inputs"]
                 if isinstance(data, dict):
-                    if set(data) != {m.input_name}:
-                        raise ServingError(400, f"'inputs' names {sorted(data)}; the model's only "
-                                                f"input is {m.input_name!r}")
-                    data = data[m.input_name]
-                what = "inputs"
-            x = check_values(to_array(data, what), what, cfg.allow_nan)
-            x = check_rows(x, m.input_shape, what, cfg.max_rows)
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        key = "predictions" if what == "instances" else "outputs"
-        values, nonfinite = json_values(y)
-        return _json({key: values, "nonfinite": True} if nonfinite else {key: values})
+                    names = [s.name for s in m.inputs]
+                    if set(data) != set(names):
+                        raise ServingError(400, f"'inputs' names {sorted(data)}; the model's "
+                                                f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                                f"{', '.join(map(repr, names))}")
+                    feeds = {s.name: json_tensor(s, f"inputs[{s.name!r}]", data[s.name], cfg)
+                             for s in m.inputs}
+                else:
+                    if len(m.inputs) != 1:
+                        raise ServingError(400, f"model {name!r} has {len(m.inputs)} inputs; send "
+                                                f"'inputs' as an object keyed by input name")
+                    feeds = {m.input_name: json_tensor(m.inputs[0], "inputs", data, cfg)}
+            check_feeds(m, feeds, cfg.max_rows, what)
+            _note(call, lv, int(next(iter(feeds.values())).shape[0]))
+            outs = infer(lv, feeds, output_requests(m, None), call.info.setdefault("timing", []))
+        nonfinite = False
+        cols = {}
+        for oname, dt, arr, _ in outs:
+            if dt == "BYTES":
+                cols[oname] = [e.decode("utf-8", "replace") for e in arr.ravel()]
+                continue
+            v, nf = json_values(arr)
+            nonfinite |= nf
+            cols[oname] = v
+        if what == "instances":
+            if len(outs) == 1:
+                body = {"predictions": cols[outs[0][0]]}
+            else:
+                n = len(outs[0][2])
+                body = {"predictions": [{k: cols[k][r] for k in cols} for r in range(n)]}
+        else:
+            body = {"outputs": cols[outs[0][0]] if len(outs) == 1 else cols}
+        if nonfinite:
+            body["nonfinite"] = True
+        return _json(body)
+
+    def tf_signature(req):
+        sig = req.get("signature_name", "serving_default")
+        if sig not in ("serving_default", "", None):
+            raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
+
+    def json_tensor(spec, where, data, cfg):
+        if isinstance(data, dict) and set(data) == {"b64"}:
+            raise ServingError(400, f"{where} is {{\"b64\": ...}} binary data; input {spec.name!r} "
+                                    f"is {spec.datatype}: send numbers")
+        _b64_check(data, where, spec)
+        dt = "FP64" if spec.dtype.kind == "f" else ("BOOL" if spec.datatype == "BOOL" else "INT64")
+        return tensor(spec, where, dt, None, data=data, allow_nan=cfg.allow_nan)
+
+    def tf_rows(m, rows, cfg, what="instances", context=None):
+        if not isinstance(rows, list):
+            raise ServingError(400, f"'{what}' must be a list of rows")
+        names = [s.name for s in m.inputs]
+        if rows and all(isinstance(r, dict) for r in rows):
+            cols = {n: [] for n in names}
+            for i, r in enumerate(rows):
+                if context:
+                    r = {**context, **r}
+                if set(r) != set(names):
+                    raise ServingError(400, f"{what}[{i}] names {sorted(r)}; the model's "
+                                            f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                            f"{', '.join(map(repr, names))}")
+                for n in names:
+                    cols[n].append(r[n])
+            return {s.name: json_tensor(s, f"{what}[*][{s.name!r}]", cols[s.name], cfg)
+                    for s in m.inputs}
+        if len(names) != 1:
+            raise ServingError(400, f"the model has {len(names)} inputs ({', '.join(map(repr, names))}); "
+                                    f"send each row as an object keyed by input name")
+        return {names[0]: json_tensor(m.inputs[0], what, rows, cfg)}
+
+    def tf_classify_regress(call, name, version, verb, req):
+        check_fields(req, "the request", ["examples"], ["signature_name", "context"])
+        tf_signature(req)
+        ctx = req.get("context") or {}
+        if not isinstance(ctx, dict):
+            raise ServingError(400, "'context' must be an object of features shared by the examples")
+        with reg.acquire(name, version) as lv:
+            m, cfg = lv.model, lv.config
+            _note(call, lv, None)
+            call.info["infer"] = True
+            ex = req["examples"]
+            if not isinstance(ex, list) or not all(isinstance(e, dict) for e in ex) or not ex:
+                raise ServingError(400, "'examples' must be a non-empty list of objects keyed by "
+                                        "input name")
+            if len(m.outputs) != 1:
+                raise ServingError(400, f":{verb} needs a model with one output; {name!r} has "
+                                        f"{len(m.outputs)}: use :predict")
+            spec = m.outputs[0]
+            if verb == "classify" and (len(spec.shape) != 1 or (spec.shape[0] or 2) < 2):
+                raise ServingError(400, f":classify needs one score per class, an output of shape "
+                                        f"(batch, classes); {name!r} answers (batch, "
+                                        f"{', '.join('any' if d is None else str(d) for d in spec.shape)}): "
+                                        f"use :predict or :regress")
+            if verb == "regress" and spec.shape not in ((), (1,)):
+                raise ServingError(400, f":regress needs one value per example, an output of shape "
+                                        f"(batch, 1); {name!r} answers (batch, "
+                                        f"{', '.join('any' if d is None else str(d) for d in spec.shape)}): "
+                                        f"use :predict or :classify")
+            feeds = tf_rows(m, ex, cfg, "examples", ctx)
+            check_feeds(m, feeds, cfg.max_rows, "examples")
+            _note(call, lv, len(ex))
+            (_, _, y, _), = infer(lv, feeds, output_requests(m, None),
+                                  call.info.setdefault("timing", []))
+        y = y.astype(np.float64).reshape(len(y), -1)
+        if not np.isfinite(y).all():
+            raise ServingError(500, f"model {name!r} answered NaN or infinity; :{verb} cannot "
+                                    f"carry it (use :predict)")
+        if verb == "regress":
+            return _json({"results": y[:, 0].tolist()})
+        labels = m.labels
+        return _json({"results": [[[labels[c] if labels and c < len(labels) else str(c), float(s)]
+                                   for c, s in enumerate(row)] for row in y]})
 
     # ---------------- the simple form -----------------------------------
     def default_model():
@@ -577,15 +733,36 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
-            x = check_values(to_array(req[what], what), what, cfg.allow_nan)
-            x = check_rows(x, m.input_shape, what, cfg.max_rows)
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        values, nonfinite = json_values(y)
-        out = {"predictions": values, "model": name, "version": str(m.version)}
+            call.info["infer"] = True
+            data = req[what]
+            if isinstance(data, dict):
+                names = [s.name for s in m.inputs]
+                if set(data) != set(names):
+                    raise ServingError(400, f"'{what}' names {sorted(data)}; the model's "
+                                            f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                            f"{', '.join(map(repr, names))}")
+                feeds = {s.name: json_tensor(s, f"{what}[{s.name!r}]", data[s.name], cfg)
+                         for s in m.inputs}
+            elif len(m.inputs) != 1:
+                raise ServingError(400, f"model {name!r} has {len(m.inputs)} inputs; send "
+                                        f"{{\"{what}\": {{\"{m.inputs[0].name}\": [...], ...}}}}")
+            else:
+                feeds = {m.input_name: json_tensor(m.inputs[0], what, data, cfg)}
+            check_feeds(m, feeds, cfg.max_rows, what)
+            _note(call, lv, int(next(iter(feeds.values())).shape[0]))
+            outs = infer(lv, feeds, output_requests(m, None), call.info.setdefault("timing", []))
+        nonfinite = False
+        preds = {}
+        for oname, dt, arr, _ in outs:
+            v, nf = json_values(arr)
+            nonfinite |= nf
+            preds[oname] = v
+        out = {"predictions": preds[outs[0][0]] if len(outs) == 1 else preds, "model": name,
+               "version": str(m.version)}
         if nonfinite:  # JSON has no NaN: null, and a flag saying why
             out["nonfinite"] = True
         if classes:
+            y = outs[0][2]
             out["classes"] = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
         return _json(out)
 

@@ -44,7 +44,7 @@ class Metrics:
         self._child(self.requests, (model, version, protocol, str(status))).inc()
         self._child(self.latency, (model, protocol)).observe(seconds)
 
-    def on_batch(self, model, version, n):
+    def on_batch(self, model, version, n, seconds=None):
         self._child(self.batch, (model, str(version))).observe(n)
 
     def on_change(self, registry):

@@ -48,6 +48,7 @@ import os
 import re
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 
@@ -350,6 +351,26 @@ def _fingerprint(folder: str) -> tuple:
     return tuple(out)
 
 
+LABELS_MAX_BYTES = 16 << 20
+
+
+def read_labels(*folders) -> list[str] | None:
+    """The class names of ``labels.txt`` (one a line) in the first folder
+    that has one: the version folder, then the model folder (Triton's
+    classification extension names classes with them)."""
+    for d in folders:
+        if not d:
+            continue
+        p = os.path.join(d, "labels.txt")
+        if os.path.isfile(p):
+            with open(p, "rb") as f:
+                raw = f.read(LABELS_MAX_BYTES + 1)
+            if len(raw) > LABELS_MAX_BYTES:
+                raise ValueError(f"labels.txt is larger than {LABELS_MAX_BYTES} bytes")
+            return raw.decode("utf-8").splitlines()
+    return None
+
+
 class LoadedVersion:
     """One served version: the model, its config, its batcher and its
     in-flight count. ``source`` is the model as loaded (before the config's
@@ -368,18 +389,29 @@ class LoadedVersion:
         self._idle = threading.Condition()
         self.batcher = None
         if config.batching:
-            cb = None if on_batch is None else (lambda n: on_batch(model.name, model.version, n))
-            self.batcher = Batcher(model.predict, name=f"{model.name}-{model.version}", on_batch=cb,
+            cb = None if on_batch is None else (
+                lambda n, dt: on_batch(model.name, model.version, n, dt))
+            self.batcher = Batcher(model.run, name=f"{model.name}-{model.version}", on_batch=cb,
                                    in_flight=lambda: self.inflight, **config.batching)
         self._on_batch = on_batch
 
-    def run(self, x):
+    def run(self, x, timing: list | None = None):
+        """The model's answer for ``x``: a dict ``{input name: batch}``
+        answered ``{output name: batch}``, or (a single-input model) one
+        batch answered with the first output. ``timing`` (a list) gets the
+        queue and compute seconds appended."""
+        feeds = x if isinstance(x, dict) else {self.model.input_name: x}
         if self.batcher is not None:
-            return self.batcher.submit(x)
-        y = self.model.predict(x)
-        if self._on_batch is not None:
-            self._on_batch(self.model.name, self.model.version, len(x))
-        return y
+            y = self.batcher.submit(feeds, timing=timing)
+        else:
+            t = time.perf_counter()
+            y = self.model.run(feeds)
+            dt = time.perf_counter() - t
+            if self._on_batch is not None:
+                self._on_batch(self.model.name, self.model.version, len(next(iter(feeds.values()))), dt)
+            if timing is not None:
+                timing += (0.0, dt)
+        return y if isinstance(x, dict) else y[self.model.output_name]
 
     def release(self):
         with self._idle:
@@ -627,6 +659,8 @@ class Registry:
         try:
             obj = self.loader(vdir)
             source = from_model(obj, entry.name, v)
+            if source.labels is None:
+                source.labels = read_labels(vdir, entry.path)
             return LoadedVersion(_named(source, entry.name, v, cfg), cfg, self.on_batch,
                                  fingerprint=fp, source=source), None
         except Exception as e:
