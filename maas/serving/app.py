@@ -125,7 +125,9 @@ class _Server:
 
     def __init__(self, models, *, loader=None, config=None, batching=None, allow_nan=False,
                  max_rows=8192, api_keys=None, audit_log=None, poll_interval=2.0,
-                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas", require_models=None):
+                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas", require_models=None,
+                 model_control="poll", load_models=(), admin_keys=None, state_dir=None,
+                 cors_origin=None):
         self.metrics = get_metrics()
         defaults = ModelConfig(batching=batching, allow_nan=allow_nan, max_rows=max_rows)
         self.registry = Registry(resolve_loader(loader), defaults, on_batch=self.metrics.on_batch,
@@ -142,27 +144,46 @@ class _Server:
         else:
             name = models.name if isinstance(models, ServedModel) else "model"
             self.registry.add_object(name, models, config.get(name))
+        if model_control not in ("poll", "explicit"):
+            raise ValueError(f"model_control must be 'poll' or 'explicit', received {model_control!r}")
+        self.model_control = model_control
+        if model_control == "explicit":
+            from .repository import ControlFile
+
+            state_dir = state_dir or os.environ.get("MAAS_STATE_DIR")
+            self.registry.set_control(ControlFile(state_dir) if state_dir else None,
+                                      list(load_models or ()))
+            if self.registry.repo is not None:
+                self.registry.scan()
         self.registry.start_polling(poll_interval)
-        if api_keys is None and os.environ.get("MAAS_API_KEYS"):
-            api_keys = [k.strip() for k in os.environ["MAAS_API_KEYS"].split(",") if k.strip()]
-        if isinstance(api_keys, str):
-            api_keys = [api_keys]
-        self.key_digests = [hashlib.sha256(k.encode()).digest() for k in (api_keys or [])]
+        api_keys = _keys(api_keys, "MAAS_API_KEYS", "api_keys")
+        admin_keys = _keys(admin_keys, "MAAS_ADMIN_KEYS", "admin_keys")
+        self.key_digests = [hashlib.sha256(k.encode()).digest() for k in api_keys]
+        self.admin_digests = [hashlib.sha256(k.encode()).digest() for k in admin_keys]
+        if set(self.key_digests) & set(self.admin_digests):
+            raise ValueError("an admin key must differ from every inference key")
+        self.cors_origin = cors_origin
         self.max_body = int(max_body_bytes)
         self.server_name = server_name
         self.audit = _audit_logger(audit_log)
 
     # -- request plumbing ----------------------------------------------
-    def authorized(self, call: _Call) -> bool:
-        if not self.key_digests:
+    def authorized(self, call: _Call, digests=None) -> bool:
+        digests = self.key_digests if digests is None else digests
+        if not digests:
             return True
-        key = call.headers.get("X-API-Key")
-        auth = call.headers.get("Authorization", "")
+        return self.key_ok(call.headers.get("X-API-Key"), call.headers.get("Authorization", ""),
+                           digests)
+
+    def key_ok(self, key, auth, digests) -> bool:
+        """Whether the X-API-Key value or the Authorization: Bearer value is
+        one of ``digests``'s keys (compared in constant time)."""
+        auth = auth or ""
         if key is None and auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
         got = hashlib.sha256((key or "").encode("utf-8", "replace")).digest()
         ok = False
-        for d in self.key_digests:  # no early exit: the time does not depend on which key
+        for d in digests:  # no early exit: the time does not depend on which key
             ok |= hmac.compare_digest(got, d)
         return ok and key is not None
 
@@ -237,6 +258,72 @@ class _Server:
         return lv.config
 
 
+def _keys(keys, env, what) -> list[str]:
+    """API keys from an argument or the environment; an empty key is refused."""
+    if keys is None and os.environ.get(env):
+        keys = os.environ[env].split(",")
+        keys = [k.strip() for k in keys]
+    if isinstance(keys, str):
+        keys = [keys]
+    keys = list(keys or [])
+    for k in keys:
+        if not isinstance(k, str) or not k.strip():
+            raise ValueError(f"{what}: an API key may not be empty")
+    return [k.strip() for k in keys]
+
+
+def _version_hashes(entry) -> dict:
+    """``{version: {file: sha256}}`` of a repository model's loaded
+    versions (for the audit log of management calls)."""
+    out = {}
+    if entry is None or not entry.path:
+        return out
+    for v in sorted(entry.versions):
+        d = os.path.join(entry.path, str(v))
+        files = {}
+        for f in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            p = os.path.join(d, f)
+            if f.startswith(".") or not os.path.isfile(p):
+                continue
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            files[f] = h.hexdigest()
+        out[str(v)] = files
+    return out
+
+
+def triton_config(lv) -> dict:
+    """A loaded version's configuration in Triton's model-config JSON
+    (``GET /v2/models/{m}/config``; the gRPC ModelConfig message)."""
+    m, cfg = lv.model, lv.config
+
+    def dt(s):
+        return "TYPE_STRING" if s.datatype == "BYTES" else "TYPE_" + s.datatype
+
+    def dims(s):
+        return [-1 if d is None else d for d in s.shape] or [1]
+
+    kind, arg = cfg.version_policy
+    policy = ({"latest": {"num_versions": arg}} if kind == "latest" else {"all": {}} if kind == "all"
+              else {"specific": {"versions": sorted(arg)}})
+    out = {"name": m.name, "platform": m.platform, "backend": "maas", "version_policy": policy,
+           "max_batch_size": (cfg.batching or {}).get("max_batch_size", cfg.max_rows),
+           "input": [{"name": s.name, "data_type": dt(s), "format": "FORMAT_NONE", "dims": dims(s)}
+                     for s in m.inputs],
+           "output": [{"name": s.name, "data_type": dt(s), "dims": dims(s),
+                       "label_filename": "labels.txt" if m.labels is not None and len(s.shape) == 1
+                       else ""} for s in m.outputs],
+           "parameters": {"max_rows": {"string_value": str(cfg.max_rows)},
+                          "allow_nan": {"string_value": str(cfg.allow_nan).lower()}}}
+    if cfg.batching:
+        out["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(cfg.batching["max_delay_ms"] * 1000),
+            "default_queue_policy": {"max_queue_size": cfg.batching["max_queue_rows"]}}
+    return out
+
+
 def _is_model_folder(path) -> bool:
     """A folder of version folders (one model), not a repository."""
     try:
@@ -270,11 +357,29 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
     info = call.info
     info["model"] = kwargs.get("name")
     try:
-        if not open_ and not server.authorized(call):
+        if open_ == "admin":
+            if not server.admin_digests and server.key_digests:
+                resp = _json({"error": "model management needs an admin key and none is "
+                                       "configured (maas serve --admin-key-file FILE)"}, 403)
+            elif not server.authorized(call, server.admin_digests):
+                resp = _json({"error": "missing or wrong admin key; model management takes the "
+                                       "admin key (not an inference key) as 'Authorization: "
+                                       "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
+                             {"WWW-Authenticate": 'Bearer realm="maas-admin"'})
+            else:
+                server.registry.sync()
+                resp = view(call, **kwargs)
+        elif open_ == "either" and not (server.authorized(call) or (
+                server.admin_digests and server.authorized(call, server.admin_digests))):
+            resp = _json({"error": "missing or wrong API key; send it as 'Authorization: "
+                                   "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
+                         {"WWW-Authenticate": 'Bearer realm="maas"'})
+        elif open_ != "either" and not open_ and not server.authorized(call):
             resp = _json({"error": "missing or wrong API key; send it as 'Authorization: "
                                    "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
                          {"WWW-Authenticate": 'Bearer realm="maas"'})
         else:
+            server.registry.sync()
             resp = view(call, **kwargs)
     except ServingError as e:
         resp = _json({"error": e.message}, e.status)
@@ -285,7 +390,20 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
         resp = _json({"error": f"internal server error (request id {rid}); the server's "
                                f"log has the details"}, 500)
     resp.headers.append(("X-Request-ID", rid))
-    dt = time.perf_counter() - t0
+    if server.cors_origin:
+        resp.headers.append(("Access-Control-Allow-Origin", server.cors_origin))
+        resp.headers.append(("Vary", "Origin"))
+    t1 = time.perf_counter()
+    dt = t1 - t0
+    if info.get("infer") and info["version"] is not None:
+        tm = info.get("timing") or ()
+        try:
+            server.metrics.on_infer(info["model"], info["version"], resp.status < 400, dt,
+                                    tm[0] if len(tm) > 1 else 0.0, tm[1] if len(tm) > 1 else 0.0,
+                                    tm[2] - t0 if len(tm) > 3 else 0.0,
+                                    t1 - tm[3] if len(tm) > 3 else 0.0, info.get("rows") or 0)
+        except Exception:
+            log.exception("statistics update failed")
     if protocol != "health":
         served = info["version"] is not None
         try:
@@ -300,7 +418,8 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
             "request_id": rid, "method": call.method, "path": call.path,
             "protocol": protocol, "model": info.get("model"), "version": info.get("version"),
             "status": resp.status, "latency_ms": round(dt * 1000, 3),
-            "rows": info.get("rows"), "client": call.remote_addr}))
+            "rows": info.get("rows"), "client": call.remote_addr,
+            **({"files": info["files"]} if info.get("files") else {})}))
     if info["body_bytes"] >= TRIM_AFTER_BYTES:
         release_memory()
     return resp
@@ -355,7 +474,8 @@ def _b64_check(data, where, spec):
 def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: dict | None = None,
               batching=None, allow_nan: bool = False, max_rows: int = 8192, api_keys=None,
               audit_log=None, poll_interval: float = 2.0, max_body_bytes: int = DEFAULT_MAX_BODY,
-              require_models=None) -> Blueprint:
+              require_models=None, model_control: str = "poll", load_models=(), admin_keys=None,
+              state_dir=None, cors_origin=None) -> Blueprint:
     """A Flask Blueprint serving ``models`` (see :func:`create_app`).
 
     >>> from flask import Flask
@@ -365,7 +485,9 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     server = _Server(models, loader=loader, config=config, batching=batching, allow_nan=allow_nan,
                      max_rows=max_rows, api_keys=api_keys, audit_log=audit_log,
                      poll_interval=poll_interval, max_body_bytes=max_body_bytes,
-                     require_models=require_models)
+                     require_models=require_models, model_control=model_control,
+                     load_models=load_models, admin_keys=admin_keys, state_dir=state_dir,
+                     cors_origin=cors_origin)
     reg = server.registry
     bp = Blueprint(name, __name__)
     bp.maas_server = server  # for tests and the CLI
@@ -419,9 +541,87 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         _note(call, lv, None)
         return _json({"name": name, "ready": True})
 
-    @route("/v2/repository/index", "v2", methods=("POST", "GET"))
+    @route("/v2/repository/index", "v2", methods=("POST", "GET"), open_="either")
     def v2_repository_index(call):
-        return _json(reg.index())
+        ready = False
+        if call.method == "POST":
+            body = server.body(call)
+            if body.strip():
+                req = parse_json(body)
+                check_fields(req, "the request", [], ["ready", "repository_name"])
+                ready = req.get("ready", False)
+                if not isinstance(ready, bool):
+                    raise ServingError(400, "'ready' must be true or false")
+        return _json(reg.index(ready))
+
+    def management(call, name, allowed):
+        call.info["model"] = name
+        if server.model_control != "explicit":
+            raise ServingError(403, "loading and unloading models needs explicit model control: "
+                                    "start the server with --model-control explicit (the "
+                                    "repository is polled for changes otherwise)")
+        body = server.body(call)
+        params = {}
+        if body.strip():
+            req = parse_json(body)
+            check_fields(req, "the request", [], ["parameters"])
+            params = req.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise ServingError(400, "'parameters' must be an object")
+            bad = [k for k in params if k not in allowed]
+            if bad:
+                raise ServingError(400, f"parameter {bad[0]!r} is not supported here; supported: "
+                                        f"{', '.join(allowed) or 'none'}")
+        return params
+
+    @route("/v2/repository/models/<name>/load", "v2", methods=("POST",), open_="admin")
+    def v2_repository_load(call, name):
+        params = management(call, name, ("config",))
+        override = params.get("config")
+        if isinstance(override, str):
+            try:
+                override = json.loads(override)
+            except json.JSONDecodeError as e:
+                raise ServingError(400, f"parameters.config is not valid JSON: {e}") from None
+        if override is not None and not isinstance(override, dict):
+            raise ServingError(400, "parameters.config must be a JSON object (as a string or an object)")
+        e = reg.load(name, override)
+        call.info["version"] = max(e.versions)
+        call.info["files"] = _version_hashes(e)
+        return _json({})
+
+    @route("/v2/repository/models/<name>/unload", "v2", methods=("POST",), open_="admin")
+    def v2_repository_unload(call, name):
+        management(call, name, ("unload_dependents",))
+        e = reg.entries.get(name)
+        if e is not None and e.versions:
+            call.info["version"] = max(e.versions)
+            call.info["files"] = _version_hashes(e)
+        reg.unload(name)
+        return _json({})
+
+    @route(["/v2/models/<name>/config", "/v2/models/<name>/versions/<version>/config"], "v2")
+    def v2_model_config(call, name, version=None):
+        lv = reg.lookup(name, version)
+        _note(call, lv, None)
+        return _json(triton_config(lv))
+
+    def stats_of(name=None, version=None):
+        if name is None:
+            pairs = [(n, v) for n, e in sorted(reg.entries.items()) for v in sorted(e.versions)]
+        elif version is None:
+            e = reg.entry(name)
+            pairs = [(name, v) for v in sorted(e.versions)]
+        else:
+            pairs = [(name, reg.lookup(name, version).model.version)]
+        return {"model_stats": server.metrics.stats(pairs)}
+
+    server.stats_of = stats_of
+
+    @route(["/v2/models/stats", "/v2/models/<name>/stats",
+            "/v2/models/<name>/versions/<version>/stats"], "v2")
+    def v2_stats(call, name=None, version=None):
+        return _json(stats_of(name, version))
 
     @route(["/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer"], "v2",
            methods=("POST",))

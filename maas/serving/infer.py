@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 
 import numpy as np
 
@@ -152,6 +153,7 @@ def classify(y: np.ndarray, k: int, labels) -> np.ndarray:
 def infer(lv, feeds: dict, requests, timing: list | None = None):
     """Runs ``feeds`` on a loaded version; ``[(name, datatype, array, binary)]``
     for the requested outputs."""
+    t = time.perf_counter()
     y = lv.run(feeds, timing)
     out = []
     for s, binary, k in requests:
@@ -163,6 +165,8 @@ def infer(lv, feeds: dict, requests, timing: list | None = None):
             out.append((s.name, "BYTES", classify(v, k, lv.model.labels), binary))
         else:
             out.append((s.name, datatype_of(v.dtype), v, binary))
+    if timing is not None:
+        timing += (t, time.perf_counter())  # timing: queue, compute, start, end
     return out
 
 
