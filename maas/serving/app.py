@@ -163,6 +163,8 @@ class _Server:
         if set(self.key_digests) & set(self.admin_digests):
             raise ValueError("an admin key must differ from every inference key")
         self.cors_origin = cors_origin
+        self.extensions = ["binary_tensor_data", "classification", "model_repository",
+                           "model_repository_index", "model_configuration", "statistics"]
         self.max_body = int(max_body_bytes)
         self.server_name = server_name
         self.audit = _audit_logger(audit_log)
@@ -506,7 +508,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     def v2_server_metadata(call):
         from .. import __version__
         return _json({"name": server.server_name, "version": __version__,
-                      "extensions": ["binary_tensor_data", "model_repository_index"]})
+                      "extensions": list(server.extensions)})
 
     @route("/v2/health/live", "health", open_=True)
     def v2_live(call):

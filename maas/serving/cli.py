@@ -276,11 +276,28 @@ def serve_main(argv: list[str] | None = None) -> int:
     if opts.get("model_control") == "explicit" or a.grpc_port:
         # what the server's processes share: the explicit model-control state
         os.environ.setdefault("MAAS_STATE_DIR", tempfile.mkdtemp(prefix="maas-state-"))
+    if a.grpc_port:
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            print("maas serve: --grpc-port needs grpcio; pip install 'maas[grpc]'", file=sys.stderr)
+            return 2
+        if not a.dev and a.server not in ("gevent", "gthread"):
+            print("maas serve: --grpc-port runs beside gunicorn (--server gevent or gthread) or "
+                  "--dev", file=sys.stderr)
+            return 2
+        os.environ["MAAS_GRPC_PORT"] = str(a.grpc_port)
+        os.environ["MAAS_GRPC_HOST"] = a.host
+        os.environ["MAAS_GRPC_GRACE"] = str(a.graceful_timeout)
     if a.dev:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
         os.environ[OPTIONS_ENV] = json.dumps(opts)
         app = app_from_env()
+        if a.grpc_port:
+            from .grpc_server import start
+
+            app.maas_grpc = start(app.maas_server, a.host, a.grpc_port)  # held: a dropped server stops
         app.run(host=a.host, port=a.port, threaded=True, use_reloader=False)
         return 0
     need = {"gevent": ("gunicorn", "gevent"), "gthread": ("gunicorn",), "granian": ("granian",),
