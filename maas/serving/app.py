@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import logging.handlers
 import math
 import os
 import re
@@ -326,6 +327,44 @@ def triton_config(lv) -> dict:
     return out
 
 
+_TAGS = {"v2": "Open Inference Protocol (V2)", "tfserving": "TensorFlow Serving REST",
+         "simple": "simple form", "metrics": "metrics", "health": "health"}
+
+
+def openapi_document(routes, server) -> dict:
+    """OpenAPI 3.0 from the blueprint's route table (``bp.maas_routes``)."""
+    from .. import __version__
+
+    paths = {}
+    for rule, methods, protocol, auth, summary in routes:
+        params = re.findall(r"<(?:[a-z]+:)?([A-Za-z_]+)>", rule)
+        path = re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule)
+        item = paths.setdefault(path, {})
+        for m in methods:
+            op = {"summary": summary, "tags": [_TAGS.get(protocol, protocol)],
+                  "parameters": [{"name": p, "in": "path", "required": True,
+                                  "schema": {"type": "string"}} for p in params],
+                  "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
+                                "4XX": {"description": "refused: {\"error\": \"...\"}",
+                                        "content": {"application/json": {"schema": {
+                                            "$ref": "#/components/schemas/Error"}}}}}}
+            if m == "POST":
+                op["requestBody"] = {"required": False, "content": {"application/json": {}}}
+            if auth == "admin":
+                op["security"] = [{"adminKey": []}]
+            elif auth is True:
+                op["security"] = []
+            item[m.lower()] = op
+    return {"openapi": "3.0.3",
+            "info": {"title": f"{server.server_name} model server", "version": __version__},
+            "paths": dict(sorted(paths.items())),
+            "components": {"schemas": {"Error": {"type": "object", "required": ["error"],
+                                                 "properties": {"error": {"type": "string"}}}},
+                           "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"},
+                                               "adminKey": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"apiKey": []}] if server.key_digests else []}
+
+
 def _is_model_folder(path) -> bool:
     """A folder of version folders (one model), not a repository."""
     try:
@@ -343,7 +382,9 @@ def _audit_logger(target):
     lg = logging.getLogger(f"maas.serving.audit.{uuid.uuid4().hex[:8]}")
     lg.propagate = False
     lg.setLevel(logging.INFO)
-    h = logging.StreamHandler(sys.stderr) if target in ("-", "stderr", True) else logging.FileHandler(target)
+    # WatchedFileHandler: reopened when logrotate moves the file away
+    h = (logging.StreamHandler(sys.stderr) if target in ("-", "stderr", True)
+         else logging.handlers.WatchedFileHandler(target))
     h.setFormatter(logging.Formatter("%(message)s"))
     lg.addHandler(h)
     return lg
@@ -494,10 +535,14 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     bp = Blueprint(name, __name__)
     bp.maas_server = server  # for tests and the CLI
 
+    bp.maas_routes = []  # (rule, methods, protocol, auth, summary): the one route description
+
     def route(rule, protocol, methods=("GET",), open_=False, **kw):
         def deco(f):
             h = _handled(server, protocol, open_)(f)
+            summary = (f.__doc__ or f.__name__.replace("_", " ")).strip().splitlines()[0]
             for i, r in enumerate([rule] if isinstance(rule, str) else rule):
+                bp.maas_routes.append((r, tuple(methods), protocol, open_, summary))
                 bp.add_url_rule(r, endpoint=f"{f.__name__}_{i}", view_func=h,
                                 methods=list(methods), **kw)
             return h
@@ -973,6 +1018,11 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         return _json({"models": [{"name": n, "versions": [str(v) for v in sorted(e.versions)],
                                   "ready": e.ready} for n, e in sorted(reg.entries.items())]})
 
+    @route("/openapi.json", "health", open_=True)
+    def openapi(call):
+        """The OpenAPI 3 description of this HTTP API."""
+        return _json(openapi_document(bp.maas_routes, server))
+
     @route("/metrics", "metrics")
     def metrics(call):
         data, ctype = server.metrics.exposition()
@@ -1081,10 +1131,34 @@ def create_app(models: Any, **kwargs) -> Flask:
     app.register_blueprint(bp)
     app.maas_server = bp.maas_server
 
+    server = bp.maas_server
+
     @app.errorhandler(HTTPException)
     def http_error(e):
-        return _json({"error": f"{e.name}: {e.description}" if e.code != 404 else
-                      f"no such endpoint: {request.method} {request.path}"}, e.code or 500).to_flask()
+        r = _json({"error": f"{e.name}: {e.description}" if e.code != 404 else
+                   f"no such endpoint: {request.method} {request.path}"}, e.code or 500)
+        if server.cors_origin:
+            r.headers.append(("Access-Control-Allow-Origin", server.cors_origin))
+        if server.audit is not None:  # 404s and 405s too: probes show up in the audit log
+            rid = request.headers.get("X-Request-ID", "")
+            server.audit.info(json.dumps({
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": rid if _RID.match(rid) else uuid.uuid4().hex,
+                "method": request.method, "path": request.path, "protocol": "-",
+                "model": None, "version": None, "status": r.status, "latency_ms": None,
+                "rows": None, "client": request.remote_addr}))
+        return r.to_flask()
+
+    if server.cors_origin:
+        @app.before_request
+        def cors_preflight():
+            if request.method == "OPTIONS":
+                return Response(b"", 204, headers={
+                    "Access-Control-Allow-Origin": server.cors_origin,
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Authorization, X-API-Key, Content-Type, "
+                    "Content-Encoding, Inference-Header-Content-Length, X-Request-ID",
+                    "Access-Control-Max-Age": "600", "Vary": "Origin"})
 
     @app.errorhandler(Exception)
     def any_error(e):
