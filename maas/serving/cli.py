@@ -74,6 +74,10 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
     p.add_argument("--max-delay-ms", type=float, default=2.0)
     p.add_argument("--api-key", action="append", default=None,
                    help="an accepted API key (repeat for several; or MAAS_API_KEYS=k1,k2)")
+    p.add_argument("--model-name", "--model_name", dest="model_name", default=None, metavar="NAME",
+                   help="serve REPO as the one model NAME: a model folder REPO/<version>/ or a "
+                        "file REPO/model.maas (KServe mounts an InferenceService's storageUri "
+                        "at /mnt/models and passes --model_name)")
     p.add_argument("--api-key-file", default=None, metavar="FILE",
                    help="a file of accepted API keys, one a line")
     p.add_argument("--allow-unauthenticated", action="store_true",
@@ -129,6 +133,8 @@ def _options(a) -> dict:
         opts["load_models"] = a.load_model or []
     if a.cors_origin:
         opts["cors_origin"] = a.cors_origin
+    if a.model_name:
+        opts["model_name"] = a.model_name
     if a.require_model:
         opts["require_models"] = a.require_model
     threads = a.model_threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
@@ -203,7 +209,12 @@ def app_from_env():
 
     if threads:
         maas.set_num_threads(int(threads))
-    return create_app(opts.pop("repo"), **opts)
+    repo, name = opts.pop("repo"), opts.pop("model_name", None)
+    if name and not os.path.isdir(os.path.join(repo, name)):
+        # KServe's layout: the model itself at the mount path
+        single = os.path.join(repo, "model.maas")
+        return create_app({name: single if os.path.isfile(single) else repo}, **opts)
+    return create_app(repo, **opts)
 
 
 def asgi_app_from_env():
