@@ -120,20 +120,21 @@ def _options(a) -> dict:
         opts["loader"] = a.loader
     if a.batching:
         opts["batching"] = {"max_batch_size": a.max_batch_size, "max_delay_ms": a.max_delay_ms}
-    keys = list(a.api_key or []) + _key_file(a.api_key_file)
+    g = lambda k, d=None: getattr(a, k, d)  # noqa: E731  (callers may pass a partial namespace)
+    keys = list(a.api_key or []) + _key_file(g("api_key_file"))
     if not keys and os.environ.get("MAAS_API_KEYS"):
         keys = os.environ["MAAS_API_KEYS"].split(",")
     if keys:
         opts["api_keys"] = keys
-    admin = list(a.admin_key or []) + _key_file(a.admin_key_file)
+    admin = list(g("admin_key") or []) + _key_file(g("admin_key_file"))
     if admin:
         opts["admin_keys"] = admin
-    if a.model_control != "poll":
+    if g("model_control", "poll") != "poll":
         opts["model_control"] = a.model_control
-        opts["load_models"] = a.load_model or []
-    if a.cors_origin:
+        opts["load_models"] = g("load_model") or []
+    if g("cors_origin"):
         opts["cors_origin"] = a.cors_origin
-    if a.model_name:
+    if g("model_name"):
         opts["model_name"] = a.model_name
     if a.require_model:
         opts["require_models"] = a.require_model
