@@ -5,6 +5,7 @@ the same settings (2 workers; 16 threads where the server has threads),
 in one run on one machine.
 
     PYTHONPATH=.:tests python benchmarks/serve.py [--seconds 3] [--servers gevent,gthread]
+    PYTHONPATH=.:tests python benchmarks/serve.py --protocols    # gRPC against HTTP
 
 The model is the digits MLP of ``maas demo`` (64 -> 128 relu -> 10
 softmax; seeded weights, as the cost does not depend on their values),
@@ -248,6 +249,158 @@ def stop(proc):
             proc.wait()
 
 
+def measure_calls(make, conc, seconds, server_pid=None):
+    """conc client threads, each with its own ``make()`` (a callable doing
+    one request, True when it succeeded). Same figures as :func:`measure`."""
+    lat, stop, errors = [], threading.Event(), []
+
+    def client():
+        call = make()
+        mine = []
+        clock = time.perf_counter
+        while not stop.is_set():
+            t = clock()
+            try:
+                ok = call()
+            except Exception:
+                ok = False
+            mine.append(clock() - t)
+            if not ok:
+                errors.append(1)
+        lat.extend(mine)
+
+    ts = [threading.Thread(target=client) for _ in range(conc)]
+    c0, s0 = time.process_time(), (_proc_cpu(server_pid) if server_pid else 0.0)
+    t0 = time.perf_counter()
+    [t.start() for t in ts]
+    time.sleep(seconds)
+    stop.set()
+    [t.join() for t in ts]
+    dt = time.perf_counter() - t0
+    ccpu = (time.process_time() - c0) / dt
+    scpu = ((_proc_cpu(server_pid) - s0) / dt) if server_pid else float("nan")
+    a = np.asarray(lat) * 1000 if lat else np.asarray([float("nan")])
+    return (len(lat) - len(errors)) / dt, float(np.percentile(a, 50)), float(np.percentile(a, 99)), \
+        len(errors), ccpu, scpu
+
+
+def protocols(args):
+    """gRPC against HTTP on one server: `maas serve --grpc-port` (gunicorn,
+    --workers gevent workers, plus its one gRPC process)."""
+    import grpc
+
+    import serving_prod_fixture as pf
+    from maas.serving.proto import grpc_service_pb2 as pb, grpc_service_pb2_grpc as pbg
+
+    tmp = tempfile.mkdtemp(prefix="maas-bench-")
+    repo = os.path.join(tmp, "repo")
+    sf.save_model(repo, "digits", 1, 0, n_in=N_IN, hidden=HIDDEN, n_out=N_OUT)
+    pf.save_two(repo, "two", 1, 0)
+    port, gport = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+               PROMETHEUS_MULTIPROC_DIR=os.path.join(tmp, "prom"))
+    env.pop("MAAS_SERVING_LOADER", None)
+    env.pop("MAAS_API_KEYS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "maas.serving.cli", repo, "--port", str(port),
+                             "--grpc-port", str(gport), "--workers", str(args.workers),
+                             "--audit-log", "off", "--poll-interval", "0"],
+                            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    rng = np.random.default_rng(0)
+    cases = {}  # name -> (http path, http body, http headers, grpc request)
+    for rows in (1, 64):
+        x = rng.random((rows, N_IN)).astype(np.float32)
+        head = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                       "parameters": {"binary_data_size": x.nbytes}}],
+                           "parameters": {"binary_data_output": True}}).encode()
+        req = pb.ModelInferRequest(model_name="digits", inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="input", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
+        cases[f"digits {rows} row{'s' if rows > 1 else ''}"] = (
+            ("/v2/models/digits/infer", head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}),
+            ("/v2/models/digits/infer", json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
+                                                                 "datatype": "FP32",
+                                                                 "data": x.ravel().tolist()}]}).encode(), {}),
+            ("/models/digits/predict", json.dumps({"x": x.tolist()}).encode(), {}), req)
+    a, b = rng.random((1, pf.A)).astype(np.float32), rng.random((1, pf.B)).astype(np.float32)
+    head = json.dumps({"inputs": [{"name": "a", "shape": [1, pf.A], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": a.nbytes}},
+                                  {"name": "b", "shape": [1, pf.B], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": b.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    T = pb.ModelInferRequest.InferInputTensor
+    cases["two inputs, 1 row"] = (
+        ("/v2/models/two/infer", head + a.tobytes() + b.tobytes(), {"Inference-Header-Content-Length": str(len(head))}),
+        ("/v2/models/two/infer", json.dumps({"inputs": [
+            {"name": "a", "shape": [1, pf.A], "datatype": "FP32", "data": a.ravel().tolist()},
+            {"name": "b", "shape": [1, pf.B], "datatype": "FP32", "data": b.ravel().tolist()}]}).encode(), {}),
+        ("/models/two/predict", json.dumps({"x": {"a": a.tolist(), "b": b.tolist()}}).encode(), {}),
+        pb.ModelInferRequest(model_name="two", inputs=[T(name="a", datatype="FP32", shape=[1, pf.A]),
+                                                       T(name="b", datatype="FP32", shape=[1, pf.B])],
+                             raw_input_contents=[a.tobytes(), b.tobytes()]))
+
+    def http_call(path, body, extra):
+        def make():
+            c = [http.client.HTTPConnection("127.0.0.1", port, timeout=30)]
+            h = {"Content-Type": "application/json", "Content-Length": str(len(body)), **extra}
+
+            def call():
+                try:
+                    c[0].request("POST", path, body, h)
+                    r = c[0].getresponse()
+                    r.read()
+                    return r.status == 200
+                except (OSError, http.client.HTTPException):
+                    c[0].close()
+                    c[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    return False
+            return call
+        return make
+
+    def grpc_call(req):
+        def make():
+            ch = grpc.insecure_channel(f"127.0.0.1:{gport}")
+            stub = pbg.GRPCInferenceServiceStub(ch)
+            return lambda: bool(stub.ModelInfer(req, timeout=30).outputs)
+        return make
+
+    results = {}
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                ch = grpc.insecure_channel(f"127.0.0.1:{gport}")
+                if pbg.GRPCInferenceServiceStub(ch).ServerReady(pb.ServerReadyRequest(), timeout=2).ready \
+                        and http_call(*cases["digits 1 row"][0])()():
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server not ready")
+            time.sleep(0.3)
+        kinds = ("HTTP V2 binary", "HTTP V2 JSON", "HTTP /predict", "gRPC raw")
+        for name, (hb, hj, hp, greq) in cases.items():
+            makers = dict(zip(kinds, (http_call(*hb), http_call(*hj), http_call(*hp), grpc_call(greq))))
+            for conc in (1, 8):
+                runs = {k: [] for k in kinds}
+                for _ in range(args.repeats):
+                    for k, mk in makers.items():
+                        measure_calls(mk, conc, 0.3)  # warm up
+                        runs[k].append(measure_calls(mk, conc, args.seconds, proc.pid))
+                for k in kinds:
+                    results[name, conc, k] = sorted(runs[k])[len(runs[k]) // 2]
+                    print(name, conc, k, "%.0f req/s p50 %.2f p99 %.2f err %d cpu %.2f/%.2f"
+                          % results[name, conc, k], file=sys.stderr)
+    finally:
+        stop(proc)
+    print("| request | concurrency | protocol | req/s | p50 ms | p99 ms | errors | client CPU | server CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (name, conc, k), (rps, p50, p99, err, cc, sc) in results.items():
+        print(f"| {name} | {conc} | {k} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {cc:.2f} | {sc:.2f} |")
+    print(f"(one `maas serve --grpc-port` with {args.workers} gevent workers for HTTP and its one "
+          f"gRPC process; server CPU = master, workers and the gRPC process; cores busy of "
+          f"{os.cpu_count()}; median of {args.repeats} runs of {args.seconds:g} s)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -256,7 +409,13 @@ def main():
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--protocols", action="store_true",
+                    help="instead: gRPC against HTTP (V2 binary, V2 JSON, /predict) on one "
+                         "`maas serve --grpc-port` for single-row and 64-row requests and a "
+                         "two-input model")
     args = ap.parse_args()
+    if args.protocols:
+        return protocols(args)
     tmp = tempfile.mkdtemp(prefix="maas-bench-")
     repo = os.path.join(tmp, "repo")
     sf.save_model(repo, "digits", 1, 0, config={"batching": {"max_batch_size": 32, "max_delay_ms": 1}},

@@ -263,7 +263,7 @@ BAD = [
      {}, 400, "unknown signature_name"),
     ("tf wrong named input", "POST", "/v1/models/mlp:predict", '{"instances": [{"a": [1,2,3,4]}]}', {}, 400,
      "only input is 'input'"),
-    ("tf classify", "POST", "/v1/models/mlp:classify", '{"instances": [[1,2,3,4]]}', {}, 400, "not supported"),
+    ("tf classify", "POST", "/v1/models/mlp:classify", '{"instances": [[1,2,3,4]]}', {}, 400, "'examples'"),
     ("tf unknown model", "POST", "/v1/models/nope:predict", '{"instances": [[1,2,3,4]]}', {}, 404, "not served"),
     ("tf bad path", "GET", "/v1/models/mlp/versions/1/foo/bar", None, {}, 404, "no such endpoint"),
     # hostile bodies: each was a 500 once

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import logging.handlers
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from . import explain
 from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
                     parse_json, parse_shape, to_array)
 from .errors import ServingError
+from .infer import check_feeds, infer, json_data, output_requests, tensor, to_bytes
 from .metrics import get_metrics
 from .model import ServedModel, resolve_loader
 from .repository import ModelConfig, Registry, is_version_name
@@ -125,7 +127,9 @@ class _Server:
 
     def __init__(self, models, *, loader=None, config=None, batching=None, allow_nan=False,
                  max_rows=8192, api_keys=None, audit_log=None, poll_interval=2.0,
-                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas", require_models=None):
+                 max_body_bytes=DEFAULT_MAX_BODY, server_name="maas", require_models=None,
+                 model_control="poll", load_models=(), admin_keys=None, state_dir=None,
+                 cors_origin=None):
         self.metrics = get_metrics()
         defaults = ModelConfig(batching=batching, allow_nan=allow_nan, max_rows=max_rows)
         self.registry = Registry(resolve_loader(loader), defaults, on_batch=self.metrics.on_batch,
@@ -142,27 +146,49 @@ class _Server:
         else:
             name = models.name if isinstance(models, ServedModel) else "model"
             self.registry.add_object(name, models, config.get(name))
+        if model_control not in ("poll", "explicit"):
+            raise ValueError(f"model_control must be 'poll' or 'explicit', received {model_control!r}")
+        self.model_control = model_control
+        if model_control == "explicit":
+            from .repository import ControlFile
+
+            state_dir = state_dir or os.environ.get("MAAS_STATE_DIR")
+            self.registry.set_control(ControlFile(state_dir) if state_dir else None,
+                                      list(load_models or ()))
+            if self.registry.repo is not None:
+                self.registry.scan()
         self.registry.start_polling(poll_interval)
-        if api_keys is None and os.environ.get("MAAS_API_KEYS"):
-            api_keys = [k.strip() for k in os.environ["MAAS_API_KEYS"].split(",") if k.strip()]
-        if isinstance(api_keys, str):
-            api_keys = [api_keys]
-        self.key_digests = [hashlib.sha256(k.encode()).digest() for k in (api_keys or [])]
+        api_keys = _keys(api_keys, "MAAS_API_KEYS", "api_keys")
+        admin_keys = _keys(admin_keys, "MAAS_ADMIN_KEYS", "admin_keys")
+        self.key_digests = [hashlib.sha256(k.encode()).digest() for k in api_keys]
+        self.admin_digests = [hashlib.sha256(k.encode()).digest() for k in admin_keys]
+        if set(self.key_digests) & set(self.admin_digests):
+            raise ValueError("an admin key must differ from every inference key")
+        self.cors_origin = cors_origin
+        self.extensions = ["binary_tensor_data", "classification", "model_repository",
+                           "model_repository_index", "model_configuration", "statistics",
+                           "explain"]
         self.max_body = int(max_body_bytes)
         self.server_name = server_name
         self.audit = _audit_logger(audit_log)
 
     # -- request plumbing ----------------------------------------------
-    def authorized(self, call: _Call) -> bool:
-        if not self.key_digests:
+    def authorized(self, call: _Call, digests=None) -> bool:
+        digests = self.key_digests if digests is None else digests
+        if not digests:
             return True
-        key = call.headers.get("X-API-Key")
-        auth = call.headers.get("Authorization", "")
+        return self.key_ok(call.headers.get("X-API-Key"), call.headers.get("Authorization", ""),
+                           digests)
+
+    def key_ok(self, key, auth, digests) -> bool:
+        """Whether the X-API-Key value or the Authorization: Bearer value is
+        one of ``digests``'s keys (compared in constant time)."""
+        auth = auth or ""
         if key is None and auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
         got = hashlib.sha256((key or "").encode("utf-8", "replace")).digest()
         ok = False
-        for d in self.key_digests:  # no early exit: the time does not depend on which key
+        for d in digests:  # no early exit: the time does not depend on which key
             ok |= hmac.compare_digest(got, d)
         return ok and key is not None
 
@@ -199,10 +225,146 @@ class _Server:
         call.info["body_bytes"] = len(data)
         if len(data) > self.max_body:
             raise ServingError(413, f"the request body is over the limit of {self.max_body} bytes")
+        enc = (call.headers.get("Content-Encoding") or "").strip().lower()
+        if enc and enc != "identity":
+            data = self.decompress(data, enc)
+            call.info["body_bytes"] = max(call.info["body_bytes"], len(data))
         return data
+
+    def decompress(self, data: bytes, enc: str) -> bytes:
+        """A gzip or deflate body, inflated to at most the body limit (a
+        body that inflates past it is a 413, however small it was sent)."""
+        import zlib
+
+        if enc in ("gzip", "x-gzip"):
+            tries = (16 + zlib.MAX_WBITS,)
+        elif enc == "deflate":  # zlib-wrapped as HTTP says; raw deflate as some clients send
+            tries = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        else:
+            raise ServingError(415, f"Content-Encoding {enc!r} is not supported; send gzip, "
+                                    f"deflate or identity")
+        for i, wbits in enumerate(tries):
+            d = zlib.decompressobj(wbits)
+            try:
+                out = d.decompress(data, self.max_body + 1)
+            except zlib.error as e:
+                if i + 1 < len(tries):
+                    continue
+                raise ServingError(400, f"the {enc} request body cannot be decompressed: {e}") from None
+            if len(out) > self.max_body or d.unconsumed_tail:
+                raise ServingError(413, f"the request body decompresses to more than the limit of "
+                                        f"{self.max_body} bytes")
+            if not d.eof:
+                raise ServingError(400, f"the {enc} request body is truncated")
+            return out
+        raise AssertionError("not reached")
 
     def model_config(self, lv):
         return lv.config
+
+
+def _keys(keys, env, what) -> list[str]:
+    """API keys from an argument or the environment; an empty key is refused."""
+    if keys is None and os.environ.get(env):
+        keys = os.environ[env].split(",")
+        keys = [k.strip() for k in keys]
+    if isinstance(keys, str):
+        keys = [keys]
+    keys = list(keys or [])
+    for k in keys:
+        if not isinstance(k, str) or not k.strip():
+            raise ValueError(f"{what}: an API key may not be empty")
+    return [k.strip() for k in keys]
+
+
+def _version_hashes(entry) -> dict:
+    """``{version: {file: sha256}}`` of a repository model's loaded
+    versions (for the audit log of management calls)."""
+    out = {}
+    if entry is None or not entry.path:
+        return out
+    for v in sorted(entry.versions):
+        d = os.path.join(entry.path, str(v))
+        files = {}
+        for f in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            p = os.path.join(d, f)
+            if f.startswith(".") or not os.path.isfile(p):
+                continue
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            files[f] = h.hexdigest()
+        out[str(v)] = files
+    return out
+
+
+def triton_config(lv) -> dict:
+    """A loaded version's configuration in Triton's model-config JSON
+    (``GET /v2/models/{m}/config``; the gRPC ModelConfig message)."""
+    m, cfg = lv.model, lv.config
+
+    def dt(s):
+        return "TYPE_STRING" if s.datatype == "BYTES" else "TYPE_" + s.datatype
+
+    def dims(s):
+        return [-1 if d is None else d for d in s.shape] or [1]
+
+    kind, arg = cfg.version_policy
+    policy = ({"latest": {"num_versions": arg}} if kind == "latest" else {"all": {}} if kind == "all"
+              else {"specific": {"versions": sorted(arg)}})
+    out = {"name": m.name, "platform": m.platform, "backend": "maas", "version_policy": policy,
+           "max_batch_size": (cfg.batching or {}).get("max_batch_size", cfg.max_rows),
+           "input": [{"name": s.name, "data_type": dt(s), "format": "FORMAT_NONE", "dims": dims(s)}
+                     for s in m.inputs],
+           "output": [{"name": s.name, "data_type": dt(s), "dims": dims(s),
+                       "label_filename": "labels.txt" if m.labels is not None and len(s.shape) == 1
+                       else ""} for s in m.outputs],
+           "parameters": {"max_rows": {"string_value": str(cfg.max_rows)},
+                          "allow_nan": {"string_value": str(cfg.allow_nan).lower()}}}
+    if cfg.batching:
+        out["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(cfg.batching["max_delay_ms"] * 1000),
+            "default_queue_policy": {"max_queue_size": cfg.batching["max_queue_rows"]}}
+    return out
+
+
+_TAGS = {"v2": "Open Inference Protocol (V2)", "tfserving": "TensorFlow Serving REST",
+         "simple": "simple form", "metrics": "metrics", "health": "health"}
+
+
+def openapi_document(routes, server) -> dict:
+    """OpenAPI 3.0 from the blueprint's route table (``bp.maas_routes``)."""
+    from .. import __version__
+
+    paths = {}
+    for rule, methods, protocol, auth, summary in routes:
+        params = re.findall(r"<(?:[a-z]+:)?([A-Za-z_]+)>", rule)
+        path = re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule)
+        item = paths.setdefault(path, {})
+        for m in methods:
+            op = {"summary": summary, "tags": [_TAGS.get(protocol, protocol)],
+                  "parameters": [{"name": p, "in": "path", "required": True,
+                                  "schema": {"type": "string"}} for p in params],
+                  "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
+                                "4XX": {"description": "refused: {\"error\": \"...\"}",
+                                        "content": {"application/json": {"schema": {
+                                            "$ref": "#/components/schemas/Error"}}}}}}
+            if m == "POST":
+                op["requestBody"] = {"required": False, "content": {"application/json": {}}}
+            if auth == "admin":
+                op["security"] = [{"adminKey": []}]
+            elif auth is True:
+                op["security"] = []
+            item[m.lower()] = op
+    return {"openapi": "3.0.3",
+            "info": {"title": f"{server.server_name} model server", "version": __version__},
+            "paths": dict(sorted(paths.items())),
+            "components": {"schemas": {"Error": {"type": "object", "required": ["error"],
+                                                 "properties": {"error": {"type": "string"}}}},
+                           "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"},
+                                               "adminKey": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"apiKey": []}] if server.key_digests else []}
 
 
 def _is_model_folder(path) -> bool:
@@ -222,7 +384,9 @@ def _audit_logger(target):
     lg = logging.getLogger(f"maas.serving.audit.{uuid.uuid4().hex[:8]}")
     lg.propagate = False
     lg.setLevel(logging.INFO)
-    h = logging.StreamHandler(sys.stderr) if target in ("-", "stderr", True) else logging.FileHandler(target)
+    # WatchedFileHandler: reopened when logrotate moves the file away
+    h = (logging.StreamHandler(sys.stderr) if target in ("-", "stderr", True)
+         else logging.handlers.WatchedFileHandler(target))
     h.setFormatter(logging.Formatter("%(message)s"))
     lg.addHandler(h)
     return lg
@@ -238,11 +402,29 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
     info = call.info
     info["model"] = kwargs.get("name")
     try:
-        if not open_ and not server.authorized(call):
+        if open_ == "admin":
+            if not server.admin_digests and server.key_digests:
+                resp = _json({"error": "model management needs an admin key and none is "
+                                       "configured (maas serve --admin-key-file FILE)"}, 403)
+            elif not server.authorized(call, server.admin_digests):
+                resp = _json({"error": "missing or wrong admin key; model management takes the "
+                                       "admin key (not an inference key) as 'Authorization: "
+                                       "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
+                             {"WWW-Authenticate": 'Bearer realm="maas-admin"'})
+            else:
+                server.registry.sync()
+                resp = view(call, **kwargs)
+        elif open_ == "either" and not (server.authorized(call) or (
+                server.admin_digests and server.authorized(call, server.admin_digests))):
+            resp = _json({"error": "missing or wrong API key; send it as 'Authorization: "
+                                   "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
+                         {"WWW-Authenticate": 'Bearer realm="maas"'})
+        elif open_ != "either" and not open_ and not server.authorized(call):
             resp = _json({"error": "missing or wrong API key; send it as 'Authorization: "
                                    "Bearer KEY' or 'X-API-Key: KEY'"}, 401,
                          {"WWW-Authenticate": 'Bearer realm="maas"'})
         else:
+            server.registry.sync()
             resp = view(call, **kwargs)
     except ServingError as e:
         resp = _json({"error": e.message}, e.status)
@@ -253,7 +435,20 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
         resp = _json({"error": f"internal server error (request id {rid}); the server's "
                                f"log has the details"}, 500)
     resp.headers.append(("X-Request-ID", rid))
-    dt = time.perf_counter() - t0
+    if server.cors_origin:
+        resp.headers.append(("Access-Control-Allow-Origin", server.cors_origin))
+        resp.headers.append(("Vary", "Origin"))
+    t1 = time.perf_counter()
+    dt = t1 - t0
+    if info.get("infer") and info["version"] is not None:
+        tm = info.get("timing") or ()
+        try:
+            server.metrics.on_infer(info["model"], info["version"], resp.status < 400, dt,
+                                    tm[0] if len(tm) > 1 else 0.0, tm[1] if len(tm) > 1 else 0.0,
+                                    tm[2] - t0 if len(tm) > 3 else 0.0,
+                                    t1 - tm[3] if len(tm) > 3 else 0.0, info.get("rows") or 0)
+        except Exception:
+            log.exception("statistics update failed")
     if protocol != "health":
         served = info["version"] is not None
         try:
@@ -268,7 +463,8 @@ def _dispatch(server: _Server, protocol: str, open_: bool, view, call: _Call, kw
             "request_id": rid, "method": call.method, "path": call.path,
             "protocol": protocol, "model": info.get("model"), "version": info.get("version"),
             "status": resp.status, "latency_ms": round(dt * 1000, 3),
-            "rows": info.get("rows"), "client": call.remote_addr, **info.get("audit", {})}))
+            "rows": info.get("rows"), "client": call.remote_addr,
+            **({"files": info["files"]} if info.get("files") else {}), **info.get("audit", {})}))
     if info["body_bytes"] >= TRIM_AFTER_BYTES:
         release_memory()
     return resp
@@ -293,14 +489,38 @@ def _note(call: _Call, lv, rows):
     info["rows"] = rows
 
 
-def _io(m: ServedModel, shape, name):
-    return {"name": name, "datatype": "FP32", "shape": [-1] + [-1 if d is None else d for d in shape]}
+def _io(s):
+    return {"name": s.name, "datatype": s.datatype, "shape": [-1] + [-1 if d is None else d for d in s.shape]}
+
+
+TF_DTYPES = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "FP16": "DT_HALF", "INT8": "DT_INT8",
+             "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64", "UINT8": "DT_UINT8",
+             "UINT16": "DT_UINT16", "UINT32": "DT_UINT32", "UINT64": "DT_UINT64", "BOOL": "DT_BOOL",
+             "BYTES": "DT_STRING"}
+
+
+def _b64_check(data, where, spec):
+    """TF Serving's {"b64": ...} marks binary values; maas's inputs are
+    numbers, so one inside a numeric input is refused by name."""
+    stack = [data]
+    n = 0
+    while stack and n < 100000:
+        v = stack.pop()
+        n += 1
+        if isinstance(v, dict):
+            if set(v) == {"b64"}:
+                raise ServingError(400, f"{where} holds {{\"b64\": ...}} binary data; input "
+                                        f"{spec.name!r} is {spec.datatype}: send numbers")
+            return
+        if isinstance(v, list) and v and isinstance(v[0], (list, dict)):
+            stack.extend(v)
 
 
 def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: dict | None = None,
               batching=None, allow_nan: bool = False, max_rows: int = 8192, api_keys=None,
               audit_log=None, poll_interval: float = 2.0, max_body_bytes: int = DEFAULT_MAX_BODY,
-              require_models=None) -> Blueprint:
+              require_models=None, model_control: str = "poll", load_models=(), admin_keys=None,
+              state_dir=None, cors_origin=None) -> Blueprint:
     """A Flask Blueprint serving ``models`` (see :func:`create_app`).
 
     >>> from flask import Flask
@@ -310,15 +530,21 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     server = _Server(models, loader=loader, config=config, batching=batching, allow_nan=allow_nan,
                      max_rows=max_rows, api_keys=api_keys, audit_log=audit_log,
                      poll_interval=poll_interval, max_body_bytes=max_body_bytes,
-                     require_models=require_models)
+                     require_models=require_models, model_control=model_control,
+                     load_models=load_models, admin_keys=admin_keys, state_dir=state_dir,
+                     cors_origin=cors_origin)
     reg = server.registry
     bp = Blueprint(name, __name__)
     bp.maas_server = server  # for tests and the CLI
 
+    bp.maas_routes = []  # (rule, methods, protocol, auth, summary): the one route description
+
     def route(rule, protocol, methods=("GET",), open_=False, **kw):
         def deco(f):
             h = _handled(server, protocol, open_)(f)
+            summary = (f.__doc__ or f.__name__.replace("_", " ")).strip().splitlines()[0]
             for i, r in enumerate([rule] if isinstance(rule, str) else rule):
+                bp.maas_routes.append((r, tuple(methods), protocol, open_, summary))
                 bp.add_url_rule(r, endpoint=f"{f.__name__}_{i}", view_func=h,
                                 methods=list(methods), **kw)
             return h
@@ -329,7 +555,7 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     def v2_server_metadata(call):
         from .. import __version__
         return _json({"name": server.server_name, "version": __version__,
-                      "extensions": ["binary_tensor_data", "model_repository_index", "explain"]})
+                      "extensions": list(server.extensions)})
 
     @route("/v2/health/live", "health", open_=True)
     def v2_live(call):
@@ -346,8 +572,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         _note(call, lv, None)
         m = lv.model
         return {"name": name, "versions": [str(v) for v in sorted(e.versions)],
-                "platform": m.platform, "inputs": [_io(m, m.input_shape, m.input_name)],
-                "outputs": [_io(m, m.output_shape, m.output_name)]}
+                "platform": m.platform, "inputs": [_io(s) for s in m.inputs],
+                "outputs": [_io(s) for s in m.outputs]}
 
     @route(["/v2/models/<name>", "/v2/models/<name>/versions/<version>"], "v2")
     def v2_model_metadata(call, name, version=None):
@@ -364,9 +590,87 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         _note(call, lv, None)
         return _json({"name": name, "ready": True})
 
-    @route("/v2/repository/index", "v2", methods=("POST", "GET"))
+    @route("/v2/repository/index", "v2", methods=("POST", "GET"), open_="either")
     def v2_repository_index(call):
-        return _json(reg.index())
+        ready = False
+        if call.method == "POST":
+            body = server.body(call)
+            if body.strip():
+                req = parse_json(body)
+                check_fields(req, "the request", [], ["ready", "repository_name"])
+                ready = req.get("ready", False)
+                if not isinstance(ready, bool):
+                    raise ServingError(400, "'ready' must be true or false")
+        return _json(reg.index(ready))
+
+    def management(call, name, allowed):
+        call.info["model"] = name
+        if server.model_control != "explicit":
+            raise ServingError(403, "loading and unloading models needs explicit model control: "
+                                    "start the server with --model-control explicit (the "
+                                    "repository is polled for changes otherwise)")
+        body = server.body(call)
+        params = {}
+        if body.strip():
+            req = parse_json(body)
+            check_fields(req, "the request", [], ["parameters"])
+            params = req.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise ServingError(400, "'parameters' must be an object")
+            bad = [k for k in params if k not in allowed]
+            if bad:
+                raise ServingError(400, f"parameter {bad[0]!r} is not supported here; supported: "
+                                        f"{', '.join(allowed) or 'none'}")
+        return params
+
+    @route("/v2/repository/models/<name>/load", "v2", methods=("POST",), open_="admin")
+    def v2_repository_load(call, name):
+        params = management(call, name, ("config",))
+        override = params.get("config")
+        if isinstance(override, str):
+            try:
+                override = json.loads(override)
+            except json.JSONDecodeError as e:
+                raise ServingError(400, f"parameters.config is not valid JSON: {e}") from None
+        if override is not None and not isinstance(override, dict):
+            raise ServingError(400, "parameters.config must be a JSON object (as a string or an object)")
+        e = reg.load(name, override)
+        call.info["version"] = max(e.versions)
+        call.info["files"] = _version_hashes(e)
+        return _json({})
+
+    @route("/v2/repository/models/<name>/unload", "v2", methods=("POST",), open_="admin")
+    def v2_repository_unload(call, name):
+        management(call, name, ("unload_dependents",))
+        e = reg.entries.get(name)
+        if e is not None and e.versions:
+            call.info["version"] = max(e.versions)
+            call.info["files"] = _version_hashes(e)
+        reg.unload(name)
+        return _json({})
+
+    @route(["/v2/models/<name>/config", "/v2/models/<name>/versions/<version>/config"], "v2")
+    def v2_model_config(call, name, version=None):
+        lv = reg.lookup(name, version)
+        _note(call, lv, None)
+        return _json(triton_config(lv))
+
+    def stats_of(name=None, version=None):
+        if name is None:
+            pairs = [(n, v) for n, e in sorted(reg.entries.items()) for v in sorted(e.versions)]
+        elif version is None:
+            e = reg.entry(name)
+            pairs = [(name, v) for v in sorted(e.versions)]
+        else:
+            pairs = [(name, reg.lookup(name, version).model.version)]
+        return {"model_stats": server.metrics.stats(pairs)}
+
+    server.stats_of = stats_of
+
+    @route(["/v2/models/stats", "/v2/models/<name>/stats",
+            "/v2/models/<name>/versions/<version>/stats"], "v2")
+    def v2_stats(call, name=None, version=None):
+        return _json(stats_of(name, version))
 
     @route(["/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer"], "v2",
            methods=("POST",))
@@ -395,57 +699,54 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
+            call.info["infer"] = True
             inputs = req["inputs"]
             if not isinstance(inputs, list) or not inputs:
                 raise ServingError(400, "'inputs' must be a non-empty array of input tensors")
-            if len(inputs) != 1:
-                raise ServingError(400, f"model {name!r} takes 1 input ({m.input_name!r}), the "
-                                        f"request has {len(inputs)}")
-            inp = inputs[0]
-            if not isinstance(inp, dict):
-                raise ServingError(400, "inputs[0] must be an object with name, shape, datatype, data")
-            check_fields(inp, "inputs[0]", ["name", "shape", "datatype"], ["data", "parameters"])
-            if inp["name"] != m.input_name:
-                raise ServingError(400, f"unknown input {inp['name']!r}; model {name!r} has the "
-                                        f"input {m.input_name!r}")
-            dt = inp["datatype"]
-            if dt not in DATATYPES:
-                raise ServingError(400, f"inputs[0].datatype {dt!r} is not supported; use one of "
-                                        f"{', '.join(DATATYPES)}")
-            shape = parse_shape(inp["shape"], "inputs[0]")
-            iparams = inp.get("parameters") or {}
-            if not isinstance(iparams, dict):
-                raise ServingError(400, "inputs[0].parameters must be an object")
-            count = math.prod(shape)  # exact: parse_shape bounds it
-            if "binary_data_size" in iparams:
-                if "data" in inp:
-                    raise ServingError(400, "inputs[0] has both 'data' and binary_data_size; send one")
-                size = iparams["binary_data_size"]
-                need = count * DATATYPES[dt].itemsize
-                if not isinstance(size, int) or size != need:
-                    raise ServingError(400, f"inputs[0]: datatype {dt} with shape {list(shape)} is "
-                                            f"{need} bytes, binary_data_size says {size}")
-                if len(binary) != size:
-                    raise ServingError(400, f"inputs[0]: binary_data_size is {size} bytes, the body "
-                                            f"carries {len(binary)} bytes after the JSON header")
-                arr = np.frombuffer(binary, dtype=DATATYPES[dt]).reshape(shape)
-            else:
-                if "data" not in inp:
-                    raise ServingError(400, "inputs[0] is missing the field 'data' (or "
-                                            "parameters.binary_data_size with binary data)")
-                if binary:
-                    raise ServingError(400, f"the body has {len(binary)} bytes of binary data that "
-                                            f"no input claims")
-                arr = to_array(inp["data"], "inputs[0].data", dt)
-                if arr.size != count:
-                    raise ServingError(400, f"inputs[0]: shape {list(shape)} needs {count} values, "
-                                            f"data has {arr.size}")
-                arr = arr.reshape(shape)
-            x = check_values(arr, "inputs[0]", cfg.allow_nan, dt)
-            x = check_rows(x, m.input_shape, "inputs[0]", cfg.max_rows)
+            feeds, off = {}, 0
+            for i, inp in enumerate(inputs):
+                where = f"inputs[{i}]"
+                if not isinstance(inp, dict):
+                    raise ServingError(400, f"{where} must be an object with name, shape, datatype, data")
+                check_fields(inp, where, ["name", "shape", "datatype"], ["data", "parameters"])
+                spec = m.input(inp["name"]) if isinstance(inp["name"], str) else None
+                if spec is None:
+                    raise ServingError(400, f"unknown input {inp['name']!r}; model {name!r} has the "
+                                            f"input{'s' if len(m.inputs) > 1 else ''} "
+                                            f"{', '.join(repr(s.name) for s in m.inputs)}")
+                if spec.name in feeds:
+                    raise ServingError(400, f"{where}: input {spec.name!r} is given twice (model "
+                                            f"{name!r} takes {len(m.inputs)} input"
+                                            f"{'s' if len(m.inputs) > 1 else ''}, each once)")
+                iparams = inp.get("parameters") or {}
+                if not isinstance(iparams, dict):
+                    raise ServingError(400, f"{where}.parameters must be an object")
+                if "binary_data_size" in iparams:
+                    if "data" in inp:
+                        raise ServingError(400, f"{where} has both 'data' and binary_data_size; send one")
+                    size = iparams["binary_data_size"]
+                    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                        raise ServingError(400, f"{where}.parameters.binary_data_size must be a "
+                                                f"non-negative integer")
+                    if off + size > len(binary):
+                        raise ServingError(400, f"{where}: binary_data_size is {size} bytes, the body "
+                                                f"carries {len(binary) - off} bytes after the "
+                                                f"JSON header and the inputs before it")
+                    feeds[spec.name] = tensor(spec, where, inp["datatype"], inp["shape"],
+                                              raw=binary[off:off + size], allow_nan=cfg.allow_nan,
+                                              raw_label="binary_data_size says")
+                    off += size
+                else:
+                    if "data" not in inp:
+                        raise ServingError(400, f"{where} is missing the field 'data' (or "
+                                                f"parameters.binary_data_size with binary data)")
+                    feeds[spec.name] = tensor(spec, where, inp["datatype"], inp["shape"],
+                                              data=inp["data"], allow_nan=cfg.allow_nan)
+            if off != len(binary):
+                raise ServingError(400, f"the body has {len(binary) - off} bytes of binary data that "
+                                        f"no input claims")
+            check_feeds(m, feeds, cfg.max_rows)
             want = req.get("outputs")
-            bin_all = bool(params.get("binary_data_output", False))
-            bin_out = bin_all
             if want is not None:
                 if not isinstance(want, list):
                     raise ServingError(400, "'outputs' must be an array of {\"name\": ...}")
@@ -453,30 +754,33 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
                     if not isinstance(o, dict):
                         raise ServingError(400, f"outputs[{i}] must be an object with a name")
                     check_fields(o, f"outputs[{i}]", ["name"], ["parameters"])
-                    if o["name"] != m.output_name:
-                        raise ServingError(400, f"unknown output {o['name']!r}; model {name!r} has "
-                                                f"the output {m.output_name!r}")
-                    op = o.get("parameters") or {}
-                    if not isinstance(op, dict):
+                    if not isinstance(o.get("parameters") or {}, dict):
                         raise ServingError(400, f"outputs[{i}].parameters must be an object")
-                    bin_out = bool(op.get("binary_data", bin_all))
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        out = {"name": m.output_name, "datatype": "FP32", "shape": list(y.shape)}
+                want = [(o["name"], o.get("parameters")) for o in want]
+            reqs = output_requests(m, want, bool(params.get("binary_data_output", False)))
+            rows = int(next(iter(feeds.values())).shape[0])
+            _note(call, lv, rows)
+            outs = infer(lv, feeds, reqs, call.info.setdefault("timing", []))
         resp = {"model_name": name, "model_version": str(m.version)}
         if rid is not None:
             resp["id"] = rid
-        if bin_out:
-            raw = np.ascontiguousarray(y, dtype="<f4").tobytes()
-            out["parameters"] = {"binary_data_size": len(raw)}
-            resp["outputs"] = [out]
+        tail, outputs = [], []
+        for oname, dt, arr, b in outs:
+            o = {"name": oname, "datatype": dt, "shape": list(arr.shape)}
+            if b:
+                raw = to_bytes(arr, dt)
+                o["parameters"] = {"binary_data_size": len(raw)}
+                tail.append(raw)
+            else:
+                o["data"], nonfinite = json_data(arr, dt)
+                if nonfinite:  # JSON has no NaN: null, and a flag saying why
+                    o["parameters"] = {"nonfinite": True}
+            outputs.append(o)
+        resp["outputs"] = outputs
+        if tail:
             head = dumps(resp)
-            return _Reply(head + raw, 200, "application/octet-stream",
+            return _Reply(head + b"".join(tail), 200, "application/octet-stream",
                           headers={"Inference-Header-Content-Length": str(len(head))})
-        out["data"], nonfinite = json_values(y, flat=True)
-        if nonfinite:  # JSON has no NaN: null, and a flag saying why
-            out["parameters"] = {"nonfinite": True}
-        resp["outputs"] = [out]
         return _json(resp)
 
     @route(["/v2/models/<name>/explain", "/v2/models/<name>/versions/<version>/explain"], "explain",
@@ -492,8 +796,13 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         mt = tf_path.match(rest)
         if not mt:
             raise ServingError(404, f"no such endpoint /v1/models/{rest}; use "
-                                    f"/v1/models/NAME[/versions/N][:predict|/metadata]")
+                                    f"/v1/models/NAME[/versions/N][:predict|:classify|:regress|/metadata]")
         return mt.group("name"), mt.group("version"), mt.group("verb"), mt.group("meta")
+
+    def tf_sig(s):
+        return {"dtype": TF_DTYPES.get(s.datatype, "DT_INVALID"), "name": s.name,
+                "tensor_shape": {"dim": [{"size": str(-1 if d is None else d)}
+                                         for d in (None,) + s.shape], "unknown_rank": False}}
 
     @route("/v1/models/<path:rest>", "tfserving", methods=("GET", "POST"))
     def tf_models(call, rest):
@@ -503,60 +812,155 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             if verb:
                 raise ServingError(405, f":{verb} takes POST")
             if meta:
-                md = model_metadata(call, name, version)
+                lv = reg.lookup(name, version)
+                _note(call, lv, None)
+                m = lv.model
                 return _json({"model_spec": {"name": name, "signature_name": "",
-                                             "version": str(call.info["version"])},
+                                             "version": str(m.version)},
                               "metadata": {"signature_def": {"signature_def": {"serving_default": {
-                                  "inputs": {i["name"]: {"dtype": "DT_FLOAT", "tensor_shape": i["shape"]}
-                                             for i in md["inputs"]},
-                                  "outputs": {o["name"]: {"dtype": "DT_FLOAT", "tensor_shape": o["shape"]}
-                                              for o in md["outputs"]},
+                                  "inputs": {s.name: tf_sig(s) for s in m.inputs},
+                                  "outputs": {s.name: tf_sig(s) for s in m.outputs},
                                   "method_name": "tensorflow/serving/predict"}}}}})
             return _json({"model_version_status": reg.version_status(name, version)})
         if meta or verb is None:
             raise ServingError(405, "POST to /v1/models/NAME[/versions/N]:predict")
         if verb == "explain":
             return explain.explain_v1(server, reg, call, name, version)
-        if verb != "predict":
-            raise ServingError(400, f":{verb} is not supported; maas serves :predict and :explain")
+        if verb not in ("predict", "classify", "regress"):
+            raise ServingError(400, f":{verb} is not supported; maas serves :predict, :classify, "
+                                    f":regress and :explain")
         req = parse_json(server.body(call))
+        if verb != "predict":
+            return tf_classify_regress(call, name, version, verb, req)
         check_fields(req, "the request", [], ["signature_name", "instances", "inputs"])
         if ("instances" in req) == ("inputs" in req):
             raise ServingError(400, "send exactly one of 'instances' (row form) or 'inputs' "
                                     "(columnar form)")
-        sig = req.get("signature_name", "serving_default")
-        if sig not in ("serving_default", "", None):
-            raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
+        tf_signature(req)
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
+            call.info["infer"] = True
             if "instances" in req:
-                rows = req["instances"]
-                if not isinstance(rows, list):
-                    raise ServingError(400, "'instances' must be a list of rows")
-                if rows and all(isinstance(r, dict) for r in rows):
-                    for i, r in enumerate(rows):
-                        if set(r) != {m.input_name}:
-                            raise ServingError(400, f"instances[{i}] names {sorted(r)}; the model's "
-                                                    f"only input is {m.input_name!r}")
-                    rows = [r[m.input_name] for r in rows]
                 what = "instances"
-                data = rows
+                feeds = tf_rows(m, req["instances"], cfg)
             else:
+                what = "inputs"
                 data = req["inputs"]
                 if isinstance(data, dict):
-                    if set(data) != {m.input_name}:
-                        raise ServingError(400, f"'inputs' names {sorted(data)}; the model's only "
-                                                f"input is {m.input_name!r}")
-                    data = data[m.input_name]
-                what = "inputs"
-            x = check_values(to_array(data, what), what, cfg.allow_nan)
-            x = check_rows(x, m.input_shape, what, cfg.max_rows)
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        key = "predictions" if what == "instances" else "outputs"
-        values, nonfinite = json_values(y)
-        return _json({key: values, "nonfinite": True} if nonfinite else {key: values})
+                    names = [s.name for s in m.inputs]
+                    if set(data) != set(names):
+                        raise ServingError(400, f"'inputs' names {sorted(data)}; the model's "
+                                                f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                                f"{', '.join(map(repr, names))}")
+                    feeds = {s.name: json_tensor(s, f"inputs[{s.name!r}]", data[s.name], cfg)
+                             for s in m.inputs}
+                else:
+                    if len(m.inputs) != 1:
+                        raise ServingError(400, f"model {name!r} has {len(m.inputs)} inputs; send "
+                                                f"'inputs' as an object keyed by input name")
+                    feeds = {m.input_name: json_tensor(m.inputs[0], "inputs", data, cfg)}
+            check_feeds(m, feeds, cfg.max_rows, what)
+            _note(call, lv, int(next(iter(feeds.values())).shape[0]))
+            outs = infer(lv, feeds, output_requests(m, None), call.info.setdefault("timing", []))
+        nonfinite = False
+        cols = {}
+        for oname, dt, arr, _ in outs:
+            if dt == "BYTES":
+                cols[oname] = [e.decode("utf-8", "replace") for e in arr.ravel()]
+                continue
+            v, nf = json_values(arr)
+            nonfinite |= nf
+            cols[oname] = v
+        if what == "instances":
+            if len(outs) == 1:
+                body = {"predictions": cols[outs[0][0]]}
+            else:
+                n = len(outs[0][2])
+                body = {"predictions": [{k: cols[k][r] for k in cols} for r in range(n)]}
+        else:
+            body = {"outputs": cols[outs[0][0]] if len(outs) == 1 else cols}
+        if nonfinite:
+            body["nonfinite"] = True
+        return _json(body)
+
+    def tf_signature(req):
+        sig = req.get("signature_name", "serving_default")
+        if sig not in ("serving_default", "", None):
+            raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
+
+    def json_tensor(spec, where, data, cfg):
+        if isinstance(data, dict) and set(data) == {"b64"}:
+            raise ServingError(400, f"{where} is {{\"b64\": ...}} binary data; input {spec.name!r} "
+                                    f"is {spec.datatype}: send numbers")
+        _b64_check(data, where, spec)
+        dt = "FP64" if spec.dtype.kind == "f" else ("BOOL" if spec.datatype == "BOOL" else "INT64")
+        return tensor(spec, where, dt, None, data=data, allow_nan=cfg.allow_nan)
+
+    def tf_rows(m, rows, cfg, what="instances", context=None):
+        if not isinstance(rows, list):
+            raise ServingError(400, f"'{what}' must be a list of rows")
+        names = [s.name for s in m.inputs]
+        if rows and all(isinstance(r, dict) for r in rows):
+            cols = {n: [] for n in names}
+            for i, r in enumerate(rows):
+                if context:
+                    r = {**context, **r}
+                if set(r) != set(names):
+                    raise ServingError(400, f"{what}[{i}] names {sorted(r)}; the model's "
+                                            f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                            f"{', '.join(map(repr, names))}")
+                for n in names:
+                    cols[n].append(r[n])
+            return {s.name: json_tensor(s, f"{what}[*][{s.name!r}]", cols[s.name], cfg)
+                    for s in m.inputs}
+        if len(names) != 1:
+            raise ServingError(400, f"the model has {len(names)} inputs ({', '.join(map(repr, names))}); "
+                                    f"send each row as an object keyed by input name")
+        return {names[0]: json_tensor(m.inputs[0], what, rows, cfg)}
+
+    def tf_classify_regress(call, name, version, verb, req):
+        check_fields(req, "the request", ["examples"], ["signature_name", "context"])
+        tf_signature(req)
+        ctx = req.get("context") or {}
+        if not isinstance(ctx, dict):
+            raise ServingError(400, "'context' must be an object of features shared by the examples")
+        with reg.acquire(name, version) as lv:
+            m, cfg = lv.model, lv.config
+            _note(call, lv, None)
+            call.info["infer"] = True
+            ex = req["examples"]
+            if not isinstance(ex, list) or not all(isinstance(e, dict) for e in ex) or not ex:
+                raise ServingError(400, "'examples' must be a non-empty list of objects keyed by "
+                                        "input name")
+            if len(m.outputs) != 1:
+                raise ServingError(400, f":{verb} needs a model with one output; {name!r} has "
+                                        f"{len(m.outputs)}: use :predict")
+            spec = m.outputs[0]
+            if verb == "classify" and (len(spec.shape) != 1 or (spec.shape[0] or 2) < 2):
+                raise ServingError(400, f":classify needs one score per class, an output of shape "
+                                        f"(batch, classes); {name!r} answers (batch, "
+                                        f"{', '.join('any' if d is None else str(d) for d in spec.shape)}): "
+                                        f"use :predict or :regress")
+            if verb == "regress" and spec.shape not in ((), (1,)):
+                raise ServingError(400, f":regress needs one value per example, an output of shape "
+                                        f"(batch, 1); {name!r} answers (batch, "
+                                        f"{', '.join('any' if d is None else str(d) for d in spec.shape)}): "
+                                        f"use :predict or :classify")
+            feeds = tf_rows(m, ex, cfg, "examples", ctx)
+            check_feeds(m, feeds, cfg.max_rows, "examples")
+            _note(call, lv, len(ex))
+            (_, _, y, _), = infer(lv, feeds, output_requests(m, None),
+                                  call.info.setdefault("timing", []))
+        y = y.astype(np.float64).reshape(len(y), -1)
+        if not np.isfinite(y).all():
+            raise ServingError(500, f"model {name!r} answered NaN or infinity; :{verb} cannot "
+                                    f"carry it (use :predict)")
+        if verb == "regress":
+            return _json({"results": y[:, 0].tolist()})
+        labels = m.labels
+        return _json({"results": [[[labels[c] if labels and c < len(labels) else str(c), float(s)]
+                                   for c, s in enumerate(row)] for row in y]})
 
     # ---------------- the simple form -----------------------------------
     def default_model():
@@ -585,15 +989,36 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         with reg.acquire(name, version) as lv:
             m, cfg = lv.model, lv.config
             _note(call, lv, None)
-            x = check_values(to_array(req[what], what), what, cfg.allow_nan)
-            x = check_rows(x, m.input_shape, what, cfg.max_rows)
-            _note(call, lv, int(x.shape[0]))
-            y = lv.run(x)
-        values, nonfinite = json_values(y)
-        out = {"predictions": values, "model": name, "version": str(m.version)}
+            call.info["infer"] = True
+            data = req[what]
+            if isinstance(data, dict):
+                names = [s.name for s in m.inputs]
+                if set(data) != set(names):
+                    raise ServingError(400, f"'{what}' names {sorted(data)}; the model's "
+                                            f"{'inputs are' if len(names) > 1 else 'only input is'} "
+                                            f"{', '.join(map(repr, names))}")
+                feeds = {s.name: json_tensor(s, f"{what}[{s.name!r}]", data[s.name], cfg)
+                         for s in m.inputs}
+            elif len(m.inputs) != 1:
+                raise ServingError(400, f"model {name!r} has {len(m.inputs)} inputs; send "
+                                        f"{{\"{what}\": {{\"{m.inputs[0].name}\": [...], ...}}}}")
+            else:
+                feeds = {m.input_name: json_tensor(m.inputs[0], what, data, cfg)}
+            check_feeds(m, feeds, cfg.max_rows, what)
+            _note(call, lv, int(next(iter(feeds.values())).shape[0]))
+            outs = infer(lv, feeds, output_requests(m, None), call.info.setdefault("timing", []))
+        nonfinite = False
+        preds = {}
+        for oname, dt, arr, _ in outs:
+            v, nf = json_values(arr)
+            nonfinite |= nf
+            preds[oname] = v
+        out = {"predictions": preds[outs[0][0]] if len(outs) == 1 else preds, "model": name,
+               "version": str(m.version)}
         if nonfinite:  # JSON has no NaN: null, and a flag saying why
             out["nonfinite"] = True
         if classes:
+            y = outs[0][2]
             out["classes"] = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
         return _json(out)
 
@@ -601,6 +1026,11 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
     def list_models(call):
         return _json({"models": [{"name": n, "versions": [str(v) for v in sorted(e.versions)],
                                   "ready": e.ready} for n, e in sorted(reg.entries.items())]})
+
+    @route("/openapi.json", "health", open_=True)
+    def openapi(call):
+        """The OpenAPI 3 description of this HTTP API."""
+        return _json(openapi_document(bp.maas_routes, server))
 
     @route("/metrics", "metrics")
     def metrics(call):
@@ -710,10 +1140,34 @@ def create_app(models: Any, **kwargs) -> Flask:
     app.register_blueprint(bp)
     app.maas_server = bp.maas_server
 
+    server = bp.maas_server
+
     @app.errorhandler(HTTPException)
     def http_error(e):
-        return _json({"error": f"{e.name}: {e.description}" if e.code != 404 else
-                      f"no such endpoint: {request.method} {request.path}"}, e.code or 500).to_flask()
+        r = _json({"error": f"{e.name}: {e.description}" if e.code != 404 else
+                   f"no such endpoint: {request.method} {request.path}"}, e.code or 500)
+        if server.cors_origin:
+            r.headers.append(("Access-Control-Allow-Origin", server.cors_origin))
+        if server.audit is not None:  # 404s and 405s too: probes show up in the audit log
+            rid = request.headers.get("X-Request-ID", "")
+            server.audit.info(json.dumps({
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": rid if _RID.match(rid) else uuid.uuid4().hex,
+                "method": request.method, "path": request.path, "protocol": "-",
+                "model": None, "version": None, "status": r.status, "latency_ms": None,
+                "rows": None, "client": request.remote_addr}))
+        return r.to_flask()
+
+    if server.cors_origin:
+        @app.before_request
+        def cors_preflight():
+            if request.method == "OPTIONS":
+                return Response(b"", 204, headers={
+                    "Access-Control-Allow-Origin": server.cors_origin,
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Authorization, X-API-Key, Content-Type, "
+                    "Content-Encoding, Inference-Header-Content-Length, X-Request-ID",
+                    "Access-Control-Max-Age": "600", "Vary": "Origin"})
 
     @app.errorhandler(Exception)
     def any_error(e):

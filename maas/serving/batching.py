@@ -34,17 +34,40 @@ _allocate_lock = threading.Lock
 
 
 class _Pending:
-    __slots__ = ("x", "n", "wake", "result", "error", "lead", "abandoned")
+    __slots__ = ("x", "n", "wake", "result", "error", "lead", "abandoned", "t0", "queue_s",
+                 "compute_s")
 
     def __init__(self, x):
         self.x = x
-        self.n = len(x)
+        self.n = _rows(x)
+        self.t0 = time.perf_counter()
+        self.queue_s = 0.0    # from submit to the start of its batch's forward pass
+        self.compute_s = 0.0  # its batch's forward pass
         self.wake = _allocate_lock()  # held until the answer (or the leadership) is handed over
         self.wake.acquire()
         self.result = None
         self.error = None
         self.lead = False
         self.abandoned = False
+
+
+def _rows(x) -> int:
+    """Rows of a batch: an array or a dict of arrays (one per input)."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)
+
+
+def _concat(xs):
+    if isinstance(xs[0], dict):
+        return {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}
+    return np.concatenate(xs)
+
+
+def _slice(y, start, stop):
+    if isinstance(y, dict):
+        return {k: v[start:stop] for k, v in y.items()}
+    return y[start:stop]
 
 
 class Batcher:
@@ -68,7 +91,16 @@ class Batcher:
         self._gathering = False  # the leader waits for more rows
         self._stopped = False
 
-    def submit(self, x: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+    def submit(self, x, timeout: float = 60.0, timing: list | None = None):
+        """The model's answer for ``x`` (an array, or a dict of arrays), run
+        in a batch with others; ``timing`` (a list) gets the request's
+        queue and compute seconds appended."""
+        p = self._submit(x, timeout)
+        if timing is not None:
+            timing += (p.queue_s, p.compute_s)
+        return p.result
+
+    def _submit(self, x, timeout: float) -> _Pending:
         p = _Pending(x)
         with self._cv:
             if self._stopped:
@@ -98,11 +130,11 @@ class Batcher:
             if not p.lead:
                 if p.error is not None:
                     raise p.error
-                return p.result
+                return p
         self._lead()
         if p.error is not None:
             raise p.error
-        return p.result
+        return p
 
     def _take(self) -> list[_Pending]:
         """The head of the queue (the leader's own request first), gathering
@@ -141,13 +173,17 @@ class Batcher:
         batch = []
         try:
             batch = self._take()
-            x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+            x = batch[0].x if len(batch) == 1 else _concat([p.x for p in batch])
+            t = time.perf_counter()
             y = self.predict(x)
+            dt = time.perf_counter() - t
+            rows = sum(p.n for p in batch)
             if self.on_batch is not None:
-                self.on_batch(len(x))
+                self.on_batch(rows, dt)
             start = 0
             for p in batch:
-                p.result = y[start:start + p.n]
+                p.result = _slice(y, start, start + p.n)
+                p.queue_s, p.compute_s = t - p.t0, dt
                 start += p.n
         except BaseException as e:  # handed to every request of the batch, which log it
             for p in batch:

@@ -43,7 +43,11 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
     p.add_argument("repo", help="model repository: REPO/<name>/<version>/model.maas, "
                                 "with an optional REPO/<name>/config.json")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--port", "--http-port", dest="port", type=int, default=8080,
+                   help="HTTP port (default 8080; --http-port as KServe's runtimes name it)")
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="port of the Open Inference Protocol's gRPC service (Triton's default "
+                        "8001; 0: off). Default off; needs maas[grpc]")
     p.add_argument("--server", choices=SERVERS, default="gevent",
                    help="HTTP server: gevent (default; gunicorn with maas's gevent worker), "
                         "gthread, granian or uvicorn (see the README's Serving section)")
@@ -70,6 +74,29 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
     p.add_argument("--max-delay-ms", type=float, default=2.0)
     p.add_argument("--api-key", action="append", default=None,
                    help="an accepted API key (repeat for several; or MAAS_API_KEYS=k1,k2)")
+    p.add_argument("--model-name", "--model_name", dest="model_name", default=None, metavar="NAME",
+                   help="serve REPO as the one model NAME: a model folder REPO/<version>/ or a "
+                        "file REPO/model.maas (KServe mounts an InferenceService's storageUri "
+                        "at /mnt/models and passes --model_name)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="a file of accepted API keys, one a line")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve on a non-loopback address without an API key (refused otherwise)")
+    p.add_argument("--model-control", choices=("poll", "explicit"), default="poll",
+                   help="poll (default): serve every model of the repository, rescanning it; "
+                        "explicit: serve only the models loaded with --load-model or the "
+                        "repository API (POST /v2/repository/models/NAME/load), behind an "
+                        "admin key")
+    p.add_argument("--load-model", action="append", default=None, metavar="NAME",
+                   help="with --model-control explicit: a model to load at start (repeat)")
+    p.add_argument("--admin-key", action="append", default=None,
+                   help="a key for the model management calls (or MAAS_ADMIN_KEYS); must "
+                        "differ from the inference keys")
+    p.add_argument("--admin-key-file", default=None, metavar="FILE",
+                   help="a file of admin keys, one a line")
+    p.add_argument("--cors-origin", default=None, metavar="ORIGIN",
+                   help="answer browsers from this origin (Access-Control-Allow-Origin); off "
+                        "by default")
     p.add_argument("--audit-log", default="-", help="audit log file, '-' for stderr, 'off' for none")
     p.add_argument("--require-model", action="append", default=None, metavar="NAME",
                    help="a model /v2/health/ready waits for (repeat for several; default: every "
@@ -93,13 +120,63 @@ def _options(a) -> dict:
         opts["loader"] = a.loader
     if a.batching:
         opts["batching"] = {"max_batch_size": a.max_batch_size, "max_delay_ms": a.max_delay_ms}
-    if a.api_key:
-        opts["api_keys"] = a.api_key
+    g = lambda k, d=None: getattr(a, k, d)  # noqa: E731  (callers may pass a partial namespace)
+    keys = list(a.api_key or []) + _key_file(g("api_key_file"))
+    if not keys and os.environ.get("MAAS_API_KEYS"):
+        keys = os.environ["MAAS_API_KEYS"].split(",")
+    if keys:
+        opts["api_keys"] = keys
+    admin = list(g("admin_key") or []) + _key_file(g("admin_key_file"))
+    if admin:
+        opts["admin_keys"] = admin
+    if g("model_control", "poll") != "poll":
+        opts["model_control"] = a.model_control
+        opts["load_models"] = g("load_model") or []
+    if g("cors_origin"):
+        opts["cors_origin"] = a.cors_origin
+    if g("model_name"):
+        opts["model_name"] = a.model_name
     if a.require_model:
         opts["require_models"] = a.require_model
     threads = a.model_threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
     opts["model_threads"] = threads
     return opts
+
+
+def _key_file(path) -> list[str]:
+    if not path:
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_security(a, opts) -> str | None:
+    """Why the options may not start (None when they may)."""
+    for k in opts.get("api_keys", []) + opts.get("admin_keys", []):
+        if not k.strip():
+            return "an empty API key is refused (check --api-key, --api-key-file and MAAS_API_KEYS)"
+    if set(opts.get("api_keys", [])) & set(opts.get("admin_keys", [])):
+        return "an admin key must differ from every inference key"
+    if not is_loopback(a.host) and not opts.get("api_keys") and not a.allow_unauthenticated:
+        return (f"refusing to serve on {a.host} without an API key: anyone who reaches it could "
+                f"use the models. Give --api-key-file FILE (or --api-key, MAAS_API_KEYS), or "
+                f"--allow-unauthenticated if a proxy in front checks callers")
+    if (opts.get("model_control") == "explicit" and not opts.get("admin_keys")
+            and not is_loopback(a.host) and not a.allow_unauthenticated):
+        return ("--model-control explicit on a non-loopback address needs an admin key "
+                "(--admin-key-file FILE): loading models is an administrator's call")
+    return None
 
 
 def bound_malloc() -> None:
@@ -133,7 +210,12 @@ def app_from_env():
 
     if threads:
         maas.set_num_threads(int(threads))
-    return create_app(opts.pop("repo"), **opts)
+    repo, name = opts.pop("repo"), opts.pop("model_name", None)
+    if name and not os.path.isdir(os.path.join(repo, name)):
+        # KServe's layout: the model itself at the mount path
+        single = os.path.join(repo, "model.maas")
+        return create_app({name: single if os.path.isfile(single) else repo}, **opts)
+    return create_app(repo, **opts)
 
 
 def asgi_app_from_env():
@@ -194,12 +276,40 @@ def serve_main(argv: list[str] | None = None) -> int:
     if a.workers < 1 or a.threads < 1:
         print("maas serve: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    opts = _options(a)
+    try:
+        opts = _options(a)
+    except OSError as e:
+        print(f"maas serve: cannot read a key file: {e}", file=sys.stderr)
+        return 2
+    why = check_security(a, opts)
+    if why:
+        print(f"maas serve: {why}", file=sys.stderr)
+        return 2
+    if opts.get("model_control") == "explicit" or a.grpc_port:
+        # what the server's processes share: the explicit model-control state
+        os.environ.setdefault("MAAS_STATE_DIR", tempfile.mkdtemp(prefix="maas-state-"))
+    if a.grpc_port:
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            print("maas serve: --grpc-port needs grpcio; pip install 'maas[grpc]'", file=sys.stderr)
+            return 2
+        if not a.dev and a.server not in ("gevent", "gthread"):
+            print("maas serve: --grpc-port runs beside gunicorn (--server gevent or gthread) or "
+                  "--dev", file=sys.stderr)
+            return 2
+        os.environ["MAAS_GRPC_PORT"] = str(a.grpc_port)
+        os.environ["MAAS_GRPC_HOST"] = a.host
+        os.environ["MAAS_GRPC_GRACE"] = str(a.graceful_timeout)
     if a.dev:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
         os.environ[OPTIONS_ENV] = json.dumps(opts)
         app = app_from_env()
+        if a.grpc_port:
+            from .grpc_server import start
+
+            app.maas_grpc = start(app.maas_server, a.host, a.grpc_port)  # held: a dropped server stops
         app.run(host=a.host, port=a.port, threaded=True, use_reloader=False)
         return 0
     need = {"gevent": ("gunicorn", "gevent"), "gthread": ("gunicorn",), "granian": ("granian",),

@@ -29,6 +29,32 @@ accesslog = None     # maas writes its own audit log
 control_socket_disable = True
 
 
+_grpc = []  # the gRPC process of --grpc-port (maas.serving.grpc_server)
+
+
+def when_ready(server):
+    """Starts the one gRPC process beside the workers (it imports maas; the
+    master does not)."""
+    if os.environ.get("MAAS_GRPC_PORT"):
+        import subprocess
+        import sys
+
+        _grpc.append(subprocess.Popen([sys.executable, "-P", "-m", "maas.serving.grpc_server"]))
+
+
+def on_exit(server):
+    """Stops the gRPC process: SIGTERM, it drains its calls (grace period)."""
+    import signal
+    import subprocess
+
+    for p in _grpc:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(server.cfg.graceful_timeout + 5)
+        except (OSError, subprocess.TimeoutExpired, ChildProcessError):
+            p.kill()
+
+
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -1,15 +1,26 @@
 """The adapter between a model and the server.
 
-The server never calls a model directly: it calls a :class:`ServedModel`,
-which is a name, a version, a ``predict_fn`` mapping a float32 array of shape
-``(batch, *input_shape)`` to ``(batch, *output_shape)``, and the two shapes.
+The server never calls a model directly: it calls a :class:`ServedModel`:
+a name, a version, a ``predict_fn`` and the model's named, typed inputs and
+outputs (:class:`TensorSpec`). A single-input model's ``predict_fn`` maps an
+array of shape ``(batch, *input_shape)`` to ``(batch, *output_shape)``; a
+model with several inputs takes a list of arrays in input order. It may
+answer with one array, a list (in output order) or a dict keyed by output
+name. Inputs reach it in their declared dtype (an INT64 input as int64,
+never through float), and outputs keep theirs (an argmax stays INT64).
 :func:`from_model` builds one from anything with ``.predict(x, verbose=0)``
-(a maas Keras-like model), a compiled plan, or a plain callable.
+(a maas Keras-like model, functional models with several named inputs and
+outputs included), a compiled plan, or a plain callable.
 
 >>> import numpy as np
 >>> m = ServedModel("double", 1, lambda x: x * 2, (3,), (3,))
 >>> m.predict(np.ones((2, 3), np.float32)).tolist()
 [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+>>> two = ServedModel("sum", 1, lambda xs: {"s": xs[0] + xs[1]},
+...                   inputs=[("a", "FP32", (2,)), ("b", "FP32", (2,))],
+...                   outputs=[("s", "FP32", (2,))])
+>>> two.run({"a": np.ones((1, 2), np.float32), "b": np.ones((1, 2), np.float32)})["s"].tolist()
+[[2.0, 2.0]]
 """
 from __future__ import annotations
 
@@ -19,62 +30,201 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ServedModel", "from_model", "default_loader", "resolve_loader"]
+__all__ = ["ServedModel", "TensorSpec", "from_model", "default_loader", "resolve_loader",
+           "DATATYPE_OF", "datatype_of"]
+
+# NumPy dtype kind+size -> Open Inference Protocol datatype
+DATATYPE_OF = {"b1": "BOOL", "u1": "UINT8", "u2": "UINT16", "u4": "UINT32", "u8": "UINT64",
+               "i1": "INT8", "i2": "INT16", "i4": "INT32", "i8": "INT64", "f2": "FP16",
+               "f4": "FP32", "f8": "FP64"}
+_NP = {v: np.dtype(("?" if k == "b1" else "<" + k)) for k, v in DATATYPE_OF.items()}
+
+
+def datatype_of(dtype) -> str:
+    """The V2 datatype of a NumPy dtype (BYTES for strings and objects)."""
+    dt = np.dtype(dtype)
+    if dt.kind in "OSU":
+        return "BYTES"
+    got = DATATYPE_OF.get(f"{dt.kind}{dt.itemsize}")
+    if got is None:
+        raise TypeError(f"dtype {dt} has no Open Inference Protocol datatype")
+    return got
+
+
+class TensorSpec:
+    """A named input or output: its V2 datatype and its shape without the
+    batch axis (``None`` for a variable axis)."""
+    __slots__ = ("name", "datatype", "shape")
+
+    def __init__(self, name: str, datatype: str = "FP32", shape: Sequence[int | None] = ()):
+        if datatype not in _NP and datatype != "BYTES":
+            raise ValueError(f"datatype must be one of {', '.join(_NP)} or BYTES, received {datatype!r}")
+        self.name = str(name)
+        self.datatype = datatype
+        self.shape = tuple(None if d is None or d < 0 else int(d) for d in shape)
+
+    @classmethod
+    def of(cls, x) -> "TensorSpec":
+        if isinstance(x, TensorSpec):
+            return x
+        if isinstance(x, dict):
+            return cls(x["name"], x.get("datatype", "FP32"), x.get("shape", ()))
+        return cls(*x)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _NP[self.datatype] if self.datatype != "BYTES" else np.dtype(object)
+
+    def copy(self, name=None) -> "TensorSpec":
+        return TensorSpec(self.name if name is None else name, self.datatype, self.shape)
+
+    def __repr__(self):
+        return f"TensorSpec({self.name!r}, {self.datatype!r}, {self.shape})"
 
 
 class ServedModel:
     """A model as the server sees it.
 
+    Give either ``input_shape``/``output_shape`` (one FP32 input and output,
+    named ``input_name``/``output_name``) or ``inputs``/``outputs``: lists of
+    :class:`TensorSpec` or ``(name, datatype, shape)`` tuples.
     ``thread_safe=False`` (the default) serializes calls to ``predict_fn``
     with a lock: a compiled plan owns its activation buffers, so two threads
     may not run it at once. With dynamic batching on, only the batch's
-    leader calls it, one batch at a time, anyway.
+    leader calls it, one batch at a time, anyway. ``labels`` (a list of
+    class names, from ``labels.txt``) name the classes of the
+    classification extension.
     """
 
-    def __init__(self, name: str, version: int | str, predict_fn: Callable[[np.ndarray], Any],
-                 input_shape: Sequence[int | None], output_shape: Sequence[int | None],
+    def __init__(self, name: str, version: int | str, predict_fn: Callable[[Any], Any],
+                 input_shape: Sequence[int | None] | None = None,
+                 output_shape: Sequence[int | None] | None = None,
                  input_name: str = "input", output_name: str = "output",
-                 thread_safe: bool = False, platform: str = "maas"):
+                 thread_safe: bool = False, platform: str = "maas", *, inputs=None, outputs=None,
+                 labels=None):
         if not callable(predict_fn):
             raise TypeError(f"predict_fn must be callable, received {predict_fn!r}")
         self.name = str(name)
         self.version = int(version)
         self.predict_fn = predict_fn
-        self.input_shape = tuple(None if d is None or d < 0 else int(d) for d in input_shape)
-        self.output_shape = tuple(None if d is None or d < 0 else int(d) for d in output_shape)
-        self.input_name = input_name
-        self.output_name = output_name
+        if inputs is None:
+            if input_shape is None:
+                raise TypeError("give input_shape (one input) or inputs=[(name, datatype, shape)]")
+            inputs = [TensorSpec(input_name, "FP32", input_shape)]
+        if outputs is None:
+            if output_shape is None:
+                raise TypeError("give output_shape (one output) or outputs=[(name, datatype, shape)]")
+            outputs = [TensorSpec(output_name, "FP32", output_shape)]
+        self.inputs = [TensorSpec.of(t) for t in inputs]
+        self.outputs = [TensorSpec.of(t) for t in outputs]
+        for what, specs in (("input", self.inputs), ("output", self.outputs)):
+            if not specs:
+                raise ValueError(f"a model needs at least one {what}")
+            names = [s.name for s in specs]
+            if len(set(names)) != len(names):
+                raise ValueError(f"the model's {what} names repeat: {names}")
         self.platform = platform
+        self.labels = list(labels) if labels is not None else None
         self._lock = None if thread_safe else threading.Lock()
         self.source_object = None  # the model object served (maas.serving.explain differentiates it)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Runs the model on a float32 batch and checks the output's shape."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    # -- the single-input, single-output view (and its renaming) ----------
+    @property
+    def input_shape(self):
+        return self.inputs[0].shape
+
+    @property
+    def output_shape(self):
+        return self.outputs[0].shape
+
+    @property
+    def input_name(self):
+        return self.inputs[0].name
+
+    @input_name.setter
+    def input_name(self, v):
+        self.inputs[0] = self.inputs[0].copy(v)
+
+    @property
+    def output_name(self):
+        return self.outputs[0].name
+
+    @output_name.setter
+    def output_name(self, v):
+        self.outputs[0] = self.outputs[0].copy(v)
+
+    def input(self, name: str) -> TensorSpec | None:
+        for s in self.inputs:
+            if s.name == name:
+                return s
+        return None
+
+    def output(self, name: str) -> TensorSpec | None:
+        for s in self.outputs:
+            if s.name == name:
+                return s
+        return None
+
+    # -- running ----------------------------------------------------------
+    def _call(self, arg):
         if self._lock is None:
-            y = self.predict_fn(x)
+            return self.predict_fn(arg)
+        with self._lock:
+            return self.predict_fn(arg)
+
+    def run(self, feeds: dict) -> dict:
+        """Runs the model on ``{input name: batch}`` (each in its spec's
+        dtype) and answers ``{output name: batch}`` in the outputs' dtypes,
+        checking that every output has one row per input row."""
+        xs = [np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs]
+        y = self._call(xs[0] if len(xs) == 1 else xs)
+        return self._outputs(y, len(xs[0]))
+
+    def _outputs(self, y, rows: int) -> dict:
+        if isinstance(y, dict):
+            missing = [s.name for s in self.outputs if s.name not in y]
+            if missing:
+                raise RuntimeError(f"model {self.name!r} answered no output {missing[0]!r} (it "
+                                   f"answered {sorted(y)})")
+            vals = [y[s.name] for s in self.outputs]
+        elif isinstance(y, (list, tuple)):
+            if len(y) != len(self.outputs):
+                raise RuntimeError(f"model {self.name!r} answered {len(y)} outputs, it declares "
+                                   f"{len(self.outputs)}")
+            vals = list(y)
         else:
-            with self._lock:
-                y = self.predict_fn(x)
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim == 1 and len(self.output_shape) == 1 and self.output_shape[0] == 1:
-            y = y.reshape(-1, 1)
-        if y.shape[0] != x.shape[0]:
-            raise RuntimeError(f"model {self.name!r} returned {y.shape[0]} rows for {x.shape[0]}")
-        return y
+            if len(self.outputs) != 1:
+                raise RuntimeError(f"model {self.name!r} answered one array, it declares "
+                                   f"{len(self.outputs)} outputs")
+            vals = [y]
+        out = {}
+        for s, v in zip(self.outputs, vals):
+            v = np.asarray(v)
+            if s.datatype != "BYTES" and v.dtype != s.dtype:
+                v = v.astype(s.dtype)
+            if v.ndim == 1 and len(s.shape) == 1 and s.shape[0] == 1:
+                v = v.reshape(-1, 1)
+            if v.ndim == 0 or v.shape[0] != rows:
+                raise RuntimeError(f"model {self.name!r} returned {v.shape[0] if v.ndim else 0} "
+                                   f"rows for {rows} in output {s.name!r}")
+            out[s.name] = v
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Runs a single-input model on a batch and answers its first output."""
+        return self.run({self.inputs[0].name: x})[self.outputs[0].name]
 
     def with_identity(self, name: str, version: int) -> "ServedModel":
         """The same model under another name and version (the repository's)."""
-        m = ServedModel(name, version, self.predict_fn, self.input_shape, self.output_shape,
-                        self.input_name, self.output_name, thread_safe=self._lock is None,
-                        platform=self.platform)
+        m = ServedModel(name, version, self.predict_fn, inputs=[s.copy() for s in self.inputs],
+                        outputs=[s.copy() for s in self.outputs], thread_safe=self._lock is None,
+                        platform=self.platform, labels=self.labels)
         m._lock = self._lock
         m.source_object = self.source_object
         return m
 
     def __repr__(self):
-        return (f"ServedModel({self.name!r}, version={self.version}, input_shape={self.input_shape}, "
-                f"output_shape={self.output_shape})")
+        return f"ServedModel({self.name!r}, version={self.version}, inputs={self.inputs}, outputs={self.outputs})"
 
 
 def _shape_without_batch(shape) -> tuple | None:
@@ -82,8 +232,7 @@ def _shape_without_batch(shape) -> tuple | None:
         return None
     if isinstance(shape, list) and shape and isinstance(shape[0], (tuple, list)):
         if len(shape) != 1:
-            raise ValueError(f"maas.serving serves single-input, single-output models; "
-                             f"the model has shapes {shape}")
+            raise ValueError(f"several shapes {shape}")
         shape = shape[0]
     if hasattr(shape, "shape") and not isinstance(shape, (tuple, list)):
         shape = shape.shape  # a Keras-like KerasTensor / Input
@@ -107,6 +256,30 @@ def _attr_shape(model, *names):
     return None
 
 
+def _tensor_dtype(t) -> str:
+    try:
+        return datatype_of(getattr(t, "dtype", None) or "float32")
+    except TypeError:
+        return "FP32"
+
+
+def _graph_specs(model):
+    """Named specs of a functional model with several inputs or outputs
+    (input layer names; output names as Keras's ``output_names``)."""
+    ins, outs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not isinstance(ins, (list, tuple)) or not isinstance(outs, (list, tuple)) or not ins or not outs:
+        return None
+    if len(ins) == 1 and len(outs) == 1 and not isinstance(getattr(model, "_nested_outputs", None), dict):
+        return None
+    try:
+        in_names = [t._keras_history[0].name for t in ins]
+    except AttributeError:
+        return None
+    out_names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(outs))])
+    return ([TensorSpec(n, _tensor_dtype(t), _shape_without_batch(t.shape)) for n, t in zip(in_names, ins)],
+            [TensorSpec(n, _tensor_dtype(t), _shape_without_batch(t.shape)) for n, t in zip(out_names, outs)])
+
+
 def from_model(model: Any, name: str = "model", version: int = 1,
                input_shape: Sequence[int] | None = None, output_shape: Sequence[int] | None = None,
                input_name: str = "input", output_name: str = "output") -> ServedModel:
@@ -115,6 +288,8 @@ def from_model(model: Any, name: str = "model", version: int = 1,
     ``model`` may be a ServedModel (renamed), an object with
     ``.predict(x, verbose=0)`` (Keras-like models), an object with
     ``.predict(x)`` (a :class:`maas.engine.CompiledPlan`), or a callable.
+    A functional model with several inputs or outputs is served with its
+    input layers' names and its ``output_names`` (a dict output's keys).
     Shapes come from ``input_shape``/``output_shape`` arguments, else from
     the model's ``input_shape``/``inputs`` and ``output_shape``/``outputs``
     attributes, else (output only) from a probe with one row of zeros. A
@@ -135,6 +310,11 @@ def from_model(model: Any, name: str = "model", version: int = 1,
         predict_fn = model
     else:
         raise TypeError(f"cannot serve {type(model).__name__}: it has no predict() and is not callable")
+
+    if input_shape is None and output_shape is None:
+        specs = _graph_specs(model)
+        if specs is not None:
+            return ServedModel(name, version, predict_fn, inputs=specs[0], outputs=specs[1])
 
     ishape = tuple(input_shape) if input_shape is not None else _attr_shape(model, "input_shape", "inputs")
     if ishape is None and getattr(model, "in_features", None):

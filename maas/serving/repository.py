@@ -48,6 +48,7 @@ import os
 import re
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 
@@ -353,6 +354,26 @@ def _fingerprint(folder: str) -> tuple:
     return tuple(out)
 
 
+LABELS_MAX_BYTES = 16 << 20
+
+
+def read_labels(*folders) -> list[str] | None:
+    """The class names of ``labels.txt`` (one a line) in the first folder
+    that has one: the version folder, then the model folder (Triton's
+    classification extension names classes with them)."""
+    for d in folders:
+        if not d:
+            continue
+        p = os.path.join(d, "labels.txt")
+        if os.path.isfile(p):
+            with open(p, "rb") as f:
+                raw = f.read(LABELS_MAX_BYTES + 1)
+            if len(raw) > LABELS_MAX_BYTES:
+                raise ValueError(f"labels.txt is larger than {LABELS_MAX_BYTES} bytes")
+            return raw.decode("utf-8").splitlines()
+    return None
+
+
 class LoadedVersion:
     """One served version: the model, its config, its batcher and its
     in-flight count. ``source`` is the model as loaded (before the config's
@@ -371,18 +392,29 @@ class LoadedVersion:
         self._idle = threading.Condition()
         self.batcher = None
         if config.batching:
-            cb = None if on_batch is None else (lambda n: on_batch(model.name, model.version, n))
-            self.batcher = Batcher(model.predict, name=f"{model.name}-{model.version}", on_batch=cb,
+            cb = None if on_batch is None else (
+                lambda n, dt: on_batch(model.name, model.version, n, dt))
+            self.batcher = Batcher(model.run, name=f"{model.name}-{model.version}", on_batch=cb,
                                    in_flight=lambda: self.inflight, **config.batching)
         self._on_batch = on_batch
 
-    def run(self, x):
+    def run(self, x, timing: list | None = None):
+        """The model's answer for ``x``: a dict ``{input name: batch}``
+        answered ``{output name: batch}``, or (a single-input model) one
+        batch answered with the first output. ``timing`` (a list) gets the
+        queue and compute seconds appended."""
+        feeds = x if isinstance(x, dict) else {self.model.input_name: x}
         if self.batcher is not None:
-            return self.batcher.submit(x)
-        y = self.model.predict(x)
-        if self._on_batch is not None:
-            self._on_batch(self.model.name, self.model.version, len(x))
-        return y
+            y = self.batcher.submit(feeds, timing=timing)
+        else:
+            t = time.perf_counter()
+            y = self.model.run(feeds)
+            dt = time.perf_counter() - t
+            if self._on_batch is not None:
+                self._on_batch(self.model.name, self.model.version, len(next(iter(feeds.values()))), dt)
+            if timing is not None:
+                timing += (0.0, dt)
+        return y if isinstance(x, dict) else y[self.model.output_name]
 
     def release(self):
         with self._idle:
@@ -495,6 +527,44 @@ def _version_number(version) -> int:
     return int(s)
 
 
+class ControlFile:
+    """The loaded-model set of explicit model control, in a JSON file that
+    every process of one server (gunicorn workers, the gRPC process) reads
+    before it serves a request when its stamp changed; written whole and
+    renamed into place under an flock, so a reader never sees half of it."""
+
+    def __init__(self, folder: str):
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, "model-control.json")
+        self.lock_path = self.path + ".lock"
+
+    def stamp(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def read(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                return json.load(f)["models"]
+        except FileNotFoundError:
+            return None
+
+    def update(self, fn) -> dict:
+        import fcntl
+
+        with open(self.lock_path, "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            state = fn(self.read() or {})
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"models": state}, f)
+            os.replace(tmp, self.path)
+        return state
+
+
 class Registry:
     """The served models; thread-safe. See the module's docstring.
 
@@ -522,6 +592,11 @@ class Registry:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._said_missing: set[str] = set()
+        # --model-control explicit: only these repository models are loaded
+        # (name -> config override dict or None); None: every model (poll mode)
+        self.explicit: dict[str, dict | None] | None = None
+        self._control = None  # a ControlFile shared by the server's processes
+        self._control_seen = None
 
     # -- building ------------------------------------------------------
     def add_object(self, name: str, obj: Any, config: dict | None = None):
@@ -573,6 +648,8 @@ class Registry:
                     log.error("cannot list the model repository %s: %s", self.repo, e)
                     names = None
                 if names is not None:
+                    if self.explicit is not None:
+                        names = [n for n in names if n in self.explicit]
                     for name in names:
                         entry = self.entries.get(name)
                         if entry is None:
@@ -605,10 +682,16 @@ class Registry:
         self._changed()
 
     def _read_config(self, entry: ModelEntry) -> ModelConfig | None:
-        """The config to use: config.json when valid, else the last good one."""
+        """The config to use: config.json when valid, else the last good one
+        (a load call's config override instead of config.json)."""
         label = f"{entry.name}/config.json"
+        override = (self.explicit or {}).get(entry.name)
         try:
-            cfg = ModelConfig.from_file(os.path.join(entry.path, "config.json"), entry.base, label)
+            if override is not None:
+                label = f"the config override of {entry.name}"
+                cfg = ModelConfig.from_dict(override, entry.base)
+            else:
+                cfg = ModelConfig.from_file(os.path.join(entry.path, "config.json"), entry.base, label)
         except (ValueError, TypeError) as e:
             msg = public_message(str(e), entry.roots)
             if entry.config_error != msg:
@@ -630,6 +713,8 @@ class Registry:
         try:
             obj = self.loader(vdir)
             source = from_model(obj, entry.name, v)
+            if source.labels is None:
+                source.labels = read_labels(vdir, entry.path)
             return LoadedVersion(_named(source, entry.name, v, cfg), cfg, self.on_batch,
                                  fingerprint=fp, source=source), None
         except Exception as e:
@@ -779,8 +864,145 @@ class Registry:
             raise ServingError(404, f"model {name!r} has no version {v}; loaded versions: {have}")
         return rows
 
-    def index(self) -> list[dict]:
-        """The V2 repository index: every model version with its state."""
+    # -- explicit model control (Triton's repository extension) -----------
+    def model_folder(self, name: str) -> str:
+        """The folder of repository model ``name``; only a plain folder name
+        directly inside the repository, resolving inside it."""
+        if self.repo is None:
+            raise ServingError(400, "the server serves no model repository; load and unload "
+                                    "need one (maas serve REPO)")
+        if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}", name)
+                or name in (".", "..")):
+            raise ServingError(400, f"model name {str(name)[:80]!r} is not a folder name of the "
+                                    f"repository (letters, digits, '_', '-', '.'; no path)")
+        root = os.path.realpath(self.repo)
+        path = os.path.join(self.repo, name)
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != root:
+            raise ServingError(400, f"model {name!r} resolves outside the repository; only "
+                                    f"folders inside it are loaded")
+        if not os.path.isdir(real):
+            raise ServingError(404, f"the repository has no model folder {name!r}")
+        return path
+
+    def set_control(self, control, initial: Iterable[str] = ()):
+        """Explicit model control: only loaded models are served; with a
+        ControlFile the set is shared by every process of the server."""
+        self.explicit = {}
+        self._control = control
+        if control is not None:
+            state = control.read()
+            if state is None:
+                state = control.update(lambda st: {n: None for n in initial})
+            self.explicit = dict(state)
+            self._control_seen = control.stamp()
+        else:
+            self.explicit = {n: None for n in initial}
+
+    def sync(self):
+        """Applies the shared load/unload state when another process changed it."""
+        c = self._control
+        if c is None:
+            return
+        stamp = c.stamp()
+        if stamp == self._control_seen:
+            return
+        with self._scan_lock:
+            stamp = c.stamp()
+            if stamp == self._control_seen:
+                return
+            state = c.read() or {}
+            self._control_seen = stamp
+            self._apply(state)
+
+    def _apply(self, state: dict):
+        """Loads, reconfigures and unloads to match ``state`` (caller holds the scan lock)."""
+        old = self.explicit or {}
+        self.explicit = dict(state)
+        for name in list(self.entries):
+            if name not in state:
+                self._remove_entry(self.entries[name])
+        for name, override in state.items():
+            e = self.entries.get(name)
+            if e is None:
+                try:
+                    path = self.model_folder(name)
+                except ServingError as err:
+                    log.error("cannot load model %s: %s", name, err.message)
+                    continue
+                e = ModelEntry(name, None, path, base=self.defaults, roots=(self.repo,))
+                with self._lock:
+                    self.entries[name] = e
+            elif old.get(name) != override:
+                for v in list(e.versions):  # a new config: load again from disk
+                    with self._lock:
+                        lv = e.versions.pop(v, None)
+                    if lv is not None:
+                        self._reap(lv)
+                e.config = None
+            try:
+                self._scan_model(e)
+            except Exception:
+                log.exception("loading model %s failed", name)
+
+    def load(self, name: str, override: dict | None = None) -> ModelEntry:
+        """Loads (or reloads, with a new config) repository model ``name``."""
+        path = self.model_folder(name)
+        if override is not None:
+            try:
+                ModelConfig.from_dict(override, self.defaults)
+            except (ValueError, TypeError) as e:
+                raise ServingError(400, f"the config override of {name!r} is invalid: {e}") from None
+        with self._scan_lock:
+            state = dict(self.explicit or {})
+            state[name] = override
+            prev = self.entries.get(name)
+            if prev is not None and (self.explicit or {}).get(name) == override:
+                # a load of a loaded model reloads it from disk, as Triton does
+                self._remove_entry(prev)
+            self._apply(state)
+            e = self.entries.get(name)
+            if e is None or not e.versions:
+                why = "; ".join(e.problems()) if e is not None else "no such folder"
+                state.pop(name)
+                self._apply(state)
+                raise ServingError(400, f"failed to load {name!r}: {why or 'no version folder'}"
+                                   [:2000])
+            if self._control is not None:
+                self._control.update(lambda st: {**st, name: override})
+                self._control_seen = self._control.stamp()
+        return e
+
+    def unload(self, name: str):
+        if not isinstance(name, str) or name not in (self.explicit or {}):
+            raise ServingError(400, f"model {str(name)[:80]!r} is not loaded")
+        with self._scan_lock:
+            state = dict(self.explicit)
+            state.pop(name, None)
+            if self._control is not None:
+                self._control.update(lambda st: {k: v for k, v in st.items() if k != name})
+                self._control_seen = self._control.stamp()
+            self._apply(state)
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        """The V2 repository index: every model version with its state (in
+        explicit mode also the repository's models that are not loaded)."""
+        out = self._index()
+        if self.explicit is not None and self.repo is not None:
+            try:
+                names = sorted(n for n in os.listdir(self.repo) if not n.startswith(".")
+                               and os.path.isdir(os.path.join(self.repo, n)))
+            except OSError:
+                names = []
+            have = {r["name"] for r in out}
+            out += [{"name": n, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+                    for n in names if n not in have]
+            out.sort(key=lambda r: (r["name"], r.get("version", "")))
+        if ready_only:
+            out = [r for r in out if r["state"] == "READY"]
+        return out
+
+    def _index(self) -> list[dict]:
         out = []
         with self._lock:
             entries = sorted(self.entries.items())
