@@ -192,7 +192,7 @@ class Model(Trainer, Layer):
 
     # -- summary and config
     # -- saving (maas.saving.model_file holds the format)
-    def save(self, filepath, overwrite=True, include_optimizer=True):
+    def save(self, filepath, overwrite=True, include_optimizer=True, encryption_key=None):
         """Writes the model (architecture, weights, optimizer state) to one
         safetensors file; ``maas.load_model(filepath)`` brings it back.
 
@@ -200,7 +200,8 @@ class Model(Trainer, Layer):
         """
         from ..saving import save_model
 
-        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
+                   encryption_key=encryption_key)
 
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (``json.dumps`` kwargs pass through);
