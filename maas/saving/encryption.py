@@ -223,6 +223,9 @@ def save_encrypted(path, items, metadata: dict, enc: Encryption) -> None:
             f.write(encryptor.tag)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain save (mkstemp makes it 0600)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -145,12 +145,11 @@ def load_public_key(key):
 
 def load_trusted_keys(keys) -> dict:
     """``{key_id: public key}`` from a list of keys (objects, PEM bytes,
-    paths) or a folder: every ``*.pub`` and ``*.pem`` file in it holding a
-    public key. An empty result is an error: nothing could ever load."""
+    paths) or a folder: every ``*.pub`` file in it (a PEM public key). An empty result is an error: nothing could ever load."""
     if isinstance(keys, (str, os.PathLike)) and os.path.isdir(keys):
         folder = os.fspath(keys)
         keys = [os.path.join(folder, n) for n in sorted(os.listdir(folder))
-                if n.endswith((".pub", ".pem")) and not n.startswith(".")]
+                if n.endswith(".pub") and not n.startswith(".")]
     elif isinstance(keys, (str, os.PathLike, bytes)) or hasattr(keys, "public_bytes"):
         keys = [keys]
     out = {}
@@ -159,7 +158,7 @@ def load_trusted_keys(keys) -> dict:
         out[key_id(pub)] = pub
     if not out:
         raise ValueError("trusted_keys holds no Ed25519 public key (give PEM files, a folder of "
-                         "*.pub files, or key objects)")
+                         "*.pub files, or key objects): nothing could be loaded")
     return out
 
 
