@@ -38,7 +38,6 @@ import binascii
 import json
 import os
 import secrets
-import tempfile
 
 import numpy as np
 
@@ -209,7 +208,10 @@ def save_encrypted(path, items, metadata: dict, enc: Encryption) -> None:
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    # O_EXCL under a random name (not mkstemp, whose files are 0600): the
+    # file gets the umask's permissions, as a plain save's
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             encryptor = _gcm(enc._key, nonce).encryptor()
@@ -223,9 +225,6 @@ def save_encrypted(path, items, metadata: dict, enc: Encryption) -> None:
             f.write(encryptor.tag)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plain save (mkstemp makes it 0600)
         os.replace(tmp, path)
     except BaseException:
         try:
