@@ -58,6 +58,7 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _CHUNK = 8 << 20  # bytes encrypted or decrypted per call
+_HEADER_CAP = 100_000_000  # the core's MAAS_ST_HEADER_CAP
 _ST_DTYPES = {"float32": "F32", "int32": "I32", "int64": "I64", "int8": "I8", "uint8": "U8",
               "bool": "BOOL"}
 
@@ -190,12 +191,18 @@ def save_encrypted(path, items, metadata: dict, enc: Encryption) -> None:
     plain ``metadata`` (which must not hold a checksum), atomically."""
     nonce = secrets.token_bytes(_NONCE_BYTES)
     meta = dict(metadata)
-    meta[ENCRYPTION_KEY] = json.dumps({"algorithm": ALGORITHM, "nonce": nonce.hex(),
-                                       "key_id": enc.key_id, "tag": TAG_TENSOR}, sort_keys=True)
+    # a BOOL tensor's ciphertext is not 0s and 1s: it is stored as U8 and
+    # named here, so that readers' checks of bools hold
+    bools = [name for name, t in items if str(np.dtype(t.dtype)) == "bool"]
+    desc = {"algorithm": ALGORITHM, "nonce": nonce.hex(), "key_id": enc.key_id, "tag": TAG_TENSOR}
+    if bools:
+        desc["bool_tensors"] = bools
+    meta[ENCRYPTION_KEY] = json.dumps(desc, sort_keys=True)
     header, at = {}, 0
     for name, t in items:
         n = int(t.size) * np.dtype(t.dtype).itemsize
-        header[name] = {"dtype": _ST_DTYPES[str(np.dtype(t.dtype))], "shape": list(t.shape),
+        dt = _ST_DTYPES[str(np.dtype(t.dtype))]
+        header[name] = {"dtype": "U8" if dt == "BOOL" else dt, "shape": list(t.shape),
                         "data_offsets": [at, at + n]}
         at += n
     if TAG_TENSOR in header:
@@ -248,10 +255,14 @@ def read_prefix(path) -> bytes:
     """The file's first 8 + H bytes: its header length and JSON header (the
     bytes a signature and the GCM tag cover before the data)."""
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
-        if len(head) < 8:
-            raise ModelFormatError(f"{os.fspath(path)}: the file is too short to hold a header")
-        n = int.from_bytes(head, "little")
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 <= n <= min(size - 8, _HEADER_CAP):
+            from .safetensors import load_tensors
+
+            load_tensors(path, mmap=True, verify=False)  # raises, saying what is wrong
+            raise ModelFormatError(f"{os.fspath(path)}: the header length is not valid")
         rest = f.read(n)
     if len(rest) != n:
         raise ModelFormatError(f"{os.fspath(path)}: the file ended inside its header (truncated)")
@@ -289,8 +300,10 @@ def encryption_info(path, metadata: dict) -> dict:
     try:
         info = json.loads(metadata[ENCRYPTION_KEY])
         nonce = bytes.fromhex(info["nonce"])
+        bools = info.get("bool_tensors", [])
         ok = (info.get("algorithm") == ALGORITHM and len(nonce) == _NONCE_BYTES
-              and isinstance(info.get("key_id"), str) and info.get("tag") == TAG_TENSOR)
+              and isinstance(info.get("key_id"), str) and info.get("tag") == TAG_TENSOR
+              and isinstance(bools, list) and all(isinstance(b, str) for b in bools))
     except (ValueError, TypeError, KeyError, AttributeError):
         ok = False
     if not ok:
@@ -343,12 +356,24 @@ def decrypt(path, prefix: bytes, tensors: dict, metadata: dict, enc: Encryption 
                                f"header or data was changed after it was written (tampered or "
                                f"corrupted), or a tensor was swapped; the key (id {enc.key_id}) "
                                f"is the right one") from None
+    bools = set(info.get("bool_tensors", []))
     plain, at = {}, 0
     for n in body:
         t = tensors[n]
         nbytes = int(t.size) * np.dtype(t.dtype).itemsize
-        plain[n] = Tensor(out[at:at + nbytes].view(np.dtype(t.dtype)).reshape(tuple(t.shape)))
+        raw = out[at:at + nbytes]
+        if n in bools:
+            if str(np.dtype(t.dtype)) != "uint8" or (raw.size and raw.max() > 1):
+                raise ModelFormatError(f"{path}: tensor {n!r} is marked BOOL but does not hold "
+                                       f"0s and 1s")
+            raw = raw.view(np.bool_)
+        plain[n] = Tensor(raw.view(raw.dtype if n in bools else np.dtype(t.dtype))
+                          .reshape(tuple(t.shape)))
         at += nbytes
+    missing = bools - set(plain)
+    if missing:
+        raise ModelFormatError(f"{path}: the encryption metadata names BOOL tensors the file "
+                               f"lacks: {sorted(missing)[:5]}")
     return plain
 
 
