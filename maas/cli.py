@@ -119,7 +119,7 @@ def _inspect(path: str, out) -> None:
     width = max((len(n) for n in tensors), default=4)
     for name, t in tensors.items():
         dt = str(np.dtype(t.dtype))
-        print(f"  {name:<{width}}  {_ST_NAMES.get(dt, dt):<4}  {str(tuple(t.shape)):<16}  "
+        print(f"  {name:<{width}}  {_ST_NAMES.get(dt, dt):<3}  {str(tuple(t.shape)):<16}  "
               f"{t.size * np.dtype(t.dtype).itemsize:,} bytes", file=out)
 
 

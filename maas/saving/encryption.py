@@ -146,10 +146,20 @@ class Encryption:
             f.write(self._key.hex() + "\n")
 
 
+def require_cryptography():
+    """ImportError with the install line when ``cryptography`` is missing."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise ImportError("encrypted and signed model files need the cryptography package: "
+                          "pip install 'maas[crypto]'") from None
+
+
 def _key_id(key: bytes) -> str:
     """A public name of a key: HKDF-SHA256 of it under a fixed label, 8 bytes
     as hex. It identifies the key without revealing it (and commits the file
     to its key: GCM alone would not tell a wrong key from a tampered file)."""
+    require_cryptography()
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 

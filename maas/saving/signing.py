@@ -59,6 +59,9 @@ def signature_path(path) -> str:
 
 
 def _ed25519():
+    from .encryption import require_cryptography
+
+    require_cryptography()
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     return ed25519
