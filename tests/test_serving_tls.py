@@ -174,7 +174,8 @@ def secure(tmp_path_factory, pki):
     _publish(repo, "secure", 2, sf.build_model(1), key=KEY)      # encrypted, unsigned
     s = TLSServer(repo, str(base), pki, require_client_cert=True,
                   extra=["--model-key-file", key_file, "--trusted-keys", keys,
-                         "--forwarded-allow-ips", "127.0.0.1", "--poll-interval", "0.3"])
+                         "--forwarded-allow-ips", "127.0.0.1", "--poll-interval", "0.3",
+                         "--header-timeout", "2"])
     try:
         yield {"server": s, "repo": repo, "priv": priv, "pub": pub, "untrusted": untrusted,
                "expected": good.predict(X, verbose=0), "kid": signing.key_id(pub)}
@@ -206,6 +207,23 @@ def test_clients_without_a_good_certificate_or_tls_are_refused(secure, pki):
         requests.get(s.url + "/v2/health/live", cert=pki["client"], timeout=30)
     # the same client with its certificate is served (the refusals were about the certificate)
     assert s.get("/v2/health/live").status_code == 200
+
+
+def test_a_stalled_tls_handshake_is_closed_by_the_header_timeout(secure, pki):
+    """A client that connects and never sends its ClientHello (a TLS
+    slowloris) is closed after --header-timeout (2 s here), and others are
+    served meanwhile."""
+    import socket
+
+    s = secure["server"]
+    stalled = [socket.create_connection(("127.0.0.1", s.port), timeout=60) for _ in range(5)]
+    try:
+        assert s.get("/v2/health/live").status_code == 200
+        for c in stalled:
+            assert c.recv(1) == b""  # closed by the server (a hang would raise a timeout)
+    finally:
+        for c in stalled:
+            c.close()
 
 
 @pytest.mark.parametrize("binary", [False, True])
