@@ -136,6 +136,8 @@ def test_missing_and_wrong_keys_are_refused_saying_which(saved, monkeypatch):
     # load_tensors alone hands out ciphertext only with the tag visible: never taken for weights
     tensors, meta = maas.saving.load_tensors(d / "enc.maas")
     assert ENCRYPTION_KEY in meta and TAG_TENSOR in tensors
+    with pytest.raises(ModelFormatError, match="the file is encrypted; load it with"):
+        sequential().load_weights(d / "enc.maas")
 
 
 def _flip(data: bytes, pos: int, bit: int = 0) -> bytes:

@@ -195,6 +195,8 @@ class Model(Trainer, Layer):
     def save(self, filepath, overwrite=True, include_optimizer=True, encryption_key=None):
         """Writes the model (architecture, weights, optimizer state) to one
         safetensors file; ``maas.load_model(filepath)`` brings it back.
+        ``encryption_key`` encrypts the tensor data (AES-256-GCM; see
+        ``maas.saving.encryption``).
 
         >>> model.save("digits.maas")  # doctest: +SKIP
         """

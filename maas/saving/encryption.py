@@ -291,7 +291,7 @@ def check_prefix(path, prefix: bytes, tensors: dict, metadata: dict) -> None:
     if ok:
         entries = {k: v for k, v in header.items() if k != "__metadata__"}
         at = 0
-        ok = list(entries) == list(tensors) or set(entries) == set(tensors)
+        ok = set(entries) == set(tensors)
         for name, t in tensors.items():
             if not ok:
                 break

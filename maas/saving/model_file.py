@@ -391,6 +391,9 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
     mismatch (``skip_mismatch=True`` loads what matches).
     """
     tensors, metadata = load_tensors(os.fspath(filepath), mmap=False, verify=True)
+    if "maas.encryption" in metadata:  # the tensors are ciphertext: never weights
+        raise ModelFormatError(f"{os.fspath(filepath)}: the file is encrypted; load it with "
+                               f"maas.load_model(path, encryption_key=...)")
     if not name_map and ORDER_KEY in metadata:  # a maas weights file: by position
         pairs, problems = _pair_weights(model, tensors, metadata)
         if problems and not skip_mismatch:
