@@ -323,3 +323,15 @@ def test_encrypted_tensors_of_every_dtype_round_trip(tmp_path):
     with st.safe_open(str(tmp_path / "t.safetensors"), "np") as f:
         assert set(f.keys()) == set(tensors) | {TAG_TENSOR}
         assert f.get_slice("f").get_shape() == [3, 5]
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import maas.saving.encryption
+    import maas.saving.signing
+    import maas.serving.security
+
+    for mod in (maas.saving.encryption, maas.saving.signing, maas.serving.security):
+        r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert r.failed == 0 and r.attempted > 0, mod.__name__
