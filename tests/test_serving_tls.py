@@ -376,3 +376,20 @@ def test_bad_security_options_stop_the_server_at_start(tmp_path, pki, capsys, ar
     err = capsys.readouterr().err
     assert message in err
     assert "not a key" not in err  # a bad key file's content is never echoed
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies():
+    from maas.serving.security import ForwardedFor
+
+    app = ForwardedFor(lambda env, sr: env, "10.0.0.0/8, 127.0.0.1")
+    seen = lambda peer, xff: app({"REMOTE_ADDR": peer, **({"HTTP_X_FORWARDED_FOR": xff} if xff else {})},  # noqa: E731
+                                 None)["REMOTE_ADDR"]
+    # a client's own forged entries are left of the address the proxy saw
+    assert seen("10.0.0.6", "6.6.6.6, 203.0.113.7, 10.0.0.5") == "203.0.113.7"
+    assert seen("127.0.0.1", "2001:db8::1") == "2001:db8::1"
+    assert seen("198.51.100.1", "203.0.113.7") == "198.51.100.1"  # not a proxy: ignored
+    assert seen("10.0.0.6", "not-an-address") == "10.0.0.6"
+    assert seen("10.0.0.6", None) == "10.0.0.6"
+    assert seen("10.0.0.6", "10.0.0.9, 10.0.0.5") == "10.0.0.9"  # all proxies: the first
+    with pytest.raises(ValueError):
+        ForwardedFor(None, "10.0.0.0/33")

@@ -216,7 +216,12 @@ def server_command(a, env: dict) -> list[str]:
             "--host", bind_host, "--port", port, "--timeout-keep-alive", str(int(a.header_timeout)),
             "--limit-concurrency", str(a.max_connections * a.workers),
             "--timeout-graceful-shutdown", str(int(a.graceful_timeout)), "--no-access-log",
-            "--log-level", "warning", "maas.serving.cli:asgi_app_from_env"]
+            "--log-level", "warning",
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: only from
+            # --forwarded-allow-ips (maas's ForwardedFor middleware reads it then)
+            *(["--forwarded-allow-ips", a.forwarded_allow_ips] if getattr(a, "forwarded_allow_ips", None)
+              else ["--no-proxy-headers"]),
+            "maas.serving.cli:asgi_app_from_env"]
 
 
 def tls_args(a) -> list[str]:
