@@ -21,6 +21,12 @@ workers stop accepting, finish their in-flight requests (up to
 ``--graceful-timeout``) and exit. ``--dev`` runs Flask's own threaded
 development server instead.
 
+``--certfile/--keyfile`` serve HTTPS (gevent and gthread; ``--ca-certs``
+and ``--require-client-cert`` for mutual TLS), ``--forwarded-allow-ips``
+names the proxies whose X-Forwarded-For is believed, ``--model-key-file``
+and ``--trusted-keys`` load encrypted and signed models only
+(:mod:`maas.serving.security`; README: Security).
+
 ``serve_main(argv)`` is the entry point; ``maas.cli`` wires it as the
 ``serve`` subcommand. ``python -m maas.serving.cli REPO`` works too.
 """
