@@ -2,9 +2,19 @@
 
     maas inspect FILE   the architecture (when the file holds one), the
                         metadata, and the tensors with dtypes and shapes
-    maas verify FILE    checks the file's structure and its SHA-256
+                        (of an encrypted file too: its header is plain)
+    maas verify FILE [--pubkey PUB ...] [--key-file KEY]
+                        checks the file's structure and its SHA-256; with
+                        --pubkey its signature (FILE.sig) by one of those
+                        keys; with --key-file an encrypted file's
+                        authentication tag
+    maas sign FILE --key signing.pem
+                        writes FILE.sig: an Ed25519 signature of the file
+    maas keygen NAME    makes an Ed25519 pair NAME.pem (private, mode 0600)
+                        and NAME.pub; ``--encryption`` makes an AES-256 key
+                        file NAME instead
 
-Both exit 1 with the error on a bad file (2 on a usage error).
+Each exits 1 with the error on a bad file (2 on a usage error).
 """
 from __future__ import annotations
 
@@ -76,12 +86,23 @@ def _architecture(config_json: str) -> list[str]:
     return lines or ["  " + json.dumps(cfg)[:200]]
 
 
+_ST_NAMES = {"float32": "F32", "int32": "I32", "int64": "I64", "int8": "I8", "uint8": "U8",
+             "bool": "BOOL"}
+
+
 def _inspect(path: str, out) -> None:
+    import numpy as np
+
+    from .saving.encryption import ENCRYPTION_KEY, encryption_info
     from .saving.safetensors import CONFIG_KEY, load_tensors
 
     tensors, metadata = load_tensors(path, mmap=True, verify=False)
     size = os.path.getsize(path)
     print(f"file: {path} ({size:,} bytes, safetensors)", file=out)
+    if ENCRYPTION_KEY in metadata:
+        info = encryption_info(path, metadata)
+        print(f"encrypted: {info['algorithm']}, key id {info['key_id']} (names and shapes are "
+              f"plain, the values are not readable without the key)", file=out)
     if CONFIG_KEY in metadata:
         print("architecture:", file=out)
         for line in _architecture(metadata[CONFIG_KEY]):
@@ -93,19 +114,72 @@ def _inspect(path: str, out) -> None:
             v = v[:200] + f"... ({len(metadata[k]):,} characters)"
         print(f"  {k}: {v}", file=out)
     n_params = sum(t.size for t in tensors.values())
-    print(f"tensors: {len(tensors)}, {n_params:,} parameters, {4 * n_params:,} bytes", file=out)
+    n_bytes = sum(t.size * np.dtype(t.dtype).itemsize for t in tensors.values())
+    print(f"tensors: {len(tensors)}, {n_params:,} parameters, {n_bytes:,} bytes", file=out)
     width = max((len(n) for n in tensors), default=4)
     for name, t in tensors.items():
-        print(f"  {name:<{width}}  F32  {str(tuple(t.shape)):<16}  {4 * t.size:,} bytes", file=out)
+        dt = str(np.dtype(t.dtype))
+        print(f"  {name:<{width}}  {_ST_NAMES.get(dt, dt):<3}  {str(tuple(t.shape)):<16}  "
+              f"{t.size * np.dtype(t.dtype).itemsize:,} bytes", file=out)
 
 
-def _verify(path: str, out) -> None:
-    from .saving.safetensors import CHECKSUM_KEY, verify_file
+def _verify(path: str, out, pubkeys=None, key_file=None) -> None:
+    import numpy as np
 
-    tensors, metadata = verify_file(path, require_checksum=True)
-    n_bytes = 4 * sum(t.size for t in tensors.values())
-    print(f"OK: {path}: {len(tensors)} tensors, {n_bytes:,} bytes of data, "
-          f"sha256 {metadata[CHECKSUM_KEY]}", file=out)
+    from .saving.encryption import ENCRYPTION_KEY, Encryption, read_model_file
+    from .saving.safetensors import CHECKSUM_KEY, load_tensors, verify_file
+
+    tensors, metadata = load_tensors(path, mmap=True, verify=False)
+    encrypted = ENCRYPTION_KEY in metadata
+    if encrypted:
+        enc = Encryption(key_file=key_file) if key_file else None
+        info = {"signer_key_id": None}
+        if enc is not None:
+            tensors, metadata, info = read_model_file(path, True, enc, pubkeys)
+        elif pubkeys:
+            from .saving.signing import verify_signature
+
+            info["signer_key_id"] = verify_signature(path, pubkeys)
+        what = (f"encrypted (AES-256-GCM), authenticated with key id {info['encryption_key_id']}"
+                if enc else "encrypted (AES-256-GCM): structure only; pass --key-file to "
+                            "authenticate the data")
+    else:
+        tensors, metadata = verify_file(path, require_checksum=True)
+        info = {"signer_key_id": None}
+        if pubkeys:
+            _, _, info = read_model_file(path, True, None, pubkeys)
+        what = f"sha256 {metadata[CHECKSUM_KEY]}"
+    n_bytes = sum(t.size * np.dtype(t.dtype).itemsize for t in tensors.values())
+    signed = f"; signed by key {info['signer_key_id']}" if info.get("signer_key_id") else ""
+    print(f"OK: {path}: {len(tensors)} tensors, {n_bytes:,} bytes of data, {what}{signed}",
+          file=out)
+
+
+def _sign(path: str, out, key: str) -> None:
+    from .saving.safetensors import load_tensors
+    from .saving.signing import sign_file, signature_path
+
+    load_tensors(path, mmap=True, verify=True)  # sign only a well-formed file
+    password = os.environ.get("MAAS_SIGNING_KEY_PASSWORD")
+    kid = sign_file(path, key, password.encode() if password else None)
+    print(f"signed {path} with key {kid}: {signature_path(path)}", file=out)
+
+
+def _keygen(name: str, out, encryption: bool = False) -> None:
+    if encryption:
+        from .saving.encryption import Encryption
+
+        enc = Encryption(Encryption.generate_key())
+        enc.write_key_file(name)
+        print(f"wrote {name} (AES-256 key id {enc.key_id}, mode 0600): keep it secret; "
+              f"maas serve --model-key-file {name}", file=out)
+        return
+    from .saving.signing import generate_keypair, key_id
+
+    password = os.environ.get("MAAS_SIGNING_KEY_PASSWORD")
+    priv, _ = generate_keypair(name + ".pem", name + ".pub", password.encode() if password else None)
+    print(f"wrote {name}.pem (private, mode 0600: keep it secret) and {name}.pub (public, key id "
+          f"{key_id(priv)})", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,13 +205,40 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export", help="write a model file as ONNX (maas export MODEL.maas model.onnx)")
     p = sub.add_parser("inspect", help="print a model file's architecture, metadata and tensors")
     p.add_argument("file")
-    p = sub.add_parser("verify", help="check a model file's structure and SHA-256 checksum")
+    p = sub.add_parser("verify", help="check a model file's structure and SHA-256 checksum (and "
+                                      "its signature with --pubkey)")
     p.add_argument("file")
+    p.add_argument("--pubkey", action="append", default=None, metavar="PUB",
+                   help="a trusted Ed25519 public key (PEM) or a folder of them; repeatable: the "
+                        "file must be signed (FILE.sig) by one of them")
+    p.add_argument("--key-file", default=None, help="the AES-256 key of an encrypted file")
+    p = sub.add_parser("sign", help="sign a model file with an Ed25519 private key (writes FILE.sig)")
+    p.add_argument("file")
+    p.add_argument("--key", required=True, help="the Ed25519 private key (PEM; a password in "
+                                                "MAAS_SIGNING_KEY_PASSWORD if it has one)")
+    p = sub.add_parser("keygen", help="make an Ed25519 signing key pair NAME.pem/NAME.pub (or an "
+                                      "AES-256 key file with --encryption)")
+    p.add_argument("file", metavar="NAME")
+    p.add_argument("--encryption", action="store_true",
+                   help="write an AES-256 model-encryption key to the file NAME")
     args = parser.parse_args(argv)
-    run = {"inspect": _inspect, "verify": _verify}[args.command]
     try:
-        run(args.file, sys.stdout)
-    except (ModelFormatError, OSError) as e:
+        if args.command == "inspect":
+            _inspect(args.file, sys.stdout)
+        elif args.command == "verify":
+            keys = None
+            if args.pubkey:
+                from .saving.signing import load_trusted_keys
+
+                keys = {}
+                for k in args.pubkey:
+                    keys.update(load_trusted_keys(k))
+            _verify(args.file, sys.stdout, keys, args.key_file)
+        elif args.command == "sign":
+            _sign(args.file, sys.stdout, args.key)
+        else:
+            _keygen(args.file, sys.stdout, args.encryption)
+    except (ModelFormatError, OSError, ValueError) as e:
         print(f"maas {args.command}: error: {e}", file=sys.stderr)  # names the file
         return 1
     return 0

@@ -203,9 +203,11 @@ class Model(Trainer, Layer):
 
     # -- summary and config
     # -- saving (maas.saving.model_file holds the format)
-    def save(self, filepath, overwrite=True, include_optimizer=True):
+    def save(self, filepath, overwrite=True, include_optimizer=True, encryption_key=None):
         """Writes the model (architecture, weights, optimizer state) to one
         safetensors file; ``maas.load_model(filepath)`` brings it back.
+        ``encryption_key`` encrypts the tensor data (AES-256-GCM; see
+        ``maas.saving.encryption``).
 
         Under a multi-process ``maas.distribution.DataParallel`` only rank 0
         writes (every rank holds the same weights).
@@ -218,7 +220,8 @@ class Model(Trainer, Layer):
         if not _dist.is_chief():
             return
 
-        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
+                   encryption_key=encryption_key)
 
     def export(self, filepath, format="onnx", verbose=False, input_signature=None, **kwargs):
         """Writes the model for another runtime, Keras 3's call. ``format``:

@@ -9,6 +9,7 @@ array([1., 1.], dtype=float32)
 """
 from .model_file import (load_from_repository, load_model, load_weights, model_from_json,
                          model_to_json, save_model, save_weights, weight_names)
+from .encryption import Encryption
 from .object_registration import (CustomObjectScope, custom_object_scope, get_custom_objects,
                                   get_registered_name, get_registered_object,
                                   register_keras_serializable, register_serializable)
@@ -22,4 +23,4 @@ __all__ = ["save_model", "load_model", "save_weights", "load_weights", "load_fro
            "FORMAT_VERSION_KEY", "MAAS_VERSION_KEY", "TRAINING_CONFIG_KEY",
            "register_keras_serializable", "custom_object_scope", "CustomObjectScope",
            "get_custom_objects", "get_registered_name", "get_registered_object",
-           "model_from_json", "model_to_json"]
+           "model_from_json", "model_to_json", "Encryption"]

@@ -116,10 +116,12 @@ def _training_config(model):
 
 
 def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True,
-               zipped=None) -> None:
+               zipped=None, encryption_key=None) -> None:
     """Writes ``model`` to one file (see the module doc); atomic. Keras's
     ``keras.saving.save_model``; the file is one safetensors file, never a
-    zip (``zipped=True`` is refused).
+    zip (``zipped=True`` is refused). With ``encryption_key`` (32 bytes,
+    hex or base64 text, or a :class:`maas.saving.Encryption`) the tensor
+    data is encrypted with AES-256-GCM (see :mod:`maas.saving.encryption`).
 
     >>> maas.saving.save_model(model, "digits.maas")  # doctest: +SKIP
     """
@@ -151,6 +153,11 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
     from ..pruning import _sparse  # mostly-zero weights (pruned) as bitmask + values
 
     _sparse.encode(tensors, metadata)
+    if encryption_key is not None:
+        from .encryption import save_tensors_encrypted
+
+        save_tensors_encrypted(filepath, tensors, metadata, encryption_key)
+        return
     save_tensors(filepath, tensors, metadata)
 
 
@@ -319,7 +326,7 @@ def _check_int8_scales(tensors, path):
 
 
 def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True,
-               mmap: bool = True):
+               mmap: bool = True, encryption_key=None, trusted_keys=None):
     """Loads a model written by ``model.save``; predictions are bit-identical
     to the saved model's. With ``mmap=True`` (the default) the weights share
     the file's mapped pages; ``mmap=False`` copies them. Custom classes come
@@ -327,10 +334,20 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
     registry (``register_keras_serializable``). ``safe_mode`` is Keras's
     argument: maas never deserializes code (no lambdas), whatever its value.
 
+    An encrypted file needs its key: ``encryption_key`` (or the
+    ``MAAS_MODEL_KEY`` / ``MAAS_MODEL_KEY_FILE`` variables); it is
+    decrypted into memory. With ``trusted_keys`` (Ed25519 public keys, PEM
+    files or a folder of them) the file must carry a valid detached
+    signature (``MODEL.maas.sig``) by one of them. Either failing is a
+    ModelFormatError saying which (see :mod:`maas.saving.encryption`,
+    :mod:`maas.saving.signing`).
+
     >>> model = maas.load_model("digits.maas")  # doctest: +SKIP
     """
+    from .encryption import read_model_file
+
     path = os.fspath(filepath)
-    tensors, metadata = load_tensors(path, mmap=mmap, verify=True)
+    tensors, metadata, file_info = read_model_file(path, mmap, encryption_key, trusted_keys)
     version = metadata.get(FORMAT_VERSION_KEY)
     if version != FORMAT_VERSION:
         raise ModelFormatError(f"{path}: unsupported maas format version {version!r} "
@@ -347,6 +364,7 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
     with _rng_untouched():
         model = _rebuild(arch, custom_objects, path)
     by_file_name = _bind_weights(model, tensors, metadata, path)
+    model._file_info = file_info  # encrypted? signed by? (maas serve's audit log reads it)
     training = _json_meta(metadata, TRAINING_CONFIG_KEY, path, required=False)
     if compile and training:
         _compile_from(model, training, tensors, metadata, path, by_file_name)
@@ -394,6 +412,9 @@ def load_weights(model, filepath, skip_mismatch: bool = False, name_map=None) ->
     mismatch (``skip_mismatch=True`` loads what matches).
     """
     tensors, metadata = load_tensors(os.fspath(filepath), mmap=False, verify=True)
+    if "maas.encryption" in metadata:  # the tensors are ciphertext: never weights
+        raise ModelFormatError(f"{os.fspath(filepath)}: the file is encrypted; load it with "
+                               f"maas.load_model(path, encryption_key=...)")
     if not name_map and ORDER_KEY in metadata:  # a maas weights file: by position
         pairs, problems = _pair_weights(model, tensors, metadata)
         if problems and not skip_mismatch:

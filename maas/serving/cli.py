@@ -21,6 +21,12 @@ workers stop accepting, finish their in-flight requests (up to
 ``--graceful-timeout``) and exit. ``--dev`` runs Flask's own threaded
 development server instead.
 
+``--certfile/--keyfile`` serve HTTPS (gevent and gthread; ``--ca-certs``
+and ``--require-client-cert`` for mutual TLS), ``--forwarded-allow-ips``
+names the proxies whose X-Forwarded-For is believed, ``--model-key-file``
+and ``--trusted-keys`` load encrypted and signed models only
+(:mod:`maas.serving.security`; README: Security).
+
 ``serve_main(argv)`` is the entry point; ``maas.cli`` wires it as the
 ``serve`` subcommand. ``python -m maas.serving.cli REPO`` works too.
 """
@@ -109,6 +115,25 @@ def build_parser(prog: str = "maas serve") -> argparse.ArgumentParser:
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds a stopping worker has to finish in-flight requests")
     p.add_argument("--timeout", type=float, default=60.0, help="gunicorn worker timeout")
+    g = p.add_argument_group("security (README: Security)")
+    g.add_argument("--certfile", default=None, help="serve HTTPS: the server's certificate (PEM, "
+                   "with its chain); needs --keyfile (gevent and gthread servers)")
+    g.add_argument("--keyfile", default=None, help="the certificate's private key (PEM)")
+    g.add_argument("--ca-certs", default=None, help="CA certificates (PEM) that client "
+                   "certificates are checked against (mutual TLS)")
+    g.add_argument("--require-client-cert", action="store_true",
+                   help="refuse clients without a certificate signed by --ca-certs")
+    g.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                   help="comma-separated proxy addresses or networks (or '*') whose "
+                        "X-Forwarded-For and X-Forwarded-Proto are believed: the audit log "
+                        "then records the client behind them (default: none, the peer's "
+                        "address is the client)")
+    g.add_argument("--model-key-file", default=None,
+                   help="the AES-256 key of encrypted model files; read and used by each "
+                        "worker after the fork")
+    g.add_argument("--trusted-keys", default=None, metavar="DIR",
+                   help="a folder of Ed25519 public keys (*.pub): serve only versions whose "
+                        "model.maas.sig is a valid signature by one of them")
     return p
 
 
@@ -140,6 +165,11 @@ def _options(a) -> dict:
         opts["require_models"] = a.require_model
     threads = a.model_threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
     opts["model_threads"] = threads
+    if a.model_key_file or a.trusted_keys:  # the paths only: each worker reads the files
+        opts["security"] = {"key_file": a.model_key_file and os.path.abspath(a.model_key_file),
+                            "trusted_keys": a.trusted_keys and os.path.abspath(a.trusted_keys)}
+    if a.forwarded_allow_ips:
+        opts["forwarded_allow_ips"] = a.forwarded_allow_ips
     return opts
 
 
@@ -210,12 +240,25 @@ def app_from_env():
 
     if threads:
         maas.set_num_threads(int(threads))
+    security = opts.pop("security", None)
+    proxies = opts.pop("forwarded_allow_ips", None)
     repo, name = opts.pop("repo"), opts.pop("model_name", None)
+    if security:  # after the fork: the key is read in the worker
+        from .security import SecureLoader
+
+        opts["loader"] = SecureLoader(security.get("key_file"), security.get("trusted_keys"),
+                                      opts.get("audit_log"), root=repo)
     if name and not os.path.isdir(os.path.join(repo, name)):
         # KServe's layout: the model itself at the mount path
         single = os.path.join(repo, "model.maas")
-        return create_app({name: single if os.path.isfile(single) else repo}, **opts)
-    return create_app(repo, **opts)
+        app = create_app({name: single if os.path.isfile(single) else repo}, **opts)
+    else:
+        app = create_app(repo, **opts)
+    if proxies:
+        from .security import ForwardedFor
+
+        app.wsgi_app = ForwardedFor(app.wsgi_app, proxies)
+    return app
 
 
 def asgi_app_from_env():
@@ -248,7 +291,7 @@ def server_command(a, env: dict) -> list[str]:
                 "--timeout", str(int(a.timeout)), "--worker-connections", str(a.max_connections)]
         if a.server == "gthread":
             args += ["--worker-class", "gthread", "--threads", str(a.threads)]
-        return args + ["maas.serving.cli:app_from_env()"]
+        return args + tls_args(a) + ["maas.serving.cli:app_from_env()"]
     if a.server == "granian":
         return [*_python(), "-m", "granian", "--interface", "wsgi", "--factory", "--http", "1",
                 "--workers", str(a.workers), "--blocking-threads", str(a.threads),
@@ -262,7 +305,76 @@ def server_command(a, env: dict) -> list[str]:
             "--host", bind_host, "--port", port, "--timeout-keep-alive", str(int(a.header_timeout)),
             "--limit-concurrency", str(a.max_connections * a.workers),
             "--timeout-graceful-shutdown", str(int(a.graceful_timeout)), "--no-access-log",
-            "--log-level", "warning", "maas.serving.cli:asgi_app_from_env"]
+            "--log-level", "warning",
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: only from
+            # --forwarded-allow-ips (maas's ForwardedFor middleware reads it then)
+            *(["--forwarded-allow-ips", a.forwarded_allow_ips] if getattr(a, "forwarded_allow_ips", None)
+              else ["--no-proxy-headers"]),
+            "maas.serving.cli:asgi_app_from_env"]
+
+
+def tls_args(a) -> list[str]:
+    """gunicorn's options for ``--certfile/--keyfile/--ca-certs/
+    --require-client-cert/--forwarded-allow-ips``."""
+    import ssl
+
+    args = []
+    if a.certfile:
+        args += ["--certfile", os.path.abspath(a.certfile), "--keyfile", os.path.abspath(a.keyfile)]
+        if a.ca_certs:
+            args += ["--ca-certs", os.path.abspath(a.ca_certs), "--cert-reqs",
+                     str(int(ssl.CERT_REQUIRED if a.require_client_cert else ssl.CERT_OPTIONAL))]
+    # gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default: only from
+    # the proxies named here (none by default)
+    args += ["--forwarded-allow-ips", a.forwarded_allow_ips or ""]
+    return args
+
+
+def check_tls_and_model_keys(a) -> str | None:
+    """The usage error in the TLS and model-key options, or None. Reads the key and
+    certificate files once, so that a mistake stops the server at start
+    rather than in every worker (nothing read here reaches the workers)."""
+    if bool(a.certfile) != bool(a.keyfile):
+        return "--certfile and --keyfile go together"
+    if (a.ca_certs or a.require_client_cert) and not a.certfile:
+        return "--ca-certs and --require-client-cert need --certfile and --keyfile (HTTPS)"
+    if a.require_client_cert and not a.ca_certs:
+        return "--require-client-cert needs --ca-certs (the CA that signs client certificates)"
+    if a.certfile and a.server not in ("gevent", "gthread") and not a.dev:
+        return (f"--certfile: HTTPS is served by --server gevent or gthread (not {a.server}); "
+                f"or end TLS at a proxy (README: Security)")
+    if a.certfile and a.dev:
+        return "--certfile: the development server does not serve HTTPS; use gevent or gthread"
+    if (a.model_key_file or a.trusted_keys) and a.loader:
+        return ("--model-key-file and --trusted-keys use maas's own loader; they cannot be "
+                "combined with --loader")
+    try:
+        if a.certfile:
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=a.ca_certs)
+                ctx.load_cert_chain(a.certfile, a.keyfile)
+            except (OSError, ValueError) as e:
+                return (f"--certfile/--keyfile/--ca-certs: cannot load the certificate, its key or "
+                        f"the CA certificates: {e}")
+        if a.model_key_file:
+            from ..saving.encryption import Encryption
+
+            Encryption(key_file=a.model_key_file)
+        if a.trusted_keys:
+            from ..saving.signing import load_trusted_keys
+
+            if not os.path.isdir(a.trusted_keys):
+                return f"--trusted-keys {a.trusted_keys!r} is not a folder of *.pub files"
+            load_trusted_keys(a.trusted_keys)
+        if a.forwarded_allow_ips:
+            from .security import ForwardedFor
+
+            ForwardedFor(None, a.forwarded_allow_ips)
+    except (OSError, ValueError, ImportError) as e:
+        return str(e)
+    return None
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -281,7 +393,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"maas serve: cannot read a key file: {e}", file=sys.stderr)
         return 2
-    why = check_security(a, opts)
+    why = check_security(a, opts) or check_tls_and_model_keys(a)
     if why:
         print(f"maas serve: {why}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ stalled client costs a greenlet, not a thread) with
   request);
 * a body timeout: a body not received within ``MAAS_BODY_TIMEOUT`` seconds
   (default 30) of its headers is answered 408 and the connection closed;
+* over TLS (``maas serve --certfile``), the handshake bounded by the same
+  header timeout (a client that never finishes it is closed);
 * a per-client cap: more than ``MAAS_MAX_CLIENT_CONNECTIONS`` open
   connections from one address to one worker (default 256, 0: no cap) are
   answered 429 and closed; ``worker_connections`` caps a worker's total.
@@ -76,6 +78,31 @@ def post_fork(server, worker):
     from gunicorn import util
 
     util.write_error = _write_json_error  # base.Worker.handle_error calls util.write_error
+
+
+class _HandshakeInWorker:
+    """An SSLContext whose wrap_socket never does the TLS handshake itself:
+    gevent's server would otherwise run it when the connection is accepted,
+    with no timeout, so a client that connects and never finishes its
+    handshake would hold a greenlet for ever. The gevent worker below does
+    the handshake under the header timeout instead (gthread does it on the
+    first read, as before)."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        kwargs["do_handshake_on_connect"] = False
+        return self._context.wrap_socket(sock, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+def ssl_context(config, default_ssl_context_factory):
+    """gunicorn's hook: its default context (certfile, keyfile, ca_certs,
+    cert_reqs, ciphers), handshaking in the worker."""
+    return _HandshakeInWorker(default_ssl_context_factory())
 
 
 def _float_env(name, default):
@@ -150,11 +177,14 @@ if os.environ.get("MAAS_SERVE_SERVER", "gevent") == "gevent":
         def handle(self, listener, client, addr):
             ip = addr[0] if isinstance(addr, tuple) and addr else ""
             n = self._per_client.get(ip, 0)
+            tls = hasattr(client, "do_handshake")
             if self.max_client and n >= self.max_client:
                 try:
-                    _write_json_error(client, 429, "Too Many Requests",
-                                      f"{n} connections from {ip} are open to this worker, the "
-                                      f"limit is {self.max_client}; reuse or close connections")
+                    if not tls:  # (over TLS the handshake is not done: just close)
+                        _write_json_error(client, 429, "Too Many Requests",
+                                          f"{n} connections from {ip} are open to this worker, "
+                                          f"the limit is {self.max_client}; reuse or close "
+                                          f"connections")
                 except OSError:
                     pass
                 finally:
@@ -162,6 +192,13 @@ if os.environ.get("MAAS_SERVE_SERVER", "gevent") == "gevent":
                 return
             self._per_client[ip] = n + 1
             try:
+                if tls:  # the TLS handshake, bounded like the request's headers
+                    try:
+                        with gevent.Timeout(self.header_timeout):
+                            client.do_handshake()
+                    except (gevent.Timeout, OSError, ValueError):
+                        client.close()  # stalled, not TLS, or a refused certificate
+                        return
                 super().handle(listener, client, addr)
             finally:
                 left = self._per_client.get(ip, 1) - 1

@@ -319,7 +319,10 @@ def public_message(msg: str, roots: Iterable[str | None] = ()) -> str:
 def _error_code(e: BaseException) -> str:
     """The canonical (gRPC) code TF Serving reports for a failed load."""
     from ..errors import ModelFormatError
+    from ..saving.signing import ModelSignatureError
 
+    if isinstance(e, ModelSignatureError):  # unsigned, untrusted signer, changed after signing
+        return "PERMISSION_DENIED"
     if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return "NOT_FOUND"
     if isinstance(e, PermissionError):
