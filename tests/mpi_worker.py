@@ -28,7 +28,17 @@ def weights_hash(model) -> str:
 
 
 def make_model(maas, optimizer, custom_step=False):
-    if custom_step:
+    if custom_step == "cnn":     # digits as 8x8x1 images
+        model = maas.Sequential([maas.Input((8, 8, 1)), maas.layers.Conv2D(8, 3, activation="relu"),
+                                 maas.layers.MaxPooling2D(), maas.layers.Flatten(),
+                                 maas.layers.Dense(10)])
+    elif custom_step == "lstm":  # digits as 8 steps of 8 pixels
+        model = maas.Sequential([maas.Input((8, 8)), maas.layers.LSTM(16), maas.layers.Dense(10)])
+    elif custom_step == "bn":
+        model = maas.Sequential([maas.Input((64,)), maas.layers.Dense(32),
+                                 maas.layers.BatchNormalization(), maas.layers.Activation("relu"),
+                                 maas.layers.Dense(10)])
+    elif custom_step:
         class Custom(maas.Model):
             """A model with its own train_step (the eager path under a tape)."""
 
@@ -60,7 +70,7 @@ def make_model(maas, optimizer, custom_step=False):
            "adagrad": lambda: maas.optimizers.Adagrad(0.05)}[optimizer]()
     model.compile(optimizer=opt,
                   loss=maas.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=None if custom_step else ["accuracy"])
+                  metrics=None if custom_step in (True, "custom") else ["accuracy"])
     return model
 
 
@@ -75,9 +85,15 @@ def run(scenario, outdir, optimizer="adam", distributed=True):
         maas.distribution.set_distribution(dp)
     rank = dp.rank if dp else 0
     x, y = data()
+    kind = optimizer if optimizer in ("custom", "cnn", "lstm", "bn") else False
+    if kind == "cnn":
+        x = x.reshape(-1, 8, 8, 1)
+    elif kind == "lstm":
+        x = x.reshape(-1, 8, 8)
     xt, yt, xv, yv = x[:1000], y[:1000], x[1000:1400], y[1000:1400]
-    custom = optimizer == "custom"
-    model = make_model(maas, "sgd" if custom else optimizer, custom_step=custom)
+    custom = kind == "custom"
+    model = make_model(maas, "adam" if kind in ("cnn", "lstm", "bn") else
+                       "sgd" if custom else optimizer, custom_step=kind)
     hashes = []
     record = cbm.LambdaCallback(on_epoch_end=lambda e, logs: hashes.append(weights_hash(model)))
     out = {"rank": rank}
@@ -92,6 +108,7 @@ def run(scenario, outdir, optimizer="adam", distributed=True):
         out["evaluate"] = model.evaluate(x[1400:], y[1400:], verbose=0, return_dict=True)
         out["eager_reason"] = model.eager_reason
         pred = model.predict(x[1400:], batch_size=50, verbose=0)
+        out["moving"] = [float(np.asarray(v).sum()) for v in model.weights if "moving" in v.name]
         if pred is not None:
             np.save(os.path.join(outdir, f"pred_{'rank%d' % rank if distributed else 'one'}.npy"), pred)
     elif scenario == "earlystop":

@@ -68,7 +68,7 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adagrad", "custom"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adagrad", "custom", "cnn", "lstm"])
 def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, optimizer):
     """Adam and SGD (fused in the plan), Adagrad (a Python-side update after
     the plan's backward) and a model with its own train_step (the tape):
@@ -107,6 +107,26 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path, optimize
     rows = (d2 / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 4
     assert (d2 / "ckpt.maas").exists() == (optimizer != "custom")
+
+
+def test_batch_normalization_statistics_are_averaged_over_the_ranks(tmp_path):
+    """Each rank normalizes its shard with its own batch statistics (so the
+    result differs from one process's slightly), and the moving statistics
+    are averaged after every step: every weight, moving statistics
+    included, is the same on both ranks after every epoch."""
+    d2 = tmp_path / "two"
+    d2.mkdir()
+    rc, _, err, _ = mpirun(2, "train", str(d2), "bn")
+    assert rc == 0, err[-3000:]
+    (i0, w0), (i1, w1) = load(d2, "rank0"), load(d2, "rank1")
+    assert i0["hashes"] == i1["hashes"]
+    for a, b in zip(w0, w1):
+        assert np.array_equal(a, b)
+    # (without the averaging each rank's moving statistics would follow its
+    # own shards and the hashes above would differ)
+    assert i0["moving"] and all(np.isfinite(i0["moving"]))
+    mean = w0[4]   # kernel, bias, gamma, beta, moving_mean, moving_variance, ...
+    assert np.abs(mean).max() > 0              # the statistics moved from their start
 
 
 def test_repeated_runs_give_the_same_bits(tmp_path):

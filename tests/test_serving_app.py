@@ -475,12 +475,12 @@ def test_dynamic_batching_groups_concurrent_requests():
     def predict(x):
         sizes.append(len(x))
         if len(sizes) == 1:
-            # hold the first pass until every request has been sent (and a moment more to
-            # reach the batcher), so that the others queue behind it even on a busy machine
-            deadline = time.monotonic() + 60
-            while len(arrived) < 16 and time.monotonic() < deadline:
+            # hold the first pass until the 15 other requests wait in the batcher's queue,
+            # so that they queue behind it however busy the machine is
+            batcher = app.maas_server.registry.lookup("m").batcher
+            deadline = time.monotonic() + 120
+            while batcher._queued_rows < 16 - len(x) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            time.sleep(0.3)
         return plan.predict(x)
 
     m = ServedModel("m", 1, predict, (4,), (3,))

@@ -39,10 +39,10 @@ than one process:
   aborts the whole job (``MPI_Abort``) after printing it, so no rank waits
   for ever in a collective (``abort_on_error=False`` turns this off).
 
-BatchNormalization's statistics are per rank (Keras's default): each rank
-normalizes with its own shard's batch statistics and updates its own moving
-averages, which are then no longer identical across ranks; rank 0's are the
-ones saved.
+BatchNormalization normalizes each shard with that shard's batch
+statistics (as Keras's data-parallel default does; not SyncBatchNorm), and
+after every step the moving mean and variance are averaged over the ranks,
+so every rank holds the same weights, moving statistics included.
 
 Without mpi4py, or with a single process, DataParallel is a no-op and says
 so once.
@@ -234,6 +234,25 @@ class DataParallel:
             out.append(flat[off:off + a.size].reshape(a.shape))
             off += a.size
         return out
+
+    def sync_state(self, model):
+        """Averages every BatchNormalization's moving statistics over the
+        ranks (one all-reduce), so that the ranks' weights stay identical."""
+        from ..layers.normalization import BatchNormalization
+        vs = []
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, BatchNormalization) and getattr(layer, "built", False):
+                vs += [layer.moving_mean, layer.moving_variance]
+        if not vs:
+            return
+        arrays = [np.asarray(v, np.float32) for v in vs]
+        flat = np.concatenate([a.reshape(-1) for a in arrays])
+        self._allreduce_(flat)
+        flat *= np.float32(1.0 / self.num_processes)
+        off = 0
+        for v, a in zip(vs, arrays):
+            v.assign(flat[off:off + a.size].reshape(a.shape))
+            off += a.size
 
     # -- metrics
     def _leaf_metrics(self, model):

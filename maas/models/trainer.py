@@ -900,6 +900,7 @@ class Trainer:
             return self._run_step(self.train_step, xs, ys, sw)
         with dp.step():
             logs = self._run_step(self.train_step, xs, ys, sw)
+        dp.sync_state(self)
         return self._dp_logs(dp, logs)
 
     def _dp_logs(self, dp, logs):

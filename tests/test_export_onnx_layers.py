@@ -1,0 +1,110 @@
+"""ONNX export of the vision, text and recurrent layers: each model passes
+onnx.checker (full) and ONNX Runtime equals predict at batch 1, 7 and 64."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import maas  # noqa: E402
+
+L = maas.layers
+
+
+def check(model, make_x, path, rtol=1e-5):
+    model.export(path, format="onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert s.get_inputs()[0].shape[0] == "batch"
+    for n in (1, 7, 64):
+        x = make_x(n)
+        got = s.run(None, {s.get_inputs()[0].name: x})
+        want = model.predict(x, verbose=0)
+        want = want if isinstance(want, list) else [want]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-5 * max(1.0, float(np.abs(w).max())))
+
+
+def normal(shape):
+    return lambda n: np.random.default_rng(n).standard_normal((n,) + shape).astype(np.float32)
+
+
+def test_a_cnn_with_every_vision_layer_exports(tmp_path):
+    maas.utils.set_random_seed(0)
+    m = maas.Sequential([
+        maas.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same", activation="relu"),
+        L.BatchNormalization(), L.MaxPooling2D(), L.Conv2D(8, 3, strides=2, padding="valid"),
+        L.AveragePooling2D(padding="same"), L.DepthwiseConv2D(3, padding="same"),
+        L.SeparableConv2D(6, 3, padding="same"),
+        L.Conv2DTranspose(4, 3, strides=2, padding="same", output_padding=1),
+        L.GroupNormalization(groups=2), L.ZeroPadding2D(1), L.Cropping2D(((1, 0), (0, 1))),
+        L.UpSampling2D(2), L.LayerNormalization(), L.GlobalAveragePooling2D(), L.Dense(3)])
+    m.compile("adam", "mse")   # a step so that BatchNormalization's statistics move
+    m.fit(np.random.default_rng(0).random((16, 12, 12, 3), np.float32),
+          np.random.default_rng(1).random((16, 3), np.float32), epochs=1, verbose=0)
+    check(m, normal((12, 12, 3)), tmp_path / "cnn.onnx")
+
+
+def test_conv1d_pooling_permute_repeat_and_bilinear_upsampling_export(tmp_path):
+    maas.utils.set_random_seed(1)
+    check(maas.Sequential([maas.Input((10, 4)), L.Conv1D(5, 3, padding="causal", dilation_rate=2),
+                           L.MaxPooling1D(2), L.Conv1D(4, 2), L.GlobalMaxPooling1D(), L.Dense(2)]),
+          normal((10, 4)), tmp_path / "c1d.onnx")
+    check(maas.Sequential([maas.Input((6, 5)), L.Permute((2, 1)), L.Flatten(), L.RepeatVector(3),
+                           L.UpSampling1D(2), L.Flatten(), L.Dense(2)]),
+          normal((6, 5)), tmp_path / "perm.onnx")
+    check(maas.Sequential([maas.Input((8, 8, 2)), L.UpSampling2D(2, interpolation="bilinear"),
+                           L.Flatten(), L.Dense(2)]), normal((8, 8, 2)), tmp_path / "bil.onnx")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "lstm_seq", "gru", "simple", "backwards", "bidirectional",
+                                  "hard_sigmoid"])
+def test_recurrent_layers_export(tmp_path, kind):
+    maas.utils.set_random_seed(2)
+    layer = {"lstm": lambda: L.LSTM(6), "lstm_seq": lambda: L.LSTM(6, return_sequences=True),
+             "gru": lambda: L.GRU(6), "simple": lambda: L.SimpleRNN(6, return_sequences=True),
+             "backwards": lambda: L.LSTM(6, go_backwards=True, return_sequences=True),
+             "bidirectional": lambda: L.Bidirectional(L.GRU(4, return_sequences=True)),
+             "hard_sigmoid": lambda: L.LSTM(6, recurrent_activation="hard_sigmoid")}[kind]()
+    m = maas.Sequential([maas.Input((9, 5)), layer, L.Flatten(), L.Dense(2)])
+    check(m, normal((9, 5)), tmp_path / f"{kind}.onnx")
+
+
+def test_an_lstm_with_its_states_exports_every_output(tmp_path):
+    maas.utils.set_random_seed(3)
+    inp = maas.Input((9, 5))
+    o, h, c = L.LSTM(6, return_state=True)(inp)
+    check(maas.Model(inp, [o, h, c]), normal((9, 5)), tmp_path / "states.onnx")
+
+
+def ids(n, pad=False):
+    x = np.random.default_rng(n).integers(1, 50, (n, 12)).astype(np.int32)
+    if pad:
+        x[:, 8:] = 0
+    return x
+
+
+def test_embedding_attention_and_transformer_export(tmp_path):
+    maas.utils.set_random_seed(4)
+    inp = maas.Input((12,), dtype="int32")
+    h = L.Embedding(50, 16)(inp)
+    h = L.LayerNormalization()(L.MultiHeadAttention(num_heads=2, key_dim=8)(h, h))
+    check(maas.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h))), ids, tmp_path / "mha.onnx")
+    inp = maas.Input((12,), dtype="int32")
+    h = L.TransformerEncoder(32, 2)(L.TokenAndPositionEmbedding(50, 12, 16)(inp))
+    check(maas.Model(inp, L.Dense(2)(L.GlobalAveragePooling1D()(h))), ids, tmp_path / "enc.onnx")
+    # padding masks flow from mask_zero into the attention
+    inp = maas.Input((12,), dtype="int32")
+    h = L.TransformerEncoder(32, 2)(L.Embedding(50, 16, mask_zero=True)(inp))
+    check(maas.Model(inp, L.Dense(2)(L.GlobalAveragePooling1D()(h))), lambda n: ids(n, True),
+          tmp_path / "masked.onnx")
+
+
+def test_a_masked_recurrent_layer_is_refused_by_name(tmp_path):
+    inp = maas.Input((7,), dtype="int32")
+    h = L.LSTM(4, name="masked_lstm")(L.Embedding(20, 3, mask_zero=True)(inp))
+    with pytest.raises(maas.export.ExportError, match="layer 'masked_lstm'.*mask"):
+        maas.Model(inp, h).export(tmp_path / "x.onnx")
