@@ -108,3 +108,22 @@ def test_a_masked_recurrent_layer_is_refused_by_name(tmp_path):
     h = L.LSTM(4, name="masked_lstm")(L.Embedding(20, 3, mask_zero=True)(inp))
     with pytest.raises(maas.export.ExportError, match="layer 'masked_lstm'.*mask"):
         maas.Model(inp, h).export(tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_an_int8_model_exports_with_the_same_arithmetic(tmp_path, static):
+    """quantize("int8") (dynamic per-row, or calibrated) as MatMulInteger
+    with maas's scales and rounding: ONNX Runtime gives maas's own int8
+    outputs bit for bit."""
+    maas.utils.set_random_seed(5)
+    m = maas.Sequential([maas.Input((20,)), L.Dense(16, activation="relu"), L.Dense(5)])
+    x0 = np.random.default_rng(0).standard_normal((64, 20)).astype(np.float32)
+    m.quantize("int8", calibration_data=x0) if static else m.quantize("int8")
+    path = tmp_path / "q.onnx"
+    m.export(path, format="onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 7, 64):
+        x = np.random.default_rng(n).standard_normal((n, 20)).astype(np.float32)
+        assert np.array_equal(s.run(None, {s.get_inputs()[0].name: x})[0], m.predict(x, verbose=0))

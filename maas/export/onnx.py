@@ -589,6 +589,30 @@ class _WriterNN(_Writer):
 
     op_attention_dropout = op_attention   # dropout is the identity at inference
 
+    def op_qdense(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        """maas's int8 Dense in ONNX ops with the same arithmetic: each row
+        quantized by its abs-max (or the calibrated scale), MatMulInteger on
+        int8 x int8, then acc / (x_scale * kernel_scale) + bias."""
+        from ..quantization import unpack_kernel
+        K, U = ins[0].shape[-1], ins[2].shape[0]
+        q = unpack_kernel(np.asarray(ins[1]), K, U)
+        xs = x[0]
+        if attrs["static"]:
+            sx = x[-1]
+        else:   # 127 / (max|x| + 1e-7) per row
+            amax = self.node("ReduceMax", [self.node("Abs", [xs]), self._axes([-1])], keepdims=1)
+            sx = self.node("Div", [self.const(np.float32(127.0)),
+                                   self.node("Add", [amax, self.const(np.float32(1e-7))])])
+        a = self.node("Clip", [self.node("Round", [self.node("Mul", [xs, sx])]),
+                               self.const(np.float32(-127.0)), self.const(np.float32(127.0))])
+        a = self.node("Cast", [a], to=self.TensorProto.INT8)
+        acc = self.node("MatMulInteger", [a, self.const(q, "qkernel")])
+        den = self.node("Mul", [sx, x[2]])
+        y = self.node("Div", [self.node("Cast", [acc], to=self.TensorProto.FLOAT), den])
+        if attrs["has_bias"]:
+            y = self.node("Add", [y, x[3]])
+        return y
+
     _RNN_ACTS = {1: ("Tanh", None), 2: ("Sigmoid", None), 3: ("Relu", None),
                  4: ("HardSigmoid", (1.0 / 6.0, 0.5))}
 
