@@ -142,6 +142,27 @@ def test_plan_gives_the_eager_bits_and_trains_the_table():
     np.testing.assert_array_equal(mp.predict(x, verbose=0), me.predict(x, verbose=0))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_integer_placeholders_in_a_plan(dtype):
+    """The engine's plan takes integer token ids as placeholders (refilled
+    each step): replays agree with the eager call."""
+    from maas.engine import compile_plan
+    maas.utils.set_random_seed(7)
+    m = maas.Sequential([maas.Input((6,), dtype="int32"), L.Embedding(20, 4, mask_zero=True),
+                         L.LSTM(3), L.Dense(1)])
+    m.compile(optimizer="adam", loss="mse")
+    plan = compile_plan(m)
+    r = np.random.default_rng(8)
+    x, y = r.integers(0, 20, (8, 6)).astype(dtype), np.ones((8, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, second = plan.train_step(x, y), plan.train_step(x, y)
+    assert plan.eager_reason is None and plan.traced_shapes() == 1 and second < first
+    x2 = r.integers(0, 20, (8, 6)).astype(dtype)
+    plan.predict(x)   # traced
+    np.testing.assert_array_equal(plan.predict(x2), np.asarray(m(maas.tensor(x2))))
+
+
 def test_pad_sequences_follows_keras():
     from maas.utils import pad_sequences
     seqs = [[1, 2, 3], [4, 5], [], [6, 7, 8, 9]]

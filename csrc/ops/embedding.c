@@ -42,8 +42,8 @@ static maas_status index_at(const maas_tensor *idx, int64_t i, int64_t V, int64_
     return MAAS_OK;
 }
 
-maas_status maas_embedding_forward(float *out, const float *table, const maas_tensor *idx,
-                                   int64_t V, int64_t D, int64_t *rows)
+static maas_status maas_embedding_forward(float *out, const float *table, const maas_tensor *idx,
+                                          int64_t V, int64_t D, int64_t *rows)
 {
     int64_t n = idx->size;
     for (int64_t i = 0; i < n; i++) {
@@ -56,8 +56,8 @@ maas_status maas_embedding_forward(float *out, const float *table, const maas_te
     return MAAS_OK;
 }
 
-maas_status maas_embedding_backward(float *gtable, const float *gout, const int64_t *rows,
-                                    int64_t n, int64_t D)
+static maas_status maas_embedding_backward(float *gtable, const float *gout, const int64_t *rows,
+                                           int64_t n, int64_t D)
 {
     const int64_t CB = 64; /* column block: each block's rows are added in index order */
     int64_t nblk = (D + CB - 1) / CB;
