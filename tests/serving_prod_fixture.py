@@ -23,20 +23,22 @@ from maas.serving.model import ServedModel, default_loader
 A, B, CLASSES = 3, 2, 4
 
 
-def build_two(seed: int):
+def build_two(seed: int, dict_inputs: bool = False):
+    """The two-input model; ``dict_inputs``: built as Model({"a": a, "b": b}, ...)."""
     rng = np.random.default_rng(seed)
     a = maas.Input((A,), name="a")
     b = maas.Input((B,), name="b")
     h = maas.layers.Dense(8, activation="relu", name="hidden")(maas.layers.Concatenate()([a, b]))
     probs = maas.layers.Dense(CLASSES, activation="softmax", name="probs")(h)
     score = maas.layers.Dense(1, name="score")(h)
-    m = maas.Model([a, b], {"probs": probs, "score": score}, name=f"two{seed}")
+    m = maas.Model({"a": a, "b": b} if dict_inputs else [a, b], {"probs": probs, "score": score},
+                   name=f"two{seed}")
     m.set_weights([rng.normal(0, 0.7, w.shape).astype(np.float32) for w in m.get_weights()])
     return m
 
 
-def save_two(repo: str, name: str, version: int, seed: int, labels=None) -> str:
-    path = maas.saving.save_to_repository(build_two(seed), repo, name, version)
+def save_two(repo: str, name: str, version: int, seed: int, labels=None, dict_inputs=False) -> str:
+    path = maas.saving.save_to_repository(build_two(seed, dict_inputs), repo, name, version)
     if labels is not None:
         with open(os.path.join(os.path.dirname(path), "labels.txt"), "w") as f:
             f.write("\n".join(labels) + "\n")

@@ -102,7 +102,6 @@ def test_repository_load_unload(srv, repo):
         assert st == 404, body
     audit = [json.loads(ln) for ln in open(srv.audit)]
     loads = [a for a in audit if a["path"].endswith("/two/load") and a["status"] == 200]
-    want = maas.saving.repository  # noqa: F841  (the file is the one save_to_repository wrote)
     import hashlib
     digest = hashlib.sha256(open(f"{repo}/two/1/model.maas", "rb").read()).hexdigest()
     assert loads and loads[0]["files"] == {"1": {"model.maas": digest}} and loads[0]["version"] == 1

@@ -36,6 +36,7 @@ def repo(tmp_path_factory):
     r = str(tmp_path_factory.mktemp("repo"))
     pf.save_two(r, "two", 1, 3, labels=LABELS)
     pf.save_ids(r, "ids", 1, 4)
+    pf.save_two(r, "twodict", 1, 5, dict_inputs=True)
     import serving_fixture as sf
     sf.save_model(r, "mlp", 1, 0)
     return r
@@ -77,6 +78,17 @@ def test_two_inputs_tritonclient(srv, expect):
                             {"name": "b", "datatype": "FP32", "shape": [-1, 2]}]
     assert md["outputs"] == [{"name": "probs", "datatype": "FP32", "shape": [-1, 4]},
                              {"name": "score", "datatype": "FP32", "shape": [-1, 1]}]
+
+
+def test_dict_input_model_file(srv, repo):
+    """A model built with a dict of inputs saves, loads and serves by name."""
+    m = maas.load_model(f"{repo}/twodict/1/model.maas")
+    ref = m.predict({"a": XA, "b": XB}, verbose=0)
+    r = requests.post(srv.url + "/models/twodict/predict",
+                      json={"x": {"b": XB.tolist(), "a": XA.tolist()}}, timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.array(r.json()["predictions"]["probs"], np.float32), ref["probs"])
+    np.testing.assert_array_equal(np.array(r.json()["predictions"]["score"], np.float32), ref["score"])
 
 
 def test_two_inputs_tf_and_predict(srv, expect):

@@ -298,7 +298,9 @@ class Model(Trainer, Layer):
                 "outputs_is_list": isinstance(self._nested_outputs, (list, tuple)),
                 **({"output_keys": list(self._nested_outputs)}
                    if isinstance(self._nested_outputs, dict) else {}),
-                "inputs_is_list": isinstance(self._nested_inputs, (list, tuple))}
+                "inputs_is_list": isinstance(self._nested_inputs, (list, tuple)),
+                **({"input_keys": list(self._nested_inputs)}
+                   if isinstance(self._nested_inputs, dict) else {})}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -336,7 +338,9 @@ class Model(Trainer, Layer):
             outputs = [tensors[tuple(r)] for r in config["output_layers"]]
         except KeyError as e:
             raise ValueError(f"from_config: the graph could not be rebuilt, missing tensor {e}") from None
-        if not config.get("inputs_is_list", len(inputs) > 1):
+        if config.get("input_keys"):  # a dict of inputs, as Model({"a": a, "b": b}, ...)
+            inputs = dict(zip(config["input_keys"], inputs))
+        elif not config.get("inputs_is_list", len(inputs) > 1):
             inputs = inputs[0]
         if config.get("output_keys"):
             outputs = dict(zip(config["output_keys"], outputs))

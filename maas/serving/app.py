@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import logging.handlers
-import math
 import os
 import re
 import sys
@@ -30,8 +29,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from . import explain
-from .codec import (DATATYPES, check_fields, check_rows, check_values, dumps, json_values,
-                    parse_json, parse_shape, to_array)
+from .codec import check_fields, dumps, json_values, parse_json
 from .errors import ServingError
 from .infer import check_feeds, infer, json_data, output_requests, tensor, to_bytes
 from .metrics import get_metrics
