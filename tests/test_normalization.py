@@ -446,7 +446,7 @@ def test_model_with_batchnorm_saves_and_reloads_bit_for_bit_in_a_new_process(tmp
         [os.path.dirname(os.path.dirname(maas.__file__))] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     subprocess.run([sys.executable, "-c", SAVE_SCRIPT, str(path), str(tmp_path / "x.npy"),
                     str(tmp_path / "p.npy"), str(tmp_path / "w.npz")], check=True, env=env,
-                   timeout=300)
+                   timeout=300, cwd=tmp_path)   # cwd: the child imports this maas, not the checkout's
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), want)
     got = np.load(tmp_path / "w.npz")
     for v in m.weights:
