@@ -271,7 +271,7 @@ class RandomFlip(_Augment):
 
     >>> flip = maas.layers.RandomFlip("horizontal", seed=0)
     >>> x = np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1)
-    >>> sorted({tuple(np.asarray(flip(x, training=True)).ravel()) for _ in range(20)})
+    >>> sorted({tuple(np.asarray(flip(x, training=True)).ravel().tolist()) for _ in range(20)})
     [(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)]
     """
 
