@@ -446,7 +446,7 @@ def test_model_with_batchnorm_saves_and_reloads_bit_for_bit_in_a_new_process(tmp
         [os.path.dirname(os.path.dirname(maas.__file__))] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     subprocess.run([sys.executable, "-c", SAVE_SCRIPT, str(path), str(tmp_path / "x.npy"),
                     str(tmp_path / "p.npy"), str(tmp_path / "w.npz")], check=True, env=env,
-                   timeout=300)
+                   timeout=300, cwd=tmp_path)   # cwd: the child imports this maas, not the checkout's
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), want)
     got = np.load(tmp_path / "w.npz")
     for v in m.weights:
@@ -510,3 +510,47 @@ def test_groupnorm_errors_name_the_layer_and_shapes():
     with pytest.raises(ValueError, match=r"group_normalization: 6 channels \(input of shape \(2, 6\)\) "
                                          r"cannot be split into groups=4"):
         maas._core.op(maas._core.OP_GROUPNORM, [x], 4, 1e-3, 0, 0)
+
+
+def test_frozen_batchnorm_in_fit_keeps_its_statistics_on_plan_and_eager():
+    x, y = small_images()
+    out = []
+    for eager in (False, True):
+        maas.utils.set_random_seed(5)
+        m = cnn_with_bn()
+        bn = m.layers[0]
+        bn(x[:4], training=True)          # move the statistics off their initial values
+        bn.trainable = False
+        frozen = [np.array(w) for w in bn.weights]
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=eager)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        for a, b in zip(frozen, bn.weights):
+            np.testing.assert_array_equal(a, np.asarray(b))   # gamma, beta and the statistics
+        out.append(m)
+    assert out[0].eager_reason is None
+    for a, b in zip(out[0].get_weights(), out[1].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_layer_and_group_norm_same_bits_at_one_and_two_threads():
+    r = rng(22)
+    x = r.normal(size=(64, 32, 96)).astype(np.float32)
+    R = r.normal(size=x.shape).astype(np.float32)
+    old = maas.get_num_threads()
+    res = []
+    try:
+        for nt in (1, 2):
+            maas.set_num_threads(nt)
+            ln = L.LayerNormalization()
+            ln.build(x.shape)
+            gn = L.GroupNormalization(groups=8)
+            gn.build(x.shape)
+            res.append([a for layer in (ln, gn) for a in
+                        [grads_of(layer, x, R, extra=[layer.gamma, layer.beta])[0]] +
+                        grads_of(layer, x, R, extra=[layer.gamma, layer.beta])[1]])
+    finally:
+        maas.set_num_threads(old)
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)

@@ -324,6 +324,10 @@ def test_random_translation_and_rotation_ranges():
         L.RandomRotation(0.1, fill_mode="edge")
     with pytest.raises(ValueError, match=r'layer "rr".*ndim=4.*\(2, 3\)'):
         L.RandomRotation(0.1, name="rr")(np.ones((2, 3), np.float32), training=True)
+    # one image (no batch axis), as Keras accepts
+    one = L.RandomFlip("horizontal", seed=0)(sq[0], training=True)
+    assert one.shape == sq[0].shape
+    assert L.RandomCrop(4, 3, seed=1)(sq[0], training=True).shape == (4, 3, 1)
 
 
 def test_random_crop_training_inference_and_smaller_inputs():
@@ -384,3 +388,46 @@ def test_plan_gives_eager_bits_and_redraws_augmentation_each_step():
     # inference: no augmentation (centre crop only), plan == eager
     p = mp.predict(x, verbose=0)
     np.testing.assert_array_equal(p, np.asarray(me(x, training=False)))
+
+
+def test_every_new_layer_saves_and_reloads_with_its_config(tmp_path):
+    r = np.random.default_rng(14)
+    x = r.random(size=(6, 8, 8, 2)).astype(np.float32)
+    norm = L.Normalization(axis=-1)
+    norm.adapt(x)
+    inp = maas.Input((8, 8, 2))
+    h = L.Rescaling(0.5, offset=0.1)(inp)
+    h = norm(h)
+    h = L.RandomFlip("vertical", seed=1)(h)
+    h = L.RandomTranslation((-0.1, 0.2), 0.1, fill_mode="wrap", seed=2)(h)
+    h = L.RandomRotation(0.1, fill_mode="constant", fill_value=0.5, interpolation="nearest")(h)
+    h = L.RandomCrop(6, 6, seed=3)(h)
+    h = L.ZeroPadding2D(((1, 0), (0, 1)))(h)
+    h = L.Cropping2D(((0, 1), (1, 0)))(h)
+    h = L.BatchNormalization(momentum=0.5, epsilon=1e-2)(h)
+    h = L.GroupNormalization(groups=2)(h)
+    h = L.LayerNormalization(axis=[2, 3], epsilon=1e-6)(h)
+    h = L.UpSampling2D((2, 1), interpolation="bilinear")(h)
+    h = L.MaxPooling2D(3, strides=2, padding="same")(h)
+    h = L.AveragePooling2D((1, 2))(h)
+    h = L.SpatialDropout2D(0.2, seed=4)(h)
+    h = L.Permute((2, 1, 3))(h)
+    g1 = L.GlobalAveragePooling2D()(h)
+    g2 = L.GlobalMaxPooling2D(keepdims=True)(h)
+    seq = L.Reshape((-1, 2))(h)
+    seq = L.ZeroPadding1D(1)(L.Cropping1D((1, 0))(L.UpSampling1D(2)(seq)))
+    seq = L.AveragePooling1D(2, padding="same")(L.MaxPooling1D(2)(seq))
+    seq = L.SpatialDropout1D(0.1)(seq)
+    g3 = L.GlobalAveragePooling1D()(seq)
+    g4 = L.GlobalMaxPooling1D()(seq)
+    rep = L.Flatten()(L.RepeatVector(2)(g1))
+    out = L.Dense(3)(L.Concatenate()([g1, L.Flatten()(g2), g3, g4, rep]))
+    model = maas.Model(inp, out)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, r.normal(size=(6, 3)).astype(np.float32), epochs=1, batch_size=3, verbose=0)
+    want = model.predict(x, verbose=0)
+    model.save(tmp_path / "all.maas")
+    back = maas.load_model(tmp_path / "all.maas")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), want)
+    for a, b in zip(model.layers, back.layers):
+        assert type(a) is type(b) and a.get_config() == b.get_config(), a.name

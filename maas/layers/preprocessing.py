@@ -238,11 +238,18 @@ class _Augment(Layer):
 
     def _check_input(self, x):
         shape = tuple(x.shape)
-        if len(shape) != 4:
+        if len(shape) not in (3, 4):
             raise ValueError(f"Input 0 of layer \"{self.name}\" is incompatible with the layer: "
-                             f"expected a batch of images of ndim=4 (batch, height, width, "
-                             f"channels), found ndim={len(shape)}. Full shape received: "
+                             f"expected images of ndim=4 (batch, height, width, channels) or 3 "
+                             f"(one image), found ndim={len(shape)}. Full shape received: "
                              f"{_fmt(shape)}")
+
+    def call(self, inputs, training=True):
+        if inputs.ndim == 3:   # one image, as Keras accepts
+            from .. import ops
+            y = self._call4(ops.reshape(inputs, (1,) + tuple(inputs.shape)), training)
+            return ops.reshape(y, tuple(y.shape[1:]))
+        return self._call4(inputs, training)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -264,7 +271,7 @@ class RandomFlip(_Augment):
 
     >>> flip = maas.layers.RandomFlip("horizontal", seed=0)
     >>> x = np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1)
-    >>> sorted({tuple(np.asarray(flip(x, training=True)).ravel()) for _ in range(20)})
+    >>> sorted({tuple(np.asarray(flip(x, training=True)).ravel().tolist()) for _ in range(20)})
     [(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)]
     """
 
@@ -273,7 +280,7 @@ class RandomFlip(_Augment):
         self.mode = _choice(mode, {"horizontal", "vertical", "horizontal_and_vertical"}, "mode",
                             "RandomFlip")
 
-    def call(self, inputs, training=True):
+    def _call4(self, inputs, training):
         if not training:
             return inputs
         flags = {"horizontal": 1, "vertical": 2, "horizontal_and_vertical": 3}[self.mode]
@@ -298,8 +305,9 @@ class RandomTranslation(_Augment):
     def __init__(self, height_factor, width_factor, fill_mode="reflect", interpolation="bilinear",
                  seed=None, fill_value=0.0, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.height_factor = height_factor
-        self.width_factor = width_factor
+        as_cfg = (lambda v: list(v) if isinstance(v, (list, tuple)) else v)   # JSON's form
+        self.height_factor = as_cfg(height_factor)
+        self.width_factor = as_cfg(width_factor)
         self._h = _factor(height_factor, "height_factor", "RandomTranslation")
         self._w = _factor(width_factor, "width_factor", "RandomTranslation")
         self.fill_mode = _choice(fill_mode, _FILL, "fill_mode", "RandomTranslation")
@@ -307,7 +315,7 @@ class RandomTranslation(_Augment):
         self.fill_value = float(fill_value)
         self._consts = {}
 
-    def call(self, inputs, training=True):
+    def _call4(self, inputs, training):
         if not training:
             return inputs
         n, h, w, _ = inputs.shape
@@ -339,7 +347,7 @@ class RandomRotation(_Augment):
     def __init__(self, factor, fill_mode="reflect", interpolation="bilinear", seed=None,
                  fill_value=0.0, value_range=(0, 255), data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self.factor = factor
+        self.factor = list(factor) if isinstance(factor, (list, tuple)) else factor
         self._f = _factor(factor, "factor", "RandomRotation", bound=None)
         self.fill_mode = _choice(fill_mode, _FILL, "fill_mode", "RandomRotation")
         self.interpolation = _choice(interpolation, _INTERP, "interpolation", "RandomRotation")
@@ -349,7 +357,7 @@ class RandomRotation(_Augment):
         self._span = Tensor(np.full((1, 1), (self._f[1] - self._f[0]) * two_pi, np.float32))
         self._low = Tensor(np.full((1, 1), self._f[0] * two_pi, np.float32))
 
-    def call(self, inputs, training=True):
+    def _call4(self, inputs, training):
         if not training:
             return inputs
         angle = self._uniform((inputs.shape[0], 1)) * self._span + self._low
@@ -382,9 +390,11 @@ class RandomCrop(_Augment):
         self.height, self.width = int(height), int(width)
 
     def compute_output_shape(self, input_shape):
+        if len(input_shape) == 3:
+            return (self.height, self.width, input_shape[-1])
         return (input_shape[0], self.height, self.width, input_shape[-1])
 
-    def call(self, inputs, training=True):
+    def _call4(self, inputs, training):
         n, h, w, _ = inputs.shape
         th, tw = self.height, self.width
         if training and h >= th and w >= tw:
