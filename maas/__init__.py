@@ -27,6 +27,7 @@ from . import layers, models, utils  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
+from . import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -60,4 +61,4 @@ __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_nump
            "GradientTape", "ops", "losses", "optimizers", "random", "errors", "saving",
            "set_num_threads", "get_num_threads", "set_deterministic", "activations", "initializers",
            "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
-           "Model", "Sequential", "load_model"]
+           "Model", "Sequential", "load_model", "explain"]
