@@ -44,6 +44,7 @@ from .models import Model, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
 from . import applications  # noqa: E402
 from . import quantization, pruning, distillation  # noqa: E402
+from . import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -77,4 +78,4 @@ __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_nump
            "GradientTape", "ops", "losses", "optimizers", "random", "errors", "saving",
            "set_num_threads", "get_num_threads", "set_deterministic", "activations", "initializers",
            "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
-           "Model", "Sequential", "load_model"]
+           "Model", "Sequential", "load_model", "explain"]

@@ -56,8 +56,8 @@ class InputXGradient(_GradientMethod):
 
     >>> import numpy as np, maas
     >>> m = maas.Sequential([maas.Input((3,)), maas.layers.Dense(2)])
-    >>> maas.explain.InputXGradient(m).attribute(np.zeros((1, 3), np.float32)).tolist()
-    [[0.0, 0.0, 0.0]]
+    >>> maas.explain.InputXGradient(m).attribute(np.zeros((1, 3), np.float32)).shape
+    (1, 3)
     """
 
     def attribute(self, inputs, target=None, internal_batch_size: int | None = None) -> np.ndarray:

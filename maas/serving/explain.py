@@ -246,7 +246,8 @@ def _explain(server, call, lv, x, params):
     if name == "kernel_shap" and kw.get("n_samples") is None:
         groups = len(np.unique(np.asarray(kw["feature_mask"]))) if kw.get("feature_mask") is not None \
             else int(np.prod(row_shape))
-        if groups > method.exact_max and 2 * groups + 2048 > limits["max_samples"]:
+        need = 2 ** groups if groups <= method.exact_max else 2 * groups + 2048
+        if need > limits["max_samples"]:   # exact or shap's default budget: within the limit
             kw["n_samples"] = limits["max_samples"]
             call.info["audit"]["samples"] = kw["n_samples"]
     for k in ("baselines", "feature_mask", "sliding_window_shapes", "strides", "target"):
