@@ -42,9 +42,7 @@ from . import distribution, export, layers, models, utils  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential  # noqa: E402
 from .saving import load_model  # noqa: E402
-from . import applications  # noqa: E402
-from . import quantization, pruning, distillation  # noqa: E402
-from . import explain  # noqa: E402
+from . import applications, distillation, explain, pruning, quantization  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -78,4 +76,5 @@ __all__ = ["Tensor", "Variable", "tensor", "convert_to_tensor", "convert_to_nump
            "GradientTape", "ops", "losses", "optimizers", "random", "errors", "saving",
            "set_num_threads", "get_num_threads", "set_deterministic", "activations", "initializers",
            "regularizers", "metrics", "callbacks", "layers", "models", "utils", "Input",
-           "Model", "Sequential", "load_model", "explain"]
+           "Model", "Sequential", "load_model", "applications", "distribution", "export",
+           "explain", "quantization", "pruning", "distillation"]
