@@ -285,9 +285,14 @@ def test_only_signed_versions_are_served_and_refusals_never_unload_the_good_one(
     # a good version 5 (signed, encrypted) then replaces 1
     new = sf.build_model(4)
     _publish(repo, "secure", 5, new, key=KEY, sign_with=secure["priv"])
-    _wait(lambda: _status(s).get("5", {}).get("state") == "AVAILABLE", "version 5")
-    np.testing.assert_allclose(s.post("/models/secure/predict", json={"x": X.tolist()}).json()["predictions"],
-                               new.predict(X, verbose=0), rtol=1e-6, atol=1e-7)
+    want = new.predict(X, verbose=0)
+
+    def serves_new():  # on fresh connections, so that both workers answer
+        return all(np.allclose(s.post("/models/secure/predict", json={"x": X.tolist()})
+                               .json()["predictions"], want, rtol=1e-6, atol=1e-7) for _ in range(6))
+
+    _wait(serves_new, "version 5 in every worker")
+    assert _status(s)["5"]["state"] == "AVAILABLE"
     # the audit log: every load with its signer, every refusal with its reason
     loads = [e for e in _audit(s) if e.get("event") == "model_load"]
     by_version = {}

@@ -220,3 +220,31 @@ def test_cli_as_a_program(tmp_path):
     r = run("verify", "m.maas", "--pubkey", "k.pub")
     assert r.returncode == 1 and "not signed" in r.stderr
     assert run("sign", "m.maas").returncode == 2  # --key is required
+
+
+def test_encrypted_and_signed_files_check_the_signature_first(keys, tmp_path, monkeypatch):
+    """The signature is checked over the very bytes decrypted, before the
+    GCM tag: a changed byte reads as changed after signing."""
+    monkeypatch.delenv("MAAS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("MAAS_MODEL_KEY_FILE", raising=False)
+    model = trained(sequential)
+    p = tmp_path / "e.maas"
+    model.save(p, encryption_key=KEY)
+    signing.sign_file(p, keys["priv"])
+    data = p.read_bytes()
+    trusted = [keys["pub"]]
+    np.testing.assert_array_equal(maas.load_model(p, encryption_key=KEY, trusted_keys=trusted)
+                                  .predict(X, verbose=0), model.predict(X, verbose=0))
+    with pytest.raises(ModelFormatError, match="no key was given"):  # signature fine, no key
+        maas.load_model(p, trusted_keys=trusted)
+    p.write_bytes(_flip(data, len(data) - 100))
+    with pytest.raises(ModelFormatError, match=CHANGED):
+        maas.load_model(p, encryption_key=KEY, trusted_keys=trusted)
+    with pytest.raises(ModelFormatError, match=CHANGED):
+        maas.load_model(p, trusted_keys=trusted)
+    with pytest.raises(ModelFormatError, match="failed authentication"):  # without trusted keys
+        maas.load_model(p, encryption_key=KEY)
+    p.write_bytes(data)
+    os.unlink(str(p) + ".sig")
+    with pytest.raises(ModelFormatError, match="not signed"):
+        maas.load_model(p, encryption_key=KEY, trusted_keys=trusted)

@@ -261,19 +261,23 @@ def save_encrypted(path, items, metadata: dict, enc: Encryption) -> None:
 
 # ----------------------------------------------------------------- loading
 
-def read_prefix(path) -> bytes:
+def read_prefix(path, f=None) -> bytes:
     """The file's first 8 + H bytes: its header length and JSON header (the
-    bytes a signature and the GCM tag cover before the data)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 <= n <= min(size - 8, _HEADER_CAP):
-            from .safetensors import load_tensors
+    bytes a signature and the GCM tag cover before the data), read from the
+    open file ``f`` when given."""
+    if f is None:
+        with open(path, "rb") as f:
+            return read_prefix(path, f)
+    f.seek(0)
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 <= n <= min(size - 8, _HEADER_CAP):
+        from .safetensors import load_tensors
 
-            load_tensors(path, mmap=True, verify=False)  # raises, saying what is wrong
-            raise ModelFormatError(f"{os.fspath(path)}: the header length is not valid")
-        rest = f.read(n)
+        load_tensors(path, mmap=True, verify=False)  # raises, saying what is wrong
+        raise ModelFormatError(f"{os.fspath(path)}: the header length is not valid")
+    rest = f.read(n)
     if len(rest) != n:
         raise ModelFormatError(f"{os.fspath(path)}: the file ended inside its header (truncated)")
     return head + rest
@@ -323,11 +327,21 @@ def encryption_info(path, metadata: dict) -> dict:
     return info
 
 
-def decrypt(path, prefix: bytes, tensors: dict, metadata: dict, enc: Encryption | None) -> dict:
+def decrypt(path, prefix: bytes, tensors: dict, metadata: dict, enc: Encryption | None,
+            fd: int | None = None, check=None) -> dict:
     """The plain tensors of an encrypted file whose header is ``prefix`` and
     whose stored tensors (ciphertext, in file order, the tag last) are
     ``tensors``; ModelFormatError for a missing or wrong key or a failed
-    authentication. The plaintext is only handed out once the tag checks."""
+    authentication. The plaintext is only handed out once the tag checks.
+
+    With ``fd`` (the open file ``prefix`` was read from) the ciphertext is
+    read from it in chunks rather than from ``tensors`` (which then only
+    give the layout): the file is never resident whole beside the
+    plaintext. ``check(sha256_hex, size)``, called with the digest of the
+    very bytes decrypted before the tag is checked, verifies a signature.
+    """
+    import hashlib
+
     from cryptography.exceptions import InvalidTag
 
     path = os.fspath(path)
@@ -345,19 +359,35 @@ def decrypt(path, prefix: bytes, tensors: dict, metadata: dict, enc: Encryption 
             or str(np.dtype(tensors[TAG_TENSOR].dtype)) != "uint8":
         raise ModelFormatError(f"{path}: the encryption tag ({TAG_TENSOR!r}, 16 bytes at the end "
                                f"of the data) is missing or misplaced")
-    tag = bytes(_bytes_of(tensors[TAG_TENSOR]))
     body = names[:-1]
     total = sum(int(tensors[n].size) * np.dtype(tensors[n].dtype).itemsize for n in body)
+
+    def pread(n, off):
+        got = os.pread(fd, n, len(prefix) + off)
+        if len(got) != n:
+            raise ModelFormatError(f"{path}: the file got shorter while being read (was it "
+                                   f"rewritten in place?); load it again")
+        return got
+
+    tag = pread(_TAG_BYTES, total) if fd is not None else bytes(_bytes_of(tensors[TAG_TENSOR]))
+    if fd is not None:
+        parts = (pread(min(_CHUNK, total - k), k) for k in range(0, total, _CHUNK))
+    else:
+        parts = (mv[k:k + _CHUNK] for mv in (_bytes_of(tensors[n]) for n in body)
+                 for k in range(0, len(mv), _CHUNK))
+    hasher = hashlib.sha256(prefix) if check is not None else None
     out = np.empty(total + 16, np.uint8)  # update_into wants room for a block more
     view = memoryview(out)
     decryptor = _gcm(enc._key, bytes.fromhex(info["nonce"]), tag).decryptor()
     decryptor.authenticate_additional_data(prefix)
     at = 0
-    for n in body:
-        mv = _bytes_of(tensors[n])
-        for k in range(0, len(mv), _CHUNK):
-            part = mv[k:k + _CHUNK]
-            at += decryptor.update_into(part, view[at:at + len(part) + 16])
+    for part in parts:
+        if hasher is not None:
+            hasher.update(part)
+        at += decryptor.update_into(part, view[at:at + len(part) + 16])
+    if check is not None:
+        hasher.update(tag)
+        check(hasher.hexdigest(), len(prefix) + total + _TAG_BYTES)  # raises when not signed so
     try:
         decryptor.finalize()
     except InvalidTag:
@@ -446,26 +476,41 @@ def read_model_file(path, mmap: bool = True, encryption_key=None, trusted_keys=N
         if ENCRYPTION_KEY in metadata:
             decrypt(path, b"", tensors, metadata, None)  # raises: no key
         return tensors, metadata, info
-    prefix = read_prefix(path)
-    try:
-        peek = json.loads(prefix[8:].decode("utf-8")).get("__metadata__", {})
-        encrypted = isinstance(peek, dict) and ENCRYPTION_KEY in peek
-    except (UnicodeDecodeError, ValueError, AttributeError):
-        encrypted = False  # the core's parser says what is wrong
-    stored, metadata = load_tensors(path, mmap=encrypted or (mmap and trusted is None),
-                                    verify=False)
-    check_prefix(path, prefix, stored, metadata)
-    if trusted is not None:
-        from .signing import verify_signature
+    with open(path, "rb") as f:  # the prefix and an encrypted file's data come from this one open
+        prefix = read_prefix(path, f)
+        try:
+            peek = json.loads(prefix[8:].decode("utf-8")).get("__metadata__", {})
+            encrypted = isinstance(peek, dict) and ENCRYPTION_KEY in peek
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            encrypted = False  # the core's parser says what is wrong
+        # an encrypted file is mapped only for the core to check its structure
+        # (no page of it is touched); its data is read from f in chunks
+        stored, metadata = load_tensors(path, mmap=encrypted or (mmap and trusted is None),
+                                        verify=False)
+        check_prefix(path, prefix, stored, metadata)
+        if trusted is not None:
+            from .signing import verify_signature
+        if ENCRYPTION_KEY in metadata:
+            signed = {}
 
+            def check(digest, size):
+                signed["kid"] = verify_signature(path, trusted, digest, size)
+
+            if enc is None:  # the signature first (it says more), then the missing key
+                if trusted is not None:
+                    digest, size = _stored_digest(prefix, stored)
+                    info["signer_key_id"] = verify_signature(path, trusted, digest, size)
+                decrypt(path, prefix, stored, metadata, None)  # raises: no key
+            tensors = decrypt(path, prefix, stored, metadata, enc, fd=f.fileno(),
+                              check=check if trusted is not None else None)
+            del stored
+            info["signer_key_id"] = signed.get("kid")
+            info["encrypted"] = True
+            info["encryption_key_id"] = enc.key_id
+            return tensors, metadata, info
+    if trusted is not None:
         digest, size = _stored_digest(prefix, stored)
         info["signer_key_id"] = verify_signature(path, trusted, digest, size)
-    if ENCRYPTION_KEY in metadata:
-        tensors = decrypt(path, prefix, stored, metadata, enc)
-        del stored
-        info["encrypted"] = True
-        info["encryption_key_id"] = enc.key_id
-        return tensors, metadata, info
     if CHECKSUM_KEY in metadata:
         _check_sum(stored, metadata[CHECKSUM_KEY], path)
     return stored, metadata, info
