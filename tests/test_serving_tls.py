@@ -398,3 +398,54 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert seen("10.0.0.6", "10.0.0.9, 10.0.0.5") == "10.0.0.9"  # all proxies: the first
     with pytest.raises(ValueError):
         ForwardedFor(None, "10.0.0.0/33")
+
+
+def test_grpc_takes_the_same_tls_as_http_and_refuses_clients_without_a_certificate(
+        tmp_path_factory, pki):
+    """--grpc-port beside --certfile/--keyfile/--ca-certs/--require-client-cert:
+    the gRPC listener speaks TLS with the same certificate and requires a
+    client certificate from the same CA; tritonclient[grpc] with one gets
+    live, ready and an answer equal to HTTPS's; without one, or in plain
+    text, the call fails."""
+    tg = pytest.importorskip("tritonclient.grpc")
+    base = tmp_path_factory.mktemp("grpc-tls")
+    repo = str(base / "repo")
+    maas.utils.set_random_seed(0)
+    _publish(repo, "m", 1, maas.Sequential([maas.Input((sf.IN,)), maas.layers.Dense(3)]))
+    port = sf.free_port()
+    s = TLSServer(repo, str(base), pki, require_client_cert=True, extra=["--grpc-port", str(port)])
+    try:
+        url = f"localhost:{port}"
+        good = tg.InferenceServerClient(url, ssl=True, root_certificates=pki["ca"],
+                                        private_key=pki["client"][1],
+                                        certificate_chain=pki["client"][0])
+        deadline = time.monotonic() + 120
+        while True:   # the gRPC process boots beside the workers
+            try:
+                if good.is_server_ready():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gRPC over TLS not ready:\n" + s.output())
+            time.sleep(0.2)
+        assert good.is_server_live() and good.is_model_ready("m")
+        x = X[:2].astype(np.float32)
+        meta = good.get_model_metadata("m")
+        inp = tg.InferInput(meta.inputs[0].name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = good.infer("m", [inp]).as_numpy(meta.outputs[0].name)
+        r = s.post("/v2/models/m/infer", json={"inputs": [{"name": meta.inputs[0].name,
+                                                          "shape": list(x.shape),
+                                                          "datatype": "FP32",
+                                                          "data": x.ravel().tolist()}]})
+        assert r.status_code == 200
+        np.testing.assert_array_equal(got.ravel(), np.asarray(r.json()["outputs"][0]["data"], np.float32))
+        no_cert = tg.InferenceServerClient(url, ssl=True, root_certificates=pki["ca"])
+        with pytest.raises(Exception):
+            no_cert.is_server_live()
+        plain = tg.InferenceServerClient(url)
+        with pytest.raises(Exception):
+            plain.is_server_live()
+    finally:
+        s.stop()

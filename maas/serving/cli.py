@@ -413,6 +413,11 @@ def serve_main(argv: list[str] | None = None) -> int:
         os.environ["MAAS_GRPC_PORT"] = str(a.grpc_port)
         os.environ["MAAS_GRPC_HOST"] = a.host
         os.environ["MAAS_GRPC_GRACE"] = str(a.graceful_timeout)
+        if a.certfile:  # the gRPC listener takes the HTTP listener's TLS settings
+            os.environ["MAAS_GRPC_CERTFILE"] = os.path.abspath(a.certfile)
+            os.environ["MAAS_GRPC_KEYFILE"] = os.path.abspath(a.keyfile)
+            os.environ["MAAS_GRPC_CA_CERTS"] = os.path.abspath(a.ca_certs) if a.ca_certs else ""
+            os.environ["MAAS_GRPC_REQUIRE_CLIENT_CERT"] = "1" if a.require_client_cert else "0"
     if a.dev:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)

@@ -310,9 +310,34 @@ def _account(server, method, info, status, dt, t0, rid, context):
             "client": context.peer(), **({"files": info["files"]} if info.get("files") else {})}))
 
 
-def start(server, host: str = "127.0.0.1", port: int = 8001, threads: int = 16):
+def tls_from_env() -> dict | None:
+    """The TLS files ``maas serve --certfile ...`` gave the gRPC process."""
+    if not os.environ.get("MAAS_GRPC_CERTFILE"):
+        return None
+    return {"certfile": os.environ["MAAS_GRPC_CERTFILE"], "keyfile": os.environ["MAAS_GRPC_KEYFILE"],
+            "ca_certs": os.environ.get("MAAS_GRPC_CA_CERTS") or None,
+            "require_client_cert": os.environ.get("MAAS_GRPC_REQUIRE_CLIENT_CERT") == "1"}
+
+
+def _credentials(tls: dict):
+    """grpc's server credentials for the HTTP listener's certificate, key and
+    client CA (mutual TLS when ``require_client_cert``)."""
+    import grpc
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    ca = read(tls["ca_certs"]) if tls.get("ca_certs") else None
+    return grpc.ssl_server_credentials([(read(tls["keyfile"]), read(tls["certfile"]))],
+                                       root_certificates=ca,
+                                       require_client_auth=bool(tls.get("require_client_cert")))
+
+
+def start(server, host: str = "127.0.0.1", port: int = 8001, threads: int = 16, tls=None):
     """Starts the gRPC service for ``server`` (an app's ``maas_server``) on
-    ``host:port``; answers the running ``grpc.Server`` (``.stop(grace)``)."""
+    ``host:port``, over TLS with ``tls`` ({certfile, keyfile, ca_certs,
+    require_client_cert}, as the HTTP listener's); answers the running
+    ``grpc.Server`` (``.stop(grace)``)."""
     import grpc
 
     _, pbg = _pb()
@@ -322,7 +347,8 @@ def start(server, host: str = "127.0.0.1", port: int = 8001, threads: int = 16):
                              ("grpc.max_send_message_length", -1),
                              ("grpc.so_reuseport", 0)])
     pbg.add_GRPCInferenceServiceServicer_to_server(make_servicer(server), g)
-    bound = g.add_insecure_port(f"{host}:{port}")
+    bound = (g.add_secure_port(f"{host}:{port}", _credentials(tls)) if tls
+             else g.add_insecure_port(f"{host}:{port}"))
     if not bound:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     g.start()
@@ -340,8 +366,9 @@ def main() -> int:
     port = int(os.environ["MAAS_GRPC_PORT"])
     grace = float(os.environ.get("MAAS_GRPC_GRACE", "30"))
     app = app_from_env()
-    g = start(app.maas_server, host, port, int(os.environ.get("MAAS_SERVE_THREADS", "16")))
-    log.info("gRPC service listening on %s:%d", host, port)
+    tls = tls_from_env()
+    g = start(app.maas_server, host, port, int(os.environ.get("MAAS_SERVE_THREADS", "16")), tls)
+    log.info("gRPC service listening on %s:%d%s", host, port, " (TLS)" if tls else "")
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
