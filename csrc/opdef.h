@@ -79,6 +79,6 @@ static inline void split_axis(const maas_tensor *t, int64_t axis, int64_t *outer
                              f##_backward, state}
 
 /* Entries defined outside optable.c (one line per op, in id order). */
-extern const maas_op_def maas_opdef_qpack, maas_opdef_qdense;
+extern const maas_op_def maas_opdef_qpack, maas_opdef_qdense, maas_opdef_spdense;
 
 #endif

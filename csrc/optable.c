@@ -846,6 +846,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_RANDOM] = &def_random,
     [MAAS_OP_CAST] = &def_cast,
     [MAAS_OP_QPACK] = &maas_opdef_qpack, [MAAS_OP_QDENSE] = &maas_opdef_qdense,
+    [MAAS_OP_SPDENSE] = &maas_opdef_spdense,
 };
 
 const maas_op_def *maas_op_get(int op)
