@@ -676,9 +676,19 @@ maas_status maas_spdense_forward(float *out, const float *x, const int64_t *rowp
     if (N == 1) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (par)
         for (int64_t j = 0; j < U; j++) {
-            float acc = 0.f;
-            for (int64_t p = rowptr[j]; p < rowptr[j + 1]; p++)
-                acc += vals[p] * x[cols[p]];
+            /* four partial sums (then added in a fixed order): the adds
+             * overlap instead of waiting on one another */
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+            int64_t p = rowptr[j], e = rowptr[j + 1];
+            for (; p + 4 <= e; p += 4) {
+                a0 += vals[p] * x[cols[p]];
+                a1 += vals[p + 1] * x[cols[p + 1]];
+                a2 += vals[p + 2] * x[cols[p + 2]];
+                a3 += vals[p + 3] * x[cols[p + 3]];
+            }
+            for (; p < e; p++)
+                a0 += vals[p] * x[cols[p]];
+            float acc = (a0 + a1) + (a2 + a3);
             out[j] = bias ? acc + bias[j] : acc;
         }
         return MAAS_OK;

@@ -11,9 +11,10 @@ until the schedule's sparsity is reached, and after every batch the masked
 weights are written back as zeros (Adam's momentum would move them).
 ``strip_pruning(model)`` gives the plain model, its kernels holding the
 zeros; saved, its mostly-zero weights take a bitmask plus their values.
-``to_sparse(model)`` turns Dense layers of at least 90% zeros (where a CSR
-kernel beats the dense GEMM on this CPU) into inference-only
-:class:`SparseDense` layers.
+``to_sparse(model)`` turns Dense layers of at least 95% zeros into
+inference-only :class:`SparseDense` layers (a CSR kernel); measured here it
+beats the dense GEMM only at that sparsity and at large batches (see
+SPARSE_MIN), so it is opt-in and nothing else uses it.
 
 >>> import numpy as np, maas
 >>> from maas import pruning
@@ -261,9 +262,11 @@ def get_sparsity(model) -> dict:
 
 # ------------------------------------------------------- sparse inference
 
-#: below this sparsity the dense GEMM wins on this CPU (benchmarks/quantize.py:
-#: scipy CSR at 80% loses to OpenBLAS, at 95% it wins 2-4x; maas's spdense alike)
-SPARSE_MIN = 0.9
+#: below this sparsity the dense GEMM wins on this CPU (benchmarks/quantize.py,
+#: 4096x4096: at 80% both scipy's CSR and maas's spdense lose to OpenBLAS; at
+#: 95% spdense wins at batch 64 (1.1-2.8x) but still loses at batch 1, where
+#: scipy's CSR wins 2-3x: convert for batched inference only)
+SPARSE_MIN = 0.95
 
 
 class _FixedWeight(_Tensor):
