@@ -269,6 +269,7 @@ typedef enum {
     MAAS_OP_ATTENTION, MAAS_OP_ATTENTION_DROPOUT, /* fused SDPA (ops/attention.c) */
     MAAS_OP_QPACK,       /* int8 kernel packed for the int8 GEMM (qgemm.c) */
     MAAS_OP_QDENSE,      /* int8 dense: x quantized per row @ packed kernel (qgemm.c) */
+    MAAS_OP_SPDENSE,     /* dense with a CSR kernel, pruned models (qgemm.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 
@@ -412,6 +413,11 @@ maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed,
 /* gx += gout @ (q / sw)^T ; gbias += column sums of gout (either NULL-able). */
 maas_status maas_qgemm_backward(float *gx, float *gbias, const float *gout, const int8_t *packed,
                                 const float *sw, int64_t N, int64_t K, int64_t U);
+/* out (N,U) = x (N,K) @ W (+ bias), W as the CSR of W^T (rowptr (U+1),
+ * cols (nnz) in [0,K), vals (nnz)); MAAS_ERR_VALUE on a malformed CSR. */
+maas_status maas_spdense_forward(float *out, const float *x, const int64_t *rowptr,
+                                 const int32_t *cols, const float *vals, const float *bias,
+                                 int64_t N, int64_t K, int64_t U);
 
 /* ------------------------------------------------ ops: activation.c */
 

@@ -858,6 +858,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_RNN] = &maas_opdef_rnn,
     [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
     [MAAS_OP_QPACK] = &maas_opdef_qpack, [MAAS_OP_QDENSE] = &maas_opdef_qdense,
+    [MAAS_OP_SPDENSE] = &maas_opdef_spdense,
 };
 
 const maas_op_def *maas_op_get(int op)

@@ -113,3 +113,31 @@ def test_refusals():
     with pytest.raises(ValueError, match="has no pruned layers"):
         model.fit(np.zeros((4, 64), np.float32), np.zeros((4, 10), np.float32), verbose=0,
                   callbacks=[pruning.UpdatePruningStep()])
+
+
+def test_to_sparse_csr_layers_match_dense_and_reload(tmp_path):
+    rng = np.random.default_rng(4)
+    model = maas.Sequential([maas.Input((40,)), maas.layers.Dense(70, activation="relu"),
+                             maas.layers.Dense(9)])
+    w = model.get_weights()
+    w[0] = np.where(rng.random(w[0].shape) < 0.97, np.float32(0), w[0])   # 97%: CSR
+    w[2] = np.where(rng.random(w[2].shape) < 0.5, np.float32(0), w[2])    # 50%: stays dense
+    model.set_weights(w)
+    sparse = pruning.to_sparse(model)
+    assert [type(l).__name__ for l in sparse.layers] == ["SparseDense", "Dense"]
+    first = sparse.layers[0]
+    assert first.nnz == int((w[0] != 0).sum()) and first.trainable_weights == []
+    x = rng.standard_normal((13, 40)).astype(np.float32)
+    ref = x.astype(np.float64) @ w[0] + w[1]
+    np.testing.assert_allclose(np.asarray(first(x)), np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(first(x[:1])), np.maximum(ref[:1], 0), rtol=1e-5, atol=1e-5)
+    want = sparse.predict(x, verbose=0)
+    np.testing.assert_allclose(want, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    sparse.save(tmp_path / "csr.maas")
+    back = maas.load_model(tmp_path / "csr.maas")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), want)
+    bad = np.asarray(first.cols).copy()
+    bad[0] = 40
+    first.cols.assign(bad)
+    with pytest.raises(ValueError, match="column index 40 out of range for 40 input features"):
+        first(x)

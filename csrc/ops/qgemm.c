@@ -649,3 +649,141 @@ static maas_status qdense_backward(const maas_node *nd, const maas_tensor *const
 
 MAAS_OPDEF(maas_opdef_qpack, "qpack", 1, 1, qpack_attr, 0, qpack_fields, qpack);
 MAAS_OPDEF(maas_opdef_qdense, "qdense", 3, 5, qdense_attr, 0, qdense_fields, qdense);
+
+/* -------------------------------------------------- sparse dense (pruned)
+ * out (N,U) = x (N,K) @ W (K,U) (+ bias), W held as the CSR of W^T:
+ * rowptr (U+1) int64, cols (nnz) int32 in [0, K), vals (nnz) float32.
+ * Each output column is one thread's, summed in CSR order (deterministic).
+ * For N > 1, x is transposed once so that each nonzero scales a contiguous
+ * row of x^T into the output column's accumulator. Overwrites out. */
+maas_status maas_spdense_forward(float *out, const float *x, const int64_t *rowptr,
+                                 const int32_t *cols, const float *vals, const float *bias,
+                                 int64_t N, int64_t K, int64_t U)
+{
+    if (rowptr[0] != 0)
+        return maas_error(MAAS_ERR_VALUE, "spdense: rowptr must start at 0, received %lld",
+                          (long long)rowptr[0]);
+    for (int64_t j = 0; j < U; j++)
+        if (rowptr[j + 1] < rowptr[j])
+            return maas_error(MAAS_ERR_VALUE, "spdense: rowptr must not decrease (at %lld)",
+                              (long long)j);
+    for (int64_t p = 0; p < rowptr[U]; p++)
+        if (cols[p] < 0 || cols[p] >= K)
+            return maas_error(MAAS_ERR_VALUE, "spdense: column index %d out of range for %lld "
+                              "input features", (int)cols[p], (long long)K);
+    int nt = maas_get_num_threads();
+    int par = nt > 1 && (double)rowptr[U] * (double)N > 2e5;
+    if (N == 1) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (par)
+        for (int64_t j = 0; j < U; j++) {
+            /* four partial sums (then added in a fixed order): the adds
+             * overlap instead of waiting on one another */
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+            int64_t p = rowptr[j], e = rowptr[j + 1];
+            for (; p + 4 <= e; p += 4) {
+                a0 += vals[p] * x[cols[p]];
+                a1 += vals[p + 1] * x[cols[p + 1]];
+                a2 += vals[p + 2] * x[cols[p + 2]];
+                a3 += vals[p + 3] * x[cols[p + 3]];
+            }
+            for (; p < e; p++)
+                a0 += vals[p] * x[cols[p]];
+            float acc = (a0 + a1) + (a2 + a3);
+            out[j] = bias ? acc + bias[j] : acc;
+        }
+        return MAAS_OK;
+    }
+    int64_t n = 0;
+    if (maas_mul_size(N, K, &n))
+        return maas_error(MAAS_ERR_NOMEM, "spdense: input size overflows");
+    float *xt = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    int64_t nacc = 0;
+    if (!xt || maas_mul_size(N, nt, &nacc)) {
+        free(xt);
+        return maas_error(MAAS_ERR_NOMEM, "spdense: out of memory for a (%lld, %lld) input",
+                          (long long)N, (long long)K);
+    }
+    float *accs = malloc(sizeof(float) * (size_t)(nacc ? nacc : 1));
+    if (!accs) {
+        free(xt);
+        return maas_error(MAAS_ERR_NOMEM, "spdense: out of memory");
+    }
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t k = 0; k < K; k++)
+            xt[k * N + i] = x[i * K + k];
+#pragma omp parallel num_threads(nt) if (par)
+    {
+        float *acc = accs + (int64_t)omp_get_thread_num() * N;
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < U; j++) {
+            for (int64_t i = 0; i < N; i++)
+                acc[i] = 0.f;
+            for (int64_t p = rowptr[j]; p < rowptr[j + 1]; p++) {
+                const float v = vals[p], *xk = xt + (int64_t)cols[p] * N;
+                for (int64_t i = 0; i < N; i++)
+                    acc[i] += v * xk[i];
+            }
+            for (int64_t i = 0; i < N; i++)
+                out[i * U + j] = bias ? acc[i] + bias[j] : acc[i];
+        }
+    }
+    free(xt);
+    free(accs);
+    return MAAS_OK;
+}
+
+typedef struct {
+    int64_t has_bias;
+    int64_t N, K, U;
+} spdense_attr;
+
+static const maas_attr_field spdense_fields[] = {
+    {"has_bias", 'l', offsetof(spdense_attr, has_bias)}, {NULL, 0, 0}};
+
+/* spdense: x (..., K) f32, rowptr (U+1) i64, cols (nnz) i32, vals (nnz)
+ * f32, [bias (U) f32] -> (..., U) f32. Inference only (no gradient). */
+static maas_status spdense_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_spec *saved)
+{
+    spdense_attr *a = ATTR(spdense_attr, nd);
+    const maas_tensor *x = nd->in[0], *rp = nd->in[1], *ci = nd->in[2], *v = nd->in[3];
+    char s1[160], s2[160];
+    if (nd->nin != 4 + (a->has_bias != 0))
+        return maas_error(MAAS_ERR_VALUE, "spdense: expected %d inputs, received %d",
+                          4 + (a->has_bias != 0), nd->nin);
+    if (x->dtype != MAAS_F32 || rp->dtype != MAAS_I64 || ci->dtype != MAAS_I32 ||
+        v->dtype != MAAS_F32 || (a->has_bias && nd->in[4]->dtype != MAAS_F32))
+        return maas_error(MAAS_ERR_TYPE, "spdense: expected x float32, rowptr int64, cols int32, "
+                          "values float32 (and bias float32)");
+    if (x->ndim < 1 || rp->ndim != 1 || rp->size < 1 || ci->ndim != 1 || v->ndim != 1 ||
+        ci->size != v->size)
+        return maas_error(MAAS_ERR_SHAPE, "spdense: shapes x %s and values %s: rowptr, cols and "
+                          "values must be 1-D, cols and values of one length",
+                          SHAPE(x, s1), SHAPE(v, s2));
+    int64_t U = rp->size - 1;
+    if (a->has_bias && !(nd->in[4]->ndim == 1 && nd->in[4]->shape[0] == U))
+        return maas_error(MAAS_ERR_SHAPE, "spdense: bias shape %s does not match %lld units",
+                          SHAPE(nd->in[4], s1), (long long)U);
+    if (((const int64_t *)rp->ptr)[U] != v->size)
+        return maas_error(MAAS_ERR_VALUE, "spdense: rowptr ends at %lld, the values hold %lld",
+                          (long long)((const int64_t *)rp->ptr)[U], (long long)v->size);
+    int64_t N = 1;
+    for (int d = 0; d < x->ndim - 1; d++)
+        N *= x->shape[d];
+    a->N = N, a->K = x->shape[x->ndim - 1], a->U = U;
+    nd->nograd = ~0u;
+    spec_like(&outs[0], x);
+    outs[0].shape[x->ndim - 1] = U;
+    return MAAS_OK;
+}
+
+static maas_status spdense_forward(maas_node *nd)
+{
+    const spdense_attr *a = CATTR(spdense_attr, nd);
+    return maas_spdense_forward(nd->out[0]->data, nd->in[0]->data, nd->in[1]->ptr, nd->in[2]->ptr,
+                                nd->in[3]->data, a->has_bias ? nd->in[4]->data : NULL, a->N, a->K,
+                                a->U);
+}
+
+#define spdense_backward NULL
+
+MAAS_OPDEF(maas_opdef_spdense, "spdense", 4, 5, spdense_attr, 0, spdense_fields, spdense);

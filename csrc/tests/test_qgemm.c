@@ -170,6 +170,46 @@ static void test_errors(void)
     CHECK(q[0] == 0 && q[1] == 127);
 }
 
+/* The CSR kernel against the dense product in double, at batch 1 and 5,
+ * and its refusal of malformed CSR. */
+static void test_spdense(void)
+{
+    enum { K = 37, U = 23 };
+    float w[K * U], x[5 * K], out[5 * U], bias[U];
+    int64_t rowptr[U + 1];
+    int32_t cols[K * U];
+    float vals[K * U];
+    check_fill(w, K * U, 8);
+    check_fill(x, 5 * K, 9);
+    check_fill(bias, U, 10);
+    for (int i = 0; i < K * U; i++)
+        if (i % 7)
+            w[i] = 0.f;
+    int64_t nnz = 0;
+    rowptr[0] = 0;
+    for (int j = 0; j < U; j++) {
+        for (int k = 0; k < K; k++)
+            if (w[k * U + j] != 0.f) {
+                cols[nnz] = k;
+                vals[nnz++] = w[k * U + j];
+            }
+        rowptr[j + 1] = nnz;
+    }
+    for (int n = 1; n <= 5; n += 4) {
+        CHECK_OK(maas_spdense_forward(out, x, rowptr, cols, vals, bias, n, K, U));
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < U; j++) {
+                double e = bias[j];
+                for (int k = 0; k < K; k++)
+                    e += (double)x[i * K + k] * w[k * U + j];
+                CHECK_CLOSE(out[i * U + j], e, 1e-5);
+            }
+    }
+    cols[3] = K;
+    CHECK(maas_spdense_forward(out, x, rowptr, cols, vals, NULL, 1, K, U) == MAAS_ERR_VALUE);
+    CHECK(strstr(maas_last_error(), "out of range") != NULL);
+}
+
 int main(void)
 {
     printf("qgemm paths: avx2=%d avx512vnni=%d (best %s)\n",
@@ -179,5 +219,6 @@ int main(void)
     test_extremes();
     test_error_bound();
     test_errors();
+    test_spdense();
     return check_done("test_qgemm");
 }
