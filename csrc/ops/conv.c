@@ -498,26 +498,82 @@ static maas_status geom_finish(conv_geom *g, const char *op)
     return MAAS_OK;
 }
 
-static void col_specs(const conv_geom *g, maas_node *nd, maas_tensor_spec *saved)
+/* The data gradient of a stride-1 convolution (groups 1) is itself a
+ * convolution: of gout with the kernel flipped in space and its channel
+ * axes swapped, padded (K-1)*d - pad before. That runs im2col + one GEMM of
+ * the forward's shape instead of a GEMM into columns and a col2im; used
+ * where the flipped columns are not much larger than the forward's. */
+static int flip_ok(const conv_geom *g)
+{
+    return g->kind == CONV_GENERAL && g->groups == 1 && g->sh == 1 && g->sw == 1 &&
+           g->OC <= 2 * g->C;
+}
+
+static conv_geom flip_geom(const conv_geom *g)
+{
+    conv_geom f = *g;
+    f.H = g->OH;
+    f.W = g->OW;
+    f.C = g->OC;
+    f.OH = g->H;
+    f.OW = g->W;
+    f.OC = g->C;
+    f.pt = (g->KH - 1) * g->dh - g->pt;
+    f.pl = (g->KW - 1) * g->dw - g->pl;
+    f.Cg = g->OC;
+    f.OCg = g->C;
+    f.K = g->KH * g->KW * g->OC;
+    return f;
+}
+
+static void col_specs(const conv_geom *g, maas_node *nd, maas_tensor_spec *saved, int flip)
 {
     if (g->kind != CONV_GENERAL) {
         nd->nsaved = 0;
         return;
     }
-    for (int k = 0; k < 2; k++) { /* columns, column gradients */
+    int64_t cols = lane_floats(g), fcols = 0;
+    if (flip) {
+        conv_geom f = flip_geom(g);
+        fcols = lane_floats(&f);
+    }
+    for (int k = 0; k < 2; k++) { /* columns, column gradients (or flipped columns) */
         saved[k].dtype = MAAS_F32;
         saved[k].ndim = 2;
-        saved[k].shape[0] = g->lanes * g->chunk * g->OH * g->OW;
-        saved[k].shape[1] = g->groups * g->K;
+        saved[k].shape[0] = g->lanes;
+        saved[k].shape[1] = k == 1 && fcols > cols ? fcols : cols;
     }
     nd->nsaved = 2;
-    if (g->lanes > 1) { /* the lanes' partial weight gradients */
+    if (g->lanes > 1 || flip) { /* the lanes' partial weight gradients */
         saved[2].dtype = MAAS_F32;
         saved[2].ndim = 2;
         saved[2].shape[0] = g->lanes;
         saved[2].shape[1] = g->KH * g->KW * g->Cg * g->OC;
         nd->nsaved = 3;
     }
+    if (flip) { /* the flipped kernel (KH, KW, OC, C) */
+        saved[3].dtype = MAAS_F32;
+        saved[3].ndim = 1;
+        saved[3].shape[0] = g->KH * g->KW * g->C * g->OC;
+        nd->nsaved = 4;
+    }
+}
+
+/* gx += data gradient by the flipped convolution; wf: (KH, KW, OC, C) scratch */
+static maas_status conv_bwd_data_flip(float *gx, const float *gout, const float *w,
+                                      const conv_geom *g, float *cols, float *wf)
+{
+    const int64_t KH = g->KH, KW = g->KW, C = g->C, OC = g->OC;
+    for (int64_t kh = 0; kh < KH; kh++)
+        for (int64_t kw = 0; kw < KW; kw++) {
+            const float *src = w + ((KH - 1 - kh) * KW + (KW - 1 - kw)) * C * OC;
+            float *dst = wf + (kh * KW + kw) * OC * C;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t o = 0; o < OC; o++)
+                    dst[o * C + c] = src[c * OC + o];
+        }
+    conv_geom f = flip_geom(g);
+    return conv_fwd(gx, gout, wf, NULL, &f, cols, 1);
 }
 
 static maas_status check_common(const maas_node *nd, const char *op, int64_t sh, int64_t sw,
@@ -634,7 +690,7 @@ static maas_status conv2d_infer(maas_node *nd, maas_tensor_spec *outs, maas_tens
     outs[0].shape[1] = g->OH;
     outs[0].shape[2] = g->OW;
     outs[0].shape[3] = g->OC;
-    col_specs(g, nd, saved);
+    col_specs(g, nd, saved, flip_ok(g));
     return MAAS_OK;
 }
 
@@ -662,7 +718,9 @@ static maas_status conv2d_backward(const maas_node *nd, const maas_tensor *const
     if (s == MAAS_OK && nd->nin == 3 && gin[2])
         bias_grad(gin[2]->data, go, g->N * g->OH * g->OW, g->OC);
     if (s == MAAS_OK && gin[0])
-        s = conv_bwd_data(gin[0]->data, go, nd->in[1]->data, g, saved_or_null(nd, 1));
+        s = flip_ok(g) ? conv_bwd_data_flip(gin[0]->data, go, nd->in[1]->data, g,
+                                            saved_or_null(nd, 1), saved_or_null(nd, 3))
+                       : conv_bwd_data(gin[0]->data, go, nd->in[1]->data, g, saved_or_null(nd, 1));
     return s;
 }
 
@@ -731,7 +789,7 @@ static maas_status conv2d_transpose_infer(maas_node *nd, maas_tensor_spec *outs,
     outs[0].shape[1] = g->H;
     outs[0].shape[2] = g->W;
     outs[0].shape[3] = g->C;
-    col_specs(g, nd, saved);
+    col_specs(g, nd, saved, 0);
     return MAAS_OK;
 }
 
