@@ -6,34 +6,39 @@
 >>> h.shape
 (None, 32)
 """
-from .base import InputLayer, Input, KerasTensor, Layer, clear_session
+from .attention import AdditiveAttention, Attention, MultiHeadAttention
+from .base import Input, InputLayer, KerasTensor, Layer, clear_session
+from .convolutional import Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
 from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .embedding import Embedding, Masking
 from .merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
                       concatenate, maximum, minimum, multiply, subtract)
-
-_CLASSES = {c.__name__: c for c in (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
-                                     Add, Subtract, Multiply, Average, Maximum, Minimum,
-                                     Concatenate)}
 from .normalization import BatchNormalization, GroupNormalization, LayerNormalization
-from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D)  # noqa: E501
-from .reshaping import (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)  # noqa: E501
-from .preprocessing import (Normalization, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling)  # noqa: E501
-from .convolutional import Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
-_CLASSES.update({c.__name__: c for c in (Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)})
-_CLASSES.update({c.__name__: c for c in (LayerNormalization, BatchNormalization, GroupNormalization)})
-_CLASSES.update({c.__name__: c for c in (MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)})  # noqa: E501
-_CLASSES.update({c.__name__: c for c in (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)})  # noqa: E501
-_CLASSES.update({c.__name__: c for c in (Normalization, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling)})
-from .embedding import Embedding, Masking
+from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D,
+                      GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAvgPool1D,
+                      GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D,
+                      GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D)
+from .preprocessing import (Normalization, RandomCrop, RandomFlip, RandomRotation,
+                            RandomTranslation, Rescaling)
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
-_CLASSES.update({c.__name__: c for c in (Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional,
-                                         TimeDistributed)})
-from .attention import AdditiveAttention, Attention, MultiHeadAttention
-from .embedding import Embedding
+from .reshaping import (Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D,
+                        SpatialDropout2D, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D)
 from .transformer import PositionEmbedding, TokenAndPositionEmbedding, TransformerEncoder
-_CLASSES.update({c.__name__: c for c in (Embedding,)})
-_CLASSES.update({c.__name__: c for c in (MultiHeadAttention, Attention, AdditiveAttention)})
-_CLASSES.update({c.__name__: c for c in (TransformerEncoder, PositionEmbedding, TokenAndPositionEmbedding)})
+
+# every layer class a model file may name (Keras's aliases resolve to the same classes)
+_LAYERS = (InputLayer, Dense, Activation, Dropout, Flatten, Reshape,
+           Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
+           Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D,
+           LayerNormalization, BatchNormalization, GroupNormalization,
+           MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
+           GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+           Cropping1D, Cropping2D, Permute, RepeatVector, SpatialDropout1D, SpatialDropout2D,
+           UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D,
+           Normalization, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, Rescaling,
+           Embedding, Masking, SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed,
+           MultiHeadAttention, Attention, AdditiveAttention,
+           TransformerEncoder, PositionEmbedding, TokenAndPositionEmbedding)
+_CLASSES = {c.__name__: c for c in _LAYERS}
 
 
 def serialize(layer) -> dict:
@@ -69,16 +74,8 @@ def deserialize(config: dict, custom_objects=None):
     return classes[name].from_config(config["config"])
 
 
-__all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Activation", "Dropout",
-           "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
-           "Concatenate", "add", "subtract", "average", "maximum", "minimum",
-           "multiply", "concatenate", "serialize", "deserialize"]
-__all__ += ["Conv1D", "Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D"]
-__all__ += ["LayerNormalization", "BatchNormalization", "GroupNormalization"]
-__all__ += ["MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D"]  # noqa: E501
-__all__ += ["Cropping1D", "Cropping2D", "Permute", "RepeatVector", "SpatialDropout1D", "SpatialDropout2D", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D"]  # noqa: E501
-__all__ += ["Normalization", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "Rescaling"]
-__all__ += ["Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed"]
-__all__ += ["Embedding"]
-__all__ += ["MultiHeadAttention", "Attention", "AdditiveAttention"]
-__all__ += ["TransformerEncoder", "PositionEmbedding", "TokenAndPositionEmbedding"]
+__all__ = sorted({c.__name__ for c in _LAYERS} - {"InputLayer"}) + [
+    "Layer", "Input", "InputLayer", "KerasTensor", "clear_session", "serialize", "deserialize",
+    "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate",
+    "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+    "GlobalMaxPool1D", "GlobalMaxPool2D"]
