@@ -167,14 +167,43 @@ HeUniform = _vs("HeUniform", 2.0, "fan_in", "uniform")
 LecunNormal = _vs("LecunNormal", 1.0, "fan_in", "truncated_normal")
 LecunUniform = _vs("LecunUniform", 1.0, "fan_in", "uniform")
 
+class Orthogonal(Initializer):
+    """Keras's ``orthogonal`` initializer (the default of recurrent kernels):
+    the Q of a QR decomposition of a normal matrix, signs fixed by R's
+    diagonal, times ``gain``."""
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain, self.seed = float(gain), seed
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal initializer needs a shape of at least 2 dimensions, "
+                             f"received shape={shape}")
+        rows = int(np.prod(shape[:-1]))
+        cols = shape[-1]
+        flat = (max(rows, cols), min(rows, cols))
+        a = np.asarray(_random.normal(flat, 0.0, 1.0, seed=self.seed), np.float64)
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return Tensor(np.ascontiguousarray((self.gain * q).reshape(shape), np.float32))
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
 _CLASSES = {c.__name__: c for c in (Zeros, Ones, Constant, RandomUniform, RandomNormal,
                                      TruncatedNormal, VarianceScaling, GlorotUniform, GlorotNormal,
-                                     HeNormal, HeUniform, LecunNormal, LecunUniform)}
+                                     HeNormal, HeUniform, LecunNormal, LecunUniform, Orthogonal)}
 _BY_NAME = {"zeros": Zeros, "ones": Ones, "constant": Constant, "random_uniform": RandomUniform,
             "random_normal": RandomNormal, "truncated_normal": TruncatedNormal,
             "variance_scaling": VarianceScaling, "glorot_uniform": GlorotUniform,
             "glorot_normal": GlorotNormal, "he_normal": HeNormal, "he_uniform": HeUniform,
-            "lecun_normal": LecunNormal, "lecun_uniform": LecunUniform}
+            "lecun_normal": LecunNormal, "lecun_uniform": LecunUniform, "orthogonal": Orthogonal,
+            # Keras's short aliases: RandomUniform(-0.05, 0.05), RandomNormal(0, 0.05)
+            "uniform": RandomUniform, "normal": RandomNormal}
 
 
 def get(identifier) -> Initializer:

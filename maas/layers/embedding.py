@@ -24,9 +24,6 @@ from .. import regularizers as _regularizers
 from ..tensor import Tensor
 from .base import Layer, set_keras_mask
 
-# Keras's "uniform" / "normal" aliases (RandomUniform(-0.05, 0.05), RandomNormal(0, 0.05))
-_initializers._BY_NAME.setdefault("uniform", _initializers.RandomUniform)
-_initializers._BY_NAME.setdefault("normal", _initializers.RandomNormal)
 
 
 def _positive_int(name, value):

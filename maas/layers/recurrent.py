@@ -35,39 +35,7 @@ _CELL_SIMPLE, _CELL_LSTM, _CELL_GRU = 0, 1, 2
 _ACT_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4}
 
 
-class Orthogonal(_initializers.Initializer):
-    """Keras's ``orthogonal`` initializer (the default of recurrent kernels):
-    the Q of a QR decomposition of a normal matrix, signs fixed by R's
-    diagonal, times ``gain``."""
-
-    def __init__(self, gain=1.0, seed=None):
-        self.gain, self.seed = float(gain), seed
-
-    def __call__(self, shape, dtype=None):
-        shape = tuple(int(d) for d in shape)
-        if len(shape) < 2:
-            raise ValueError(f"Orthogonal initializer needs a shape of at least 2 dimensions, "
-                             f"received shape={shape}")
-        rows = int(np.prod(shape[:-1]))
-        cols = shape[-1]
-        flat = (max(rows, cols), min(rows, cols))
-        a = np.asarray(_random.normal(flat, 0.0, 1.0, seed=self.seed), np.float64)
-        q, r = np.linalg.qr(a)
-        q = q * np.sign(np.diag(r))
-        if rows < cols:
-            q = q.T
-        return Tensor(np.ascontiguousarray((self.gain * q).reshape(shape), np.float32))
-
-    def get_config(self):
-        return {"gain": self.gain, "seed": self.seed}
-
-
-# registered under Keras's names, so configs naming it load again (the model
-# file's loader takes initializer classes from maas.initializers)
-_initializers._CLASSES.setdefault("Orthogonal", Orthogonal)
-if not hasattr(_initializers, "Orthogonal"):
-    _initializers.Orthogonal = Orthogonal
-_initializers._BY_NAME.setdefault("orthogonal", Orthogonal)
+Orthogonal = _initializers.Orthogonal   # where Keras users import it from too
 
 
 def _get_act(identifier):
