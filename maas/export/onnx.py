@@ -19,7 +19,6 @@ its outputs. Weights are stored as initializers (float32).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -27,8 +26,6 @@ import numpy as np
 OPSET = 18
 IR_VERSION = 8
 _TRACE_BATCHES = (2, 3)
-
-_NP_TO_ONNX = None
 
 
 def _onnx():

@@ -788,8 +788,6 @@ class Trainer:
             val = None
 
         self._maybe_plan()
-        if dp is not None and not generator:
-            dp.sync_weights(self)
         history = callbacks_module.History()
         cbs = list(callbacks or [])
         if verbose:
@@ -805,7 +803,7 @@ class Trainer:
         cb.on_train_begin({})
         # a callback may move the start (BackupAndRestore resuming a killed run), as in Keras
         initial_epoch, self._initial_epoch = getattr(self, "_initial_epoch", None) or initial_epoch, None
-        if dp is not None:  # what rank 0's callbacks restored, everywhere
+        if dp is not None:  # rank 0's weights (and what its callbacks restored), everywhere
             initial_epoch = int(dp.comm.bcast(initial_epoch, root=0))
             if not generator:
                 dp.sync_weights(self)
