@@ -311,7 +311,9 @@ def triton_config(lv) -> dict:
     kind, arg = cfg.version_policy
     policy = ({"latest": {"num_versions": arg}} if kind == "latest" else {"all": {}} if kind == "all"
               else {"specific": {"versions": sorted(arg)}})
-    out = {"name": m.name, "platform": m.platform, "backend": "maas", "version_policy": policy,
+    out = {"name": m.name, "platform": m.platform,
+           "backend": "onnxruntime" if m.platform == "onnxruntime_onnx" else "maas",
+           "version_policy": policy,
            "max_batch_size": (cfg.batching or {}).get("max_batch_size", cfg.max_rows),
            "input": [{"name": s.name, "data_type": dt(s), "format": "FORMAT_NONE", "dims": dims(s)}
                      for s in m.inputs],

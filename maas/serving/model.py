@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["ServedModel", "TensorSpec", "from_model", "default_loader", "resolve_loader",
-           "DATATYPE_OF", "datatype_of"]
+           "DATATYPE_OF", "datatype_of", "OnnxModel"]
 
 # NumPy dtype kind+size -> Open Inference Protocol datatype
 DATATYPE_OF = {"b1": "BOOL", "u1": "UINT8", "u2": "UINT16", "u4": "UINT32", "u8": "UINT64",
@@ -333,9 +333,98 @@ def from_model(model: Any, name: str = "model", version: int = 1,
     return served
 
 
+# ONNX Runtime's tensor types -> Open Inference Protocol datatypes
+_ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+              "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+              "tensor(int64)": "INT64", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+              "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+              "tensor(string)": "BYTES"}
+
+
+class OnnxModel(ServedModel):
+    """A ``model.onnx`` served through ONNX Runtime (the ``onnx`` extra).
+
+    Inputs and outputs are the graph's: their names, datatypes and dims,
+    a symbolic dim (``batch``, ``N``) reported as -1 like the batch axis.
+    Every input and output must have a batch axis first (symbolic or -1):
+    the server stacks requests along it. The session (CPU provider, graph
+    optimizations on) runs on ``intra_op_threads`` threads (default
+    ``maas.get_num_threads()``, which ``maas serve --model-threads`` sets),
+    one inter-op thread, and does not spin while idle (the machine's cores
+    are shared with the server's other workers). A file that is not a
+    valid ONNX model raises :class:`maas.errors.ModelFormatError` (the
+    server reports the version as failed, DATA_LOSS, and says why).
+
+    >>> import maas, numpy as np
+    >>> m = maas.Sequential([maas.Input((4,)), maas.layers.Dense(2)])
+    >>> _ = m.export("/tmp/doc_m.onnx", format="onnx")   # doctest: +SKIP
+    >>> OnnxModel("/tmp/doc_m.onnx").inputs              # doctest: +SKIP
+    [TensorSpec('input_0', 'FP32', (4,))]
+    """
+
+    def __init__(self, path: str, name: str = "model", version: int = 1,
+                 intra_op_threads: int | None = None):
+        from ..errors import ModelFormatError
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - the extra is missing
+            raise ImportError("serving model.onnx needs onnxruntime: pip install 'maas[onnx]'") from None
+        if intra_op_threads is None:
+            from .. import get_num_threads
+            intra_op_threads = get_num_threads()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(intra_op_threads))
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        label = os.path.basename(path)
+        try:
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph: not a usable ONNX file
+            why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ModelFormatError(f"{label} is not a valid ONNX model (ONNX Runtime cannot load it): "
+                                   f"{why[:500]}") from None
+
+        def specs(values, what):
+            out = []
+            for v in values:
+                dt = _ORT_TYPES.get(v.type)
+                if dt is None:
+                    raise ModelFormatError(f"{label}: {what} {v.name!r} has type {v.type}, which "
+                                           f"the server cannot exchange")
+                shape = list(v.shape or [])
+                if not shape or not (shape[0] is None or isinstance(shape[0], str) or shape[0] < 0):
+                    raise ModelFormatError(
+                        f"{label}: {what} {v.name!r} has shape {shape}: serving needs a batch "
+                        f"axis first (a symbolic dim such as 'batch'), not a fixed one")
+                dims = [d if isinstance(d, int) and d >= 0 else None for d in shape[1:]]
+                out.append(TensorSpec(v.name, dt, dims))
+            return out
+
+        inputs, outputs = specs(sess.get_inputs(), "input"), specs(sess.get_outputs(), "output")
+        self.session = sess
+        self.path = path
+        self._output_names = [s.name for s in outputs]
+        in_names = [s.name for s in inputs]
+
+        def predict_fn(x, _run=sess.run, _outs=self._output_names, _ins=in_names):
+            xs = [x] if len(_ins) == 1 else x
+            return _run(_outs, dict(zip(_ins, xs)))
+
+        # InferenceSession.run may be called from several threads at once
+        super().__init__(name, version, predict_fn, inputs=inputs, outputs=outputs,
+                         thread_safe=True, platform="onnxruntime_onnx")
+
+
 def default_loader(path: str):
-    """Loads a model file with ``maas.load_model``; a version folder means
-    its ``model.maas``. The weights are copied into memory
+    """Loads a model file with ``maas.load_model``, or a ``.onnx`` file
+    with ONNX Runtime (:class:`OnnxModel`). A version folder means its
+    ``model.maas``; a folder with only a ``model.onnx`` serves that one
+    (when a folder has both, ``model.maas`` is served and ``model.onnx``
+    is ignored: the maas file is the model itself, the ONNX file an
+    export of it). The weights are copied into memory
     (``mmap=False``), not mapped: a file truncated or rewritten under a
     running server would otherwise kill its workers with SIGBUS or change
     the answers of the served version. The copy costs the model's size in
@@ -345,7 +434,10 @@ def default_loader(path: str):
     from ..saving import load_model
 
     if os.path.isdir(path):
-        path = os.path.join(path, "model.maas")
+        maas_file, onnx_file = os.path.join(path, "model.maas"), os.path.join(path, "model.onnx")
+        path = onnx_file if os.path.isfile(onnx_file) and not os.path.lexists(maas_file) else maas_file
+    if path.endswith(".onnx"):
+        return OnnxModel(path)
     try:
         return load_model(path, mmap=False)
     except OSError as e:

@@ -3,7 +3,8 @@ repository, with version policies, per-model configuration and hot reload.
 
 A repository is a folder ``REPO/<name>/<version>/`` (version a positive
 integer in ASCII digits without a leading zero; other folder names, such as
-a ``.tmp`` being written, are ignored) with an optional
+a ``.tmp`` being written, are ignored) holding ``model.maas``, or ``model.onnx`` (served through ONNX Runtime;
+when a folder has both, ``model.maas`` is served), with an optional
 ``REPO/<name>/config.json``::
 
     {"batching": {"max_batch_size": 32, "max_delay_ms": 2,   # or true/false
