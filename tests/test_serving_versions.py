@@ -84,9 +84,11 @@ def write_config(repo, name: str, config) -> None:
 
 def delayed_loader(path: str):
     """A loader hook for the gunicorn tests: the default loader's model,
-    each predict held ``MAAS_TEST_DELAY`` seconds first while the file
-    ``MAAS_TEST_HOLD`` exists, so that requests are in flight while a test
-    changes files."""
+    whose predict, while the file ``MAAS_TEST_HOLD`` exists, first appends
+    a line to ``MAAS_TEST_HOLD + ".arrived"`` (the test sees a request
+    reach the model) and then waits until the hold file is removed (at most
+    ``MAAS_TEST_DELAY`` seconds), so that requests are in flight while a
+    test changes files."""
     from maas.serving.model import default_loader
 
     model = default_loader(path)
@@ -99,7 +101,11 @@ def delayed_loader(path: str):
 
         def predict(self, x, verbose=0):
             if hold and os.path.exists(hold):
-                time.sleep(delay)
+                with open(hold + ".arrived", "a") as f:
+                    f.write(f"{os.getpid()} {len(x)}\n")
+                deadline = time.monotonic() + delay
+                while os.path.exists(hold) and time.monotonic() < deadline:
+                    time.sleep(0.02)
             return model.predict(x, verbose=0)
 
     return Held()
@@ -288,7 +294,8 @@ def test_truncating_a_served_file_kills_no_worker_and_drops_no_request(tmp_path)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(np.random.default_rng(0).bytes(1000))
     hold = tmp_path / "hold"
-    env = {"MAAS_SERVING_LOADER": "test_serving_versions:delayed_loader", "MAAS_TEST_DELAY": "1.0",
+    arrived = tmp_path / "hold.arrived"
+    env = {"MAAS_SERVING_LOADER": "test_serving_versions:delayed_loader", "MAAS_TEST_DELAY": "300",
            "MAAS_TEST_HOLD": str(hold)}
     with serving(repo, tmp_path, env=env) as s:
         workers = s.workers()
@@ -305,17 +312,24 @@ def test_truncating_a_served_file_kills_no_worker_and_drops_no_request(tmp_path)
         hold.touch()
         ts = [threading.Thread(target=ask) for _ in range(6)]
         [t.start() for t in ts]
-        time.sleep(0.3)  # let the requests reach the model (held there for 1 s)
-        shutil.copyfile(junk, path)  # opens with O_TRUNC, as cp does
-        [t.join() for t in ts]
-        hold.unlink()
+        # a request is inside the model (held there until the hold file goes)
+        wait_for(lambda: arrived.exists() and arrived.read_text().strip(),
+                 "a request to reach the model")
+        try:
+            shutil.copyfile(junk, path)  # opens with O_TRUNC, as cp does
+            # the poll sees the truncated file and fails to reload it while requests are held
+            st = wait_for(lambda: (lambda v: v if v and v["status"]["error_code"] != "OK" else None)(
+                version_status(s.url, "m", 1)), "the failed reload in the status")
+        finally:
+            hold.unlink()
+        for t in ts:
+            t.join(timeout=300)
+        assert not any(t.is_alive() for t in ts), "a request never came back"
         want = answer(2, width=512)
         assert [code for code, _ in results] == [200] * 6, results
         for _, body in results:
             np.testing.assert_allclose(body["predictions"], want, rtol=1e-6, atol=1e-7)
         assert_serves(s.url, 2, times=6, width=512)
-        st = wait_for(lambda: (lambda v: v if v and v["status"]["error_code"] != "OK" else None)(
-            version_status(s.url, "m", 1)), "the failed reload in the status")
         assert st["state"] == "AVAILABLE"
         assert "reload" in st["status"]["error_message"]
         assert requests.get(s.url + "/v2/health/ready", timeout=30).status_code == 200
