@@ -149,3 +149,39 @@ def test_the_command_line_exports_a_model_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "maas", "export", str(tmp_path / "bad.maas"),
                         str(tmp_path / "b.onnx")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "bad.maas" in r.stderr
+
+
+def test_a_200_layer_model_exports_as_a_chain_with_each_node_named_by_its_layer(tmp_path):
+    """The trace notes where each layer's ops start in O(1) (it used to copy
+    the whole tape at every layer call: quadratic in depth); the exported
+    graph is the 200-layer chain, and an op deep in it is attributed to its
+    own layer."""
+    from maas.export.onnx import _TRACE_BATCHES, _Trace, _specs
+
+    depth = 200
+    maas.utils.set_random_seed(3)
+    m = maas.Sequential([maas.Input((6,))] + [L.Dense(6, activation="tanh", name=f"d{i}")
+                                               for i in range(depth)]
+                        + [Noisy(name="noise_at_the_end")])
+    with pytest.raises(maas.export.ExportError, match="layer 'noise_at_the_end'"):
+        m.export(tmp_path / "noisy.onnx")
+    m = maas.Sequential([maas.Input((6,))] + m.layers[:-1])
+    s = check_single(m, tmp_path / "deep.onnx", (6,))
+    assert s is not None
+    g = onnx.load(str(tmp_path / "deep.onnx")).graph
+    ops = [n.op_type for n in g.node]
+    assert ops.count("MatMul") == depth and ops.count("Add") == depth
+    assert ops.count("Tanh") == depth and ops[-1] == "Identity"
+    assert len(g.initializer) == 2 * depth
+    # a chain: every MatMul reads the Tanh before it (the first reads the input)
+    producer = {o: n for n in g.node for o in n.output}
+    matmuls = [n for n in g.node if n.op_type == "MatMul"]
+    assert matmuls[0].input[0] == g.input[0].name
+    for mm in matmuls[1:]:
+        assert producer[mm.input[0]].op_type == "Tanh"
+    # every traced op is attributed to the Dense layer that recorded it
+    specs, _ = _specs(m, None)
+    t = _Trace(m, specs, _TRACE_BATCHES[0])
+    names = [t.layer(k) for k in range(len(t.nodes))]
+    assert len(names) == 2 * depth
+    assert names == [f"d{i}" for i in range(depth) for _ in range(2)]

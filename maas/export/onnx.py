@@ -75,8 +75,8 @@ class _Trace:
 
         def observed(layer, *args, **kwargs):
             t = tape_holder.get("t")
-            if t is not None:
-                self.layer_of.append((len(t.tape.nodes()), layer.name))
+            if t is not None:  # len(tape) is O(1); tape.nodes() would copy every node so far
+                self.layer_of.append((len(t.tape), layer.name))
             return original(layer, *args, **kwargs)
 
         x = self.placeholders
@@ -97,12 +97,13 @@ class _Trace:
         self.reason = t.reason
 
     def layer(self, k):
-        """The innermost layer whose call recorded node k."""
-        name = None
-        for start, nm in self.layer_of:
-            if start <= k:
-                name = nm
-        return name
+        """The innermost layer whose call recorded node k: the last layer
+        call that started at or before it (calls are in order, so their
+        starts are sorted)."""
+        import bisect
+
+        i = bisect.bisect_right(self.layer_of, k, key=lambda e: e[0])
+        return self.layer_of[i - 1][1] if i else None
 
 
 def _specs(model, input_signature):
