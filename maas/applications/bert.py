@@ -350,8 +350,8 @@ class SentenceEncoder:
         """The SentenceEncoder of a loaded ``model.maas`` (a
         SentenceEmbeddingModel) and the tokenizer files in ``directory``
         beside it. ``sentence_encoder.json`` is optional: without it the
-        tokenizer's truncation length (else the encoder's positions) is the
-        max_seq_length and the model's own ``normalize`` holds."""
+        tokenizer's truncation length (at most the encoder's positions) is
+        the max_seq_length and the model's own ``normalize`` holds."""
         from tokenizers import Tokenizer
 
         if not isinstance(model, SentenceEmbeddingModel):
@@ -368,9 +368,14 @@ class SentenceEncoder:
         except Exception as e:  # the tokenizers package raises its own Exception
             raise ModelFormatError(f"SentenceEncoder: tokenizer.json does not load: "
                                    f"{str(e)[:200]}") from None
+        vocab = model.encoder.config["vocab_size"]
+        if tokenizer.get_vocab_size(with_added_tokens=True) > vocab:
+            raise ModelFormatError(f"SentenceEncoder: tokenizer.json has "
+                                   f"{tokenizer.get_vocab_size(with_added_tokens=True)} tokens, "
+                                   f"the encoder's vocabulary {vocab}: not this model's tokenizer")
         trunc = tokenizer.truncation or {}
-        cfg = {"max_seq_length": int(trunc.get("max_length") or
-                                     model.encoder.config["max_position_embeddings"]),
+        limit = model.encoder.config["max_position_embeddings"]
+        cfg = {"max_seq_length": min(int(trunc.get("max_length") or limit), limit),
                "normalize": model.normalize, "pooling": "mean"}
         cp = os.path.join(directory, "sentence_encoder.json")
         if os.path.exists(cp):
@@ -387,7 +392,7 @@ class SentenceEncoder:
                 raise ModelFormatError(f"SentenceEncoder: sentence_encoder.json has an unknown key "
                                        f"{unknown[0]!r}; known: {', '.join(sorted(cfg))}")
             cfg.update(given)
-        n, limit = cfg["max_seq_length"], model.encoder.config["max_position_embeddings"]
+        n = cfg["max_seq_length"]
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
             raise ModelFormatError(f"SentenceEncoder: max_seq_length must be an integer from 1 to "
                                    f"the encoder's {limit} positions, received {n!r}")
