@@ -315,10 +315,17 @@ class SentenceEncoder:
         enc = BertEncoder.from_pretrained(path)
         return cls(enc, Tokenizer.from_file(tok_path), max_seq_length=max_len, normalize=normalize)
 
+    #: ``maas.saving.save_to_repository`` writes the version folder with
+    #: ``save(folder)`` (model.maas, tokenizer.json, sentence_encoder.json)
+    saves_to_folder = True
+
     def save(self, directory):
         """Writes ``model.maas`` (a SentenceEmbeddingModel) and the tokenizer
-        (``tokenizer.json``, ``sentence_encoder.json``) into ``directory``;
-        :meth:`load` reads them back (in another process too)."""
+        (``tokenizer.json``, ``sentence_encoder.json``: max_seq_length,
+        normalize, pooling) into ``directory``; :meth:`load` reads them back
+        (in another process too), and ``maas serve`` serves such a folder
+        as a text model (``maas.saving.save_to_repository(encoder, repo,
+        name)`` writes one as a repository version)."""
         os.makedirs(directory, exist_ok=True)
         model = SentenceEmbeddingModel(normalize=self.normalize, encoder=self.encoder)
         model.built = True
@@ -326,20 +333,76 @@ class SentenceEncoder:
         model.save(os.path.join(directory, "model.maas"))
         self.tokenizer.save(os.path.join(directory, "tokenizer.json"))
         with open(os.path.join(directory, "sentence_encoder.json"), "w") as f:
-            json.dump({"max_seq_length": self.max_seq_length, "normalize": self.normalize}, f)
+            json.dump({"max_seq_length": self.max_seq_length, "normalize": self.normalize,
+                       "pooling": "mean"}, f)
 
     @classmethod
-    def load(cls, directory):
-        """A SentenceEncoder written by :meth:`save`."""
-        from tokenizers import Tokenizer
-
+    def load(cls, directory, **load_kwargs):
+        """A SentenceEncoder written by :meth:`save`; ``load_kwargs`` go to
+        ``maas.load_model`` (``mmap``, ``encryption_key``, ``trusted_keys``)."""
         from ..saving import load_model
 
-        with open(os.path.join(directory, "sentence_encoder.json")) as f:
-            cfg = json.load(f)
-        model = load_model(os.path.join(directory, "model.maas"))
-        return cls(model.encoder, Tokenizer.from_file(os.path.join(directory, "tokenizer.json")),
-                   max_seq_length=cfg["max_seq_length"], normalize=cfg["normalize"])
+        return cls.from_saved(load_model(os.path.join(directory, "model.maas"), **load_kwargs),
+                              directory)
+
+    @classmethod
+    def from_saved(cls, model, directory):
+        """The SentenceEncoder of a loaded ``model.maas`` (a
+        SentenceEmbeddingModel) and the tokenizer files in ``directory``
+        beside it. ``sentence_encoder.json`` is optional: without it the
+        tokenizer's truncation length (at most the encoder's positions) is
+        the max_seq_length and the model's own ``normalize`` holds."""
+        from tokenizers import Tokenizer
+
+        if not isinstance(model, SentenceEmbeddingModel):
+            raise ModelFormatError(f"SentenceEncoder: model.maas holds a {type(model).__name__}, "
+                                   "not a SentenceEmbeddingModel (save one with "
+                                   "SentenceEncoder.save)")
+        tok_path = os.path.join(directory, "tokenizer.json")
+        if not os.path.isfile(tok_path):
+            raise ModelFormatError("SentenceEncoder: no tokenizer.json beside model.maas (a "
+                                   "SentenceEmbeddingModel needs its tokenizer; "
+                                   "SentenceEncoder.save writes both)")
+        try:
+            tokenizer = Tokenizer.from_file(tok_path)
+        except Exception as e:  # the tokenizers package raises its own Exception
+            raise ModelFormatError(f"SentenceEncoder: tokenizer.json does not load: "
+                                   f"{str(e)[:200]}") from None
+        vocab = model.encoder.config["vocab_size"]
+        if tokenizer.get_vocab_size(with_added_tokens=True) > vocab:
+            raise ModelFormatError(f"SentenceEncoder: tokenizer.json has "
+                                   f"{tokenizer.get_vocab_size(with_added_tokens=True)} tokens, "
+                                   f"the encoder's vocabulary {vocab}: not this model's tokenizer")
+        trunc = tokenizer.truncation or {}
+        limit = model.encoder.config["max_position_embeddings"]
+        cfg = {"max_seq_length": min(int(trunc.get("max_length") or limit), limit),
+               "normalize": model.normalize, "pooling": "mean"}
+        cp = os.path.join(directory, "sentence_encoder.json")
+        if os.path.exists(cp):
+            try:
+                with open(cp, encoding="utf-8") as f:
+                    given = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ModelFormatError(f"SentenceEncoder: sentence_encoder.json is not a JSON "
+                                       f"object: {e}") from None
+            if not isinstance(given, dict):
+                raise ModelFormatError("SentenceEncoder: sentence_encoder.json must be a JSON object")
+            unknown = sorted(set(given) - set(cfg))
+            if unknown:
+                raise ModelFormatError(f"SentenceEncoder: sentence_encoder.json has an unknown key "
+                                       f"{unknown[0]!r}; known: {', '.join(sorted(cfg))}")
+            cfg.update(given)
+        n = cfg["max_seq_length"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+            raise ModelFormatError(f"SentenceEncoder: max_seq_length must be an integer from 1 to "
+                                   f"the encoder's {limit} positions, received {n!r}")
+        if not isinstance(cfg["normalize"], bool):
+            raise ModelFormatError(f"SentenceEncoder: normalize must be true or false, received "
+                                   f"{cfg['normalize']!r}")
+        if cfg["pooling"] != "mean":
+            raise ModelFormatError(f"SentenceEncoder: only mean pooling is supported, "
+                                   f"sentence_encoder.json asks for {cfg['pooling']!r}")
+        return cls(model.encoder, tokenizer, max_seq_length=n, normalize=cfg["normalize"])
 
     def tokenize(self, sentences):
         """(input_ids, attention_mask, token_type_ids) int64 arrays (n, longest),

@@ -157,8 +157,13 @@ def _next_version_dir(repo, name: str, version: int | None = None) -> Iterator[_
 def save_to_repository(model, repo, name: str, version: int | None = None) -> str:
     """Saves ``model`` (anything with ``save(path)``) as the next version of
     ``name`` in ``repo`` (or as ``version``), atomically; returns the path of
-    the new ``model.maas``.
+    the new ``model.maas``. An object whose class sets ``saves_to_folder``
+    (a :class:`maas.applications.SentenceEncoder`: model.maas beside its
+    tokenizer files) is saved with ``model.save(version_folder)``.
     """
     with _next_version_dir(repo, name, version) as pending:
-        model.save(os.path.join(pending.path, MODEL_FILENAME))
+        if getattr(type(model), "saves_to_folder", False):
+            model.save(pending.path)
+        else:
+            model.save(os.path.join(pending.path, MODEL_FILENAME))
     return os.path.join(pending.final, MODEL_FILENAME)

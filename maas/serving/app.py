@@ -890,6 +890,8 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
             raise ServingError(400, f"unknown signature_name {sig!r}; the model has 'serving_default'")
 
     def json_tensor(spec, where, data, cfg):
+        if spec.datatype == "BYTES":  # a text model: strings (or TF Serving's {"b64": ...})
+            return tensor(spec, where, "BYTES", None, data=data, b64=True)
         if isinstance(data, dict) and set(data) == {"b64"}:
             raise ServingError(400, f"{where} is {{\"b64\": ...}} binary data; input {spec.name!r} "
                                     f"is {spec.datatype}: send numbers")
@@ -901,7 +903,9 @@ def blueprint(models: Any, *, name: str = "maas_serving", loader=None, config: d
         if not isinstance(rows, list):
             raise ServingError(400, f"'{what}' must be a list of rows")
         names = [s.name for s in m.inputs]
-        if rows and all(isinstance(r, dict) for r in rows):
+        b64_rows = (len(m.inputs) == 1 and m.inputs[0].datatype == "BYTES"
+                    and all(isinstance(r, dict) and set(r) == {"b64"} for r in rows))
+        if rows and all(isinstance(r, dict) for r in rows) and not b64_rows:
             cols = {n: [] for n in names}
             for i, r in enumerate(rows):
                 if context:

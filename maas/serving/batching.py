@@ -13,7 +13,11 @@ batch costs one wake-up per follower and none for a thread in between, and a
 lone request runs the model on its own thread at once. A request with more
 rows than ``max_batch_size`` runs on its own. The wait for more rows is
 skipped when no other request for the model is in the server (a lone client
-pays no delay). When more than ``max_queue_rows`` rows wait, new requests
+pays no delay). Under gevent (``maas serve``'s default worker) a greenlet
+runs from reading its body to the model without yielding, so the requests
+that arrived during the previous forward pass would each find the batcher
+idle and run alone: there the leader first yields once (``gevent.sleep(0)``)
+so that they parse and join its batch. When more than ``max_queue_rows`` rows wait, new requests
 are refused with 503 rather than letting latency grow without bound.
 """
 from __future__ import annotations
@@ -70,6 +74,19 @@ def _slice(y, start, stop):
     return y[start:stop]
 
 
+def _cooperative_yield():
+    """``gevent.sleep`` when gevent has patched threading (a gevent worker), else None."""
+    import sys
+
+    if "gevent" not in sys.modules:
+        return None
+    try:
+        from gevent import monkey, sleep
+    except ImportError:  # pragma: no cover
+        return None
+    return sleep if monkey.is_module_patched("threading") else None
+
+
 class Batcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 32,
                  max_delay_ms: float = 2.0, max_queue_rows: int = 4096, name: str = "model",
@@ -90,6 +107,7 @@ class Batcher:
         self._busy = False       # a leader is at work; when False the queue is empty
         self._gathering = False  # the leader waits for more rows
         self._stopped = False
+        self._yield = _cooperative_yield()
 
     def submit(self, x, timeout: float = 60.0, timing: list | None = None):
         """The model's answer for ``x`` (an array, or a dict of arrays), run
@@ -172,6 +190,8 @@ class Batcher:
         """Runs one batch, answers it, then hands the leadership on."""
         batch = []
         try:
+            if self._yield is not None:  # gevent: let the requests already read queue up first
+                self._yield(0)
             batch = self._take()
             x = batch[0].x if len(batch) == 1 else _concat([p.x for p in batch])
             t = time.perf_counter()

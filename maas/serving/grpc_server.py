@@ -177,6 +177,10 @@ def make_servicer(server):
                         raise ServingError(400, f"{where}: input {spec.name!r} is given twice")
                     if raw:
                         b = raw[i]
+                    elif t.datatype == "BYTES" and spec.datatype == "BYTES":  # a text model
+                        feeds[spec.name] = tensor(spec, where, "BYTES", list(t.shape),
+                                                  elements=list(t.contents.bytes_contents))
+                        continue
                     else:
                         field = _CONTENTS.get(t.datatype)
                         if field is None or t.datatype not in DATATYPES:

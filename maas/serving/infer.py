@@ -28,12 +28,19 @@ OUTPUT_PARAMETERS = ("binary_data", "classification")
 
 
 def tensor(spec: TensorSpec, where: str, datatype: str, shape, data=None, raw: bytes | None = None,
-           allow_nan: bool = False, raw_label: str = "the request carries") -> np.ndarray:
+           allow_nan: bool = False, raw_label: str = "the request carries", elements=None,
+           b64: bool = False) -> np.ndarray:
     """The array for input ``spec`` from a request tensor (JSON ``data`` or
-    ``raw`` little-endian bytes), in the spec's dtype."""
+    ``raw`` little-endian bytes), in the spec's dtype. A BYTES (text) input
+    takes strings: JSON strings, length-prefixed ``raw`` bytes or
+    ``elements`` (gRPC bytes_contents); see :func:`maas.serving.text.strings`."""
+    if spec.datatype == "BYTES":
+        from .text import strings
+
+        return strings(spec, where, datatype, shape, data=data, raw=raw, elements=elements, b64=b64)
     if datatype == "BYTES":
         raise ServingError(400, f"{where}.datatype 'BYTES' is not supported for input "
-                                f"{spec.name!r} ({spec.datatype})")
+                                f"{spec.name!r} ({spec.datatype}: send numbers)")
     if datatype not in DATATYPES:
         raise ServingError(400, f"{where}.datatype {datatype!r} is not supported; use one of "
                                 f"{', '.join(DATATYPES)}")

@@ -297,6 +297,10 @@ def from_model(model: Any, name: str = "model", version: int = 1,
     """
     if isinstance(model, ServedModel):
         return model.with_identity(name, version)
+    from .text import is_sentence_encoder, text_model
+
+    if is_sentence_encoder(model):  # strings in, embeddings out (maas/serving/text.py)
+        return text_model(model, name, version)
     predict = getattr(model, "predict", None)
     if predict is not None and callable(predict):
         def predict_fn(x, _p=predict):
@@ -430,16 +434,22 @@ def default_loader(path: str):
     the answers of the served version. The copy costs the model's size in
     each worker (mapped pages would be shared) and little start-up time
     (loading reads and checks every byte either way: 1.88 s against 1.70 s
-    for a 95 MB model)."""
+    for a 95 MB model). A sentence encoder's model.maas (a
+    SentenceEmbeddingModel) loads as a :class:`maas.applications.SentenceEncoder`
+    with the tokenizer files beside it, served as a text model
+    (:mod:`maas.serving.text`)."""
     from ..saving import load_model
+    from .text import as_text_model
 
+    folder = path
     if os.path.isdir(path):
         maas_file, onnx_file = os.path.join(path, "model.maas"), os.path.join(path, "model.onnx")
         path = onnx_file if os.path.isfile(onnx_file) and not os.path.lexists(maas_file) else maas_file
     if path.endswith(".onnx"):
         return OnnxModel(path)
     try:
-        return load_model(path, mmap=False)
+        # a SentenceEmbeddingModel becomes a SentenceEncoder with the tokenizer beside it
+        return as_text_model(load_model(path, mmap=False), folder)
     except OSError as e:
         if e.errno is None or e.filename is not None:
             raise

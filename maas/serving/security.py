@@ -62,6 +62,7 @@ class SecureLoader:
 
     def __call__(self, path: str):
         from ..saving import load_model
+        from .text import as_text_model
 
         path = os.fspath(path)
         vdir = path
@@ -75,13 +76,14 @@ class SecureLoader:
         try:
             model = load_model(path, mmap=False, encryption_key=self.encryption,
                                trusted_keys=self.trusted)
+            info = getattr(model, "_file_info", None) or {}
+            model = as_text_model(model, vdir)  # a sentence encoder: its tokenizer beside it
         except Exception as e:
             from .repository import public_message
 
             self._audit({**event, "outcome": "refused", "error": public_message(
                 f"{type(e).__name__}: {e}", [self.root] if self.root else [])})
             raise
-        info = getattr(model, "_file_info", None) or {}
         self._audit({**event, "outcome": "loaded", "signer_key_id": info.get("signer_key_id"),
                      "encrypted": bool(info.get("encrypted")),
                      "encryption_key_id": info.get("encryption_key_id")})
