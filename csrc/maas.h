@@ -270,6 +270,8 @@ typedef enum {
     MAAS_OP_QPACK,       /* int8 kernel packed for the int8 GEMM (qgemm.c) */
     MAAS_OP_QDENSE,      /* int8 dense: x quantized per row @ packed kernel (qgemm.c) */
     MAAS_OP_SPDENSE,     /* dense with a CSR kernel, pruned models (qgemm.c) */
+    MAAS_OP_QCONV2D,     /* int8 conv: im2col rows quantized @ packed kernel (qconv.c) */
+    MAAS_OP_QEMBEDDING,  /* int8 table rows dequantized by their scale (qconv.c) */
     MAAS_OP_COUNT
 } maas_op_id;
 

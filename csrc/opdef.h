@@ -92,5 +92,6 @@ extern const maas_op_def maas_opdef_embedding;
 extern const maas_op_def maas_opdef_rnn;
 extern const maas_op_def maas_opdef_attention, maas_opdef_attention_dropout; double maas_attention_work(const maas_node *nd);
 extern const maas_op_def maas_opdef_qpack, maas_opdef_qdense, maas_opdef_spdense;
+extern const maas_op_def maas_opdef_qconv2d, maas_opdef_qembedding; double maas_qconv_work(const maas_node *nd);
 
 #endif

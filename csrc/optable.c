@@ -859,6 +859,7 @@ static const maas_op_def *const table[MAAS_OP_COUNT] = {
     [MAAS_OP_ATTENTION] = &maas_opdef_attention, [MAAS_OP_ATTENTION_DROPOUT] = &maas_opdef_attention_dropout,
     [MAAS_OP_QPACK] = &maas_opdef_qpack, [MAAS_OP_QDENSE] = &maas_opdef_qdense,
     [MAAS_OP_SPDENSE] = &maas_opdef_spdense,
+    [MAAS_OP_QCONV2D] = &maas_opdef_qconv2d, [MAAS_OP_QEMBEDDING] = &maas_opdef_qembedding,
 };
 
 const maas_op_def *maas_op_get(int op)
@@ -955,6 +956,7 @@ double maas_op_work(const maas_node *nd)
     }
     if (nd->op == MAAS_OP_ATTENTION || nd->op == MAAS_OP_ATTENTION_DROPOUT)
         return maas_attention_work(nd);
+    if (nd->op == MAAS_OP_QCONV2D) return maas_qconv_work(nd);
     for (int i = 0; i < nd->nin; i++)
         w += (double)nd->in[i]->size;
     for (int k = 0; k < nd->nout; k++)

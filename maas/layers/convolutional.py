@@ -113,8 +113,10 @@ class _BaseConv(Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, name=None, **kwargs):
+        quantization_config = kwargs.pop("quantization_config", None)  # maas.quantization.conv
         super().__init__(name=name or unique_name(self._keras_name),
                          activity_regularizer=activity_regularizer, **kwargs)
+        self.quantization_config = quantization_config
         cls = type(self).__name__
         n = self.rank
         if filters is not None:
@@ -219,7 +221,20 @@ class _BaseConv(Layer):
                 "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
                 "activity_regularizer": _regularizers.serialize(self.activity_regularizer),
-                "kernel_constraint": None, "bias_constraint": None}
+                "kernel_constraint": None, "bias_constraint": None,
+                **({"quantization_config": dict(self.quantization_config)}
+                   if self.quantization_config is not None else {})}
+
+    def quantize(self, mode, type_check=True):
+        """Quantizes the built layer to int8 in place (Conv1D/Conv2D; the
+        others refuse saying why). See :mod:`maas.quantization.conv`."""
+        _qconv().quantize_conv(self, mode)
+
+
+def _qconv():
+    from ..quantization import conv
+
+    return conv
 
 
 class Conv2D(_BaseConv):
@@ -251,6 +266,8 @@ class Conv2D(_BaseConv):
 
     def build(self, input_shape):
         ch = self._channels(input_shape)
+        if self.quantization_config is not None:
+            return _qconv().build_conv(self, ch)
         self._in_channels = ch
         self.kernel = self.add_weight(shape=self.kernel_size + (ch // self.groups, self.filters),
                                       initializer=self.kernel_initializer,
@@ -259,6 +276,8 @@ class Conv2D(_BaseConv):
         self.built = True
 
     def call(self, inputs):
+        if self.quantization_config is not None:
+            return self._act(_qconv().conv_call(self, inputs))
         return self._act(self._op(inputs, self.kernel, self.bias, self.strides, self.dilation_rate,
                                   self.groups))
 
@@ -292,6 +311,8 @@ class Conv1D(Conv2D):
                          kernel_constraint, bias_constraint, **kwargs)
 
     def call(self, inputs):
+        if self.quantization_config is not None:
+            return self._act(_qconv().conv_call(self, inputs))
         n, w, c = inputs.shape
         k = self.kernel.shape
         x = ops.reshape(inputs, (n, 1, w, c))

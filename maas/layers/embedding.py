@@ -61,7 +61,9 @@ class Embedding(Layer):
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
                  embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,
                  weights=None, lora_rank=None, input_length=None, **kwargs):
+        quantization_config = kwargs.pop("quantization_config", None)  # maas.quantization
         super().__init__(**kwargs)
+        self.quantization_config = quantization_config
         self.input_dim = _positive_int("input_dim", input_dim)
         self.output_dim = _positive_int("output_dim", output_dim)
         self.embeddings_initializer = _initializers.get(embeddings_initializer)
@@ -76,6 +78,8 @@ class Embedding(Layer):
         self.embeddings = None
 
     def build(self, input_shape=None):
+        if self.quantization_config is not None:
+            return _qembedding().build_embedding(self)
         self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
                                           initializer=self.embeddings_initializer,
                                           regularizer=self.embeddings_regularizer,
@@ -92,6 +96,12 @@ class Embedding(Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
+        if self.quantization_config is not None:
+            if self.mask_zero:
+                out, mask = _qembedding().embedding_call(self, inputs, True)
+                set_keras_mask(out, mask)
+                return out
+            return _qembedding().embedding_call(self, inputs, False)
         if self.mask_zero:
             out, mask = _core.op(_core.OP_EMBEDDING, [self.embeddings, inputs], 1)
             set_keras_mask(out, mask)
@@ -101,6 +111,8 @@ class Embedding(Layer):
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero:
             return None
+        if self.quantization_config is not None:
+            return _qembedding().embedding_call(self, inputs, True)[1]
         return _core.op(_core.OP_EMBEDDING, [self.embeddings, inputs], 1)[1]
 
     def compute_output_shape(self, input_shape):
@@ -110,7 +122,25 @@ class Embedding(Layer):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                 "embeddings_initializer": _initializers.serialize(self.embeddings_initializer),
                 "embeddings_regularizer": _regularizers.serialize(self.embeddings_regularizer),
-                "mask_zero": self.mask_zero}
+                "mask_zero": self.mask_zero,
+                **({"quantization_config": dict(self.quantization_config)}
+                   if self.quantization_config is not None else {})}
+
+    def quantize(self, mode, type_check=True):
+        """Quantizes the built table to int8 in place (Keras 3's
+        ``Embedding.quantize``; see :mod:`maas.quantization.embedding`).
+
+        >>> emb = maas.layers.Embedding(10, 4); _ = emb(np.array([1]))
+        >>> emb.quantize("int8"); emb.embeddings.dtype
+        'int8'
+        """
+        _qembedding().quantize_embedding(self, mode)
+
+
+def _qembedding():
+    from ..quantization import embedding
+
+    return embedding
 
 
 class Masking(Layer):

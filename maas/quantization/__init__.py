@@ -267,8 +267,21 @@ def dense_call(layer, inputs):
 
 def _register_builtin():
     from ..layers.core import Dense
+    from . import conv, embedding
 
     register_quantizer(Dense, quantize_dense)
+    conv.register()
+    embedding.register()
+
+
+def _refusal(layer):
+    """Why a layer type with weights has no int8 path (None: no reason known)."""
+    from .conv import REFUSALS
+
+    for cls in type(layer).__mro__:
+        if cls.__name__ in REFUSALS:
+            return REFUSALS[cls.__name__]
+    return None
 
 
 # ---------------------------------------------------------------- models
@@ -326,9 +339,13 @@ def quantize_model(model, mode="int8", calibration_data=None, type_check=True) -
         if fn is not None:
             if getattr(layer, "quantization_config", None) is None:
                 targets.append((layer, fn))
+        elif getattr(layer, "_weights_own", None) and _refusal(layer):
+            warnings.warn(f"quantize: layer {layer.name!r} ({type(layer).__name__}) stays float32: "
+                          f"{_refusal(layer)}", RuntimeWarning, stacklevel=3)
         elif getattr(layer, "_weights_own", None):
             warnings.warn(f"quantize: layer {layer.name!r} ({type(layer).__name__}) stays float32: "
-                          f"maas has no int8 kernel for {type(layer).__name__} (int8 covers Dense; "
+                          f"maas has no int8 kernel for {type(layer).__name__} (int8 covers "
+                          f"{', '.join(sorted(c.__name__ for c in _QUANTIZERS))}; "
                           f"another layer type joins with maas.quantization.register_quantizer)",
                           RuntimeWarning, stacklevel=3)
     if not targets:
