@@ -211,7 +211,8 @@ class _RNN(Layer):
         return _core.op(_core.OP_RNN, ins, self._cell, self._act, self._ract,
                         int(self.return_sequences), int(self.go_backwards), int(bool(zero)),
                         int(self.use_bias), int(mask is not None), int(h0 is not None),
-                        int(c0 is not None), int(rdrop is not None), int(bool(unreverse)))
+                        int(c0 is not None), int(rdrop is not None), int(bool(unreverse)),
+                        int(self._cell == _CELL_GRU and not self.reset_after))
 
     def call(self, sequences, mask=None, training=False):
         x, states = self._split(sequences)
@@ -309,11 +310,16 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Cho 2014), Keras's default variant
-    ``reset_after=True`` (the reset gate applied after the recurrent product;
-    the bias is (2, 3 units): input and recurrent biases), gate order z, r, h.
+    """Gated recurrent unit (Cho 2014), gate order z, r, h. Keras's default
+    variant ``reset_after=True`` applies the reset gate after the recurrent
+    product, ``hh = act(x W_h + b_h + r * (h R_h + b'_h))``, with a bias of
+    shape (2, 3 units) (input and recurrent biases; cuDNN's variant).
+    ``reset_after=False`` is Keras's v1 GRU, ``hh = act(x W_h + b_h + (r * h)
+    R_h)``, with one bias of shape (3 units,).
 
     >>> maas.layers.GRU(3)(np.ones((2, 4, 5), np.float32)).shape
+    (2, 3)
+    >>> maas.layers.GRU(3, reset_after=False)(np.ones((2, 4, 5), np.float32)).shape
     (2, 3)
     """
 
@@ -321,16 +327,13 @@ class GRU(_RNN):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True,
                  implementation=2, use_cudnn="auto", **kwargs):
-        if not reset_after:
-            raise NotImplementedError("GRU(reset_after=False) is not supported by maas's kernel; "
-                                      "use the default reset_after=True (Keras 3's and cuDNN's)")
         super().__init__(units, activation=activation,
                          recurrent_activation=recurrent_activation, **kwargs)
-        self.reset_after = True
+        self.reset_after = bool(reset_after)
         self.implementation = implementation
 
     def _bias_shape(self):
-        return (2, 3 * self.units)
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def get_config(self):
         return {**super().get_config(), "reset_after": self.reset_after,
