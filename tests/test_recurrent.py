@@ -422,8 +422,6 @@ def test_errors_say_what_is_wrong():
         L.LSTM(0)
     with pytest.raises(ValueError, match="dropout must be a float in"):
         L.GRU(3, dropout=1.5)
-    with pytest.raises(NotImplementedError, match="stateful"):
-        L.LSTM(3, stateful=True)
     with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
         L.LSTM(3)(np.ones((2, 4), np.float32))
     layer = L.LSTM(3)
@@ -620,3 +618,104 @@ def test_gru_reset_after_false_trains_in_a_plan_saves_and_reloads(tmp_path):
     back = maas.models.load_model(path)
     assert back.layers[0].reset_after is False
     np.testing.assert_array_equal(back.predict(x, verbose=0), plan.predict(x, verbose=0))
+
+
+# ---------------------------------------------------------------- stateful=True (Keras 3)
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru1", "simple"])
+def test_stateful_layer_over_two_halves_equals_the_whole_sequence(kind):
+    maas.utils.set_random_seed(70)
+    x = rng(71).normal(size=(4, 10, 3)).astype(np.float32)
+    mask = np.ones((4, 10), np.float32)
+    mask[1, 3:5] = 0   # a hole in the first half: its states carry over too
+    st = MAKE[kind](5, stateful=True, return_sequences=True)
+    first = np.asarray(st(x[:, :6], mask=maas.tensor(mask[:, :6])))
+    second = np.asarray(st(x[:, 6:], mask=maas.tensor(mask[:, 6:])))
+    whole = MAKE[kind](5, return_sequences=True, return_state=True)
+    whole(x)
+    whole.set_weights(st.get_weights())
+    ref = whole(x, mask=maas.tensor(mask))
+    close(np.concatenate([first, second], 1), ref[0], rtol=0, atol=1e-6)
+    for v, r in zip(st.states, ref[1:]):
+        close(v, r, rtol=0, atol=1e-6)
+    assert len(st.weights) == len(whole.weights)   # the states are not weights (Keras)
+    st.reset_state()
+    assert all(not np.asarray(v).any() for v in st.states)
+    np.testing.assert_array_equal(np.asarray(st(x[:, :6], mask=maas.tensor(mask[:, :6]))), first)
+    st.reset_states()   # Keras's alias
+    assert all(not np.asarray(v).any() for v in st.states)
+
+
+def test_stateful_model_in_a_plan_carries_states_across_batches_and_calls():
+    """fit(shuffle=False) and predict over consecutive chunks: the compiled
+    plan and the eager path give the same bits, and predicting the halves of
+    a sequence one call after the other equals a non-stateful model on the
+    whole sequence."""
+    x = rng(72).normal(size=(8, 12, 3)).astype(np.float32)
+    y = rng(73).normal(size=(8, 1)).astype(np.float32)
+
+    def make(stateful=True, t=6):
+        maas.utils.set_random_seed(74)
+        inp = maas.Input((t, 3), batch_size=4 if stateful else None)
+        h = L.LSTM(6, stateful=stateful, return_sequences=True)(inp)
+        out = L.Dense(1)(L.GRU(4, stateful=stateful)(h))
+        m = maas.Model(inp, out)
+        m.compile(optimizer="adam", loss="mse")
+        return m
+    plan, eager = make(), make()
+    eager.run_eagerly = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no fallback to the eager path
+        for m in (plan, eager):
+            for half in (x[:, :6], x[:, 6:]):
+                m.fit(half, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert plan._plan.traced_shapes() == 1
+    for a, b in zip(plan.get_weights(), eager.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for la, lb in zip(plan.layers[1:3], eager.layers[1:3]):
+        for a, b in zip(la.states, lb.states):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            assert np.abs(np.asarray(a)).max() > 0
+    # prediction: the halves in two calls vs the whole, batch by batch
+    whole = make(stateful=False, t=12)
+    whole.set_weights(plan.get_weights())
+    want = whole.predict(x, verbose=0)
+    for m in (plan, eager):
+        for layer in m.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_state()
+        got = []
+        for rows in (slice(0, 4), slice(4, 8)):
+            m.predict(x[rows, :6], batch_size=4, verbose=0)
+            got.append(m.predict(x[rows, 6:], batch_size=4, verbose=0))
+            for layer in m.layers:
+                if getattr(layer, "stateful", False):
+                    layer.reset_state()
+        close(np.concatenate(got), want, rtol=0, atol=1e-5)
+
+
+def test_stateful_needs_a_fixed_batch_size_and_says_so():
+    with pytest.raises(ValueError, match="batch size must be static"):
+        maas.Sequential([maas.Input((5, 3)), L.LSTM(4, stateful=True)])
+    layer = L.GRU(4, stateful=True)
+    layer(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="stateful with batch size 2 and received a batch of 3"):
+        layer(np.zeros((3, 5, 3), np.float32))
+    m = maas.Sequential([maas.Input((5, 3), batch_size=4), L.SimpleRNN(4, stateful=True), L.Dense(1)])
+    m.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="batch size 4 and received a batch of 2"):
+        m.fit(np.zeros((6, 5, 3), np.float32), np.zeros((6, 1), np.float32), batch_size=4,
+              shuffle=False, verbose=0)   # 6 samples: a last batch of 2, as Keras refuses
+
+
+def test_stateful_bidirectional_resets_both_directions():
+    maas.utils.set_random_seed(75)
+    x = rng(76).normal(size=(2, 4, 3)).astype(np.float32)
+    bi = L.Bidirectional(L.LSTM(3, stateful=True))
+    a = np.asarray(bi(x))
+    b = np.asarray(bi(x))
+    assert np.abs(a - b).max() > 1e-4      # the second call starts from the first's states
+    bi.reset_state()
+    np.testing.assert_array_equal(np.asarray(bi(x)), a)
+    with pytest.raises(AttributeError, match="must be stateful"):
+        L.Bidirectional(L.LSTM(3)).reset_state()
