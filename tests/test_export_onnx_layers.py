@@ -127,3 +127,24 @@ def test_an_int8_model_exports_with_the_same_arithmetic(tmp_path, static):
     for n in (1, 7, 64):
         x = np.random.default_rng(n).standard_normal((n, 20)).astype(np.float32)
         assert np.array_equal(s.run(None, {s.get_inputs()[0].name: x})[0], m.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("kind", ["gru_v1", "gru_v1_nobias", "gru_nobias", "bigru_v1"])
+def test_gru_variants_export_with_their_linear_before_reset(tmp_path, kind):
+    """GRU(reset_after=False) is ONNX's GRU with linear_before_reset=0; the
+    default (with or without a bias) is linear_before_reset=1."""
+    maas.utils.set_random_seed(6)
+    layer = {"gru_v1": lambda: L.GRU(6, reset_after=False),
+             "gru_v1_nobias": lambda: L.GRU(6, reset_after=False, use_bias=False),
+             "gru_nobias": lambda: L.GRU(6, use_bias=False),
+             "bigru_v1": lambda: L.Bidirectional(L.GRU(4, reset_after=False,
+                                                       return_sequences=True))}[kind]()
+    m = maas.Sequential([maas.Input((9, 5)), layer, L.Flatten(), L.Dense(2)])
+    m(np.zeros((1, 9, 5), np.float32))
+    for w in m.weights:   # biases away from zero, so that their placement matters
+        if w.name == "bias":
+            w.assign(np.random.default_rng(7).normal(0, 0.5, w.shape).astype(np.float32))
+    check(m, normal((9, 5)), tmp_path / f"{kind}.onnx")
+    lbr = [a.i for n in onnx.load(str(tmp_path / f"{kind}.onnx")).graph.node if n.op_type == "GRU"
+           for a in n.attribute if a.name == "linear_before_reset"]
+    assert set(lbr) == {0 if "v1" in kind else 1}

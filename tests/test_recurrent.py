@@ -87,7 +87,8 @@ def torch_weight_grads(mod, kind, u):
     return [gih.T, ghh.T, bih]   # the bias enters once: its gradient is bias_ih's
 
 
-MAKE = {"lstm": L.LSTM, "gru": L.GRU, "simple": L.SimpleRNN}
+MAKE = {"lstm": L.LSTM, "gru": L.GRU, "simple": L.SimpleRNN,
+        "gru1": lambda *a, **k: L.GRU(*a, reset_after=False, **k)}
 
 
 def random_bias(layer, seed):
@@ -203,6 +204,12 @@ def keras_loop(kind, x, mask, k, rk, b, units, go_backwards=False, zero_output=F
             i, f, g, o = np.split(z, 4, axis=1)
             cn = sig(f) * c + sig(i) * np.tanh(g)
             hn = sig(o) * np.tanh(cn)
+        elif kind == "gru1":   # Keras's GRU(reset_after=False): r applied before R_h
+            xz = xt @ k + b
+            zg = sig(xz[:, :units] + h @ rk[:, :units])
+            rg = sig(xz[:, units:2 * units] + h @ rk[:, units:2 * units])
+            hh = np.tanh(xz[:, 2 * units:] + (rg * h) @ rk[:, 2 * units:])
+            hn, cn = zg * h + (1 - zg) * hh, c
         elif kind == "gru":
             xz = xt @ k + b[0]
             inner = h @ rk + b[1]
@@ -219,7 +226,7 @@ def keras_loop(kind, x, mask, k, rk, b, units, go_backwards=False, zero_output=F
     return np.stack(outs, 1), h, c
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru1", "simple"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_masked_steps_follow_keras_rules(kind, go_backwards):
     maas.utils.set_random_seed(11)
@@ -230,6 +237,9 @@ def test_masked_steps_follow_keras_rules(kind, go_backwards):
     mask[2, 3] = 0           # a hole
     layer = MAKE[kind](5, return_sequences=True, return_state=True, go_backwards=go_backwards)
     outs = layer(x, mask=maas.tensor(mask))
+    if kind == "gru1":
+        random_bias(layer, 13)
+        outs = layer(x, mask=maas.tensor(mask))
     w = [np.asarray(v, np.float64) for v in layer.get_weights()]
     seq, h, c = keras_loop(kind, x.astype(np.float64), mask, *w, 5, go_backwards)
     close(outs[0], seq)
@@ -260,19 +270,22 @@ OPTIONAL = ("mask", "h0", "c0", "rdrop")
 
 def run_op(kind, arrays, kw, go_backwards=False):
     """The raw rnn op on [x, kernel, recurrent_kernel, bias, *optional inputs]."""
-    cell = {"simple": 0, "lstm": 1, "gru": 2}[kind]
+    cell = {"simple": 0, "lstm": 1, "gru": 2, "gru1": 2}[kind]
     return _core.op(_core.OP_RNN, arrays, cell, 1, 2, 1, int(go_backwards), 0, 1,
-                    *(int(k in kw) for k in OPTIONAL), 0)
+                    *(int(k in kw) for k in OPTIONAL), 0, int(kind == "gru1"))
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru1", "simple"])
 @pytest.mark.parametrize("case", ["t1b1", "mask_ones", "padded_rows", "states_rdrop_backwards"])
 def test_gradients_match_central_differences(kind, case):
     """Gradients of sum(out * R) w.r.t. x, the weights and the initial
-    states, against central differences of the op (loss summed in float64)."""
+    states, against central differences of the op (loss summed in float64).
+    gru1 is GRU(reset_after=False), which torch's nn.GRU (reset_after=True
+    only) cannot check: its references are these differences and the float64
+    loop of Keras's formula (keras_loop)."""
     r = rng(15)
     b, t, f, u = (1, 1, 2, 3) if case == "t1b1" else (3, 4, 2, 3)
-    g = {"lstm": 4, "gru": 3, "simple": 1}[kind]
+    g = {"lstm": 4, "gru": 3, "gru1": 3, "simple": 1}[kind]
     arrays = [r.normal(size=(b, t, f)), r.normal(0, 0.6, size=(f, g * u)),
               r.normal(0, 0.6, size=(u, g * u)),
               r.normal(0, 0.3, size=(2, g * u) if kind == "gru" else (g * u,))]
@@ -409,10 +422,6 @@ def test_errors_say_what_is_wrong():
         L.LSTM(0)
     with pytest.raises(ValueError, match="dropout must be a float in"):
         L.GRU(3, dropout=1.5)
-    with pytest.raises(NotImplementedError, match="reset_after=False"):
-        L.GRU(3, reset_after=False)
-    with pytest.raises(NotImplementedError, match="stateful"):
-        L.LSTM(3, stateful=True)
     with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
         L.LSTM(3)(np.ones((2, 4), np.float32))
     layer = L.LSTM(3)
@@ -519,3 +528,194 @@ def test_embedding_lstm_and_bidirectional_gru_learn_parity_of_a_token():
         m.fit(x, y, epochs=40, batch_size=64, verbose=0)
         acc = m.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
         assert acc >= 0.95, (kind, acc)
+
+
+# ---------------------------------------------------------------- GRU(reset_after=False)
+# torch's nn.GRU has the reset_after=True form only, so the v1 GRU is checked
+# against a float64 NumPy loop of Keras's formula and against central
+# differences (test_gradients_match_central_differences, kind "gru1").
+
+def keras_gru1_with_grads(x, k, rk, b, h0, R):
+    """Keras's reset_after=False GRU in float64, its outputs and the
+    gradients of sum(seq * R) by reverse-mode written out by hand."""
+    u = rk.shape[0]
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h, cache, seq = h0, [], []
+    for s in range(x.shape[1]):
+        xz = x[:, s] @ k + b
+        z = sig(xz[:, :u] + h @ rk[:, :u])
+        r = sig(xz[:, u:2 * u] + h @ rk[:, u:2 * u])
+        hh = np.tanh(xz[:, 2 * u:] + (r * h) @ rk[:, 2 * u:])
+        cache.append((h, z, r, hh))
+        h = z * h + (1 - z) * hh
+        seq.append(h)
+    gx, gk, grk, gb = np.zeros_like(x), np.zeros_like(k), np.zeros_like(rk), np.zeros_like(b)
+    dh = np.zeros_like(h0)
+    for s in range(x.shape[1] - 1, -1, -1):
+        hp, z, r, hh = cache[s]
+        dh = dh + R[:, s]
+        dz = dh * (hp - hh) * z * (1 - z)
+        dhh = dh * (1 - z) * (1 - hh ** 2)
+        drh = dhh @ rk[:, 2 * u:].T
+        dr = drh * hp * r * (1 - r)
+        dpre = np.concatenate([dz, dr, dhh], 1)
+        gx[:, s] = dpre @ k.T
+        gk += x[:, s].T @ dpre
+        gb += dpre.sum(0)
+        grk[:, :2 * u] += hp.T @ dpre[:, :2 * u]
+        grk[:, 2 * u:] += (r * hp).T @ dhh
+        dh = dh * z + dpre[:, :2 * u] @ rk[:, :2 * u].T + drh * r
+    return np.stack(seq, 1), [gx, gk, grk, gb], dh
+
+
+def test_gru_reset_after_false_matches_keras_formula_forward_and_backward():
+    maas.utils.set_random_seed(60)
+    b, t, f, u = 3, 5, 4, 6
+    layer = L.GRU(u, reset_after=False, return_sequences=True)
+    x = rng(61).normal(size=(b, t, f)).astype(np.float32)
+    h0 = rng(62).normal(size=(b, u)).astype(np.float32)
+    layer(x)
+    assert layer.bias.shape == (3 * u,)          # Keras's v1 GRU: one input bias
+    random_bias(layer, 63)
+    R = rng(64).normal(size=(b, t, u))
+    xt, h0t = maas.tensor(x), maas.tensor(h0)
+    with maas.GradientTape() as tape:
+        tape.watch(xt)
+        tape.watch(h0t)
+        out = layer(xt, initial_state=[h0t])
+        loss = maas.ops.sum(out * maas.tensor(R.astype(np.float32)))
+    g = tape.gradient(loss, [xt, layer.kernel, layer.recurrent_kernel, layer.bias, h0t])
+    w = [np.asarray(v, np.float64) for v in (layer.kernel, layer.recurrent_kernel, layer.bias)]
+    seq, gref, dh0 = keras_gru1_with_grads(x.astype(np.float64), *w, h0.astype(np.float64), R)
+    close(out, seq)
+    for mine, ref in zip(g, gref + [dh0]):
+        close(mine, ref)
+    # and it is not the reset_after=True arithmetic under another name
+    other = L.GRU(u, return_sequences=True)
+    other(x)
+    other.set_weights([w[0], w[1], np.stack([w[2], np.zeros_like(w[2])])])
+    assert np.abs(np.asarray(other(x, initial_state=[h0t])) - np.asarray(out)).max() > 1e-3
+
+
+def test_gru_reset_after_false_trains_in_a_plan_saves_and_reloads(tmp_path):
+    maas.utils.set_random_seed(65)
+    x = rng(66).normal(size=(16, 6, 3)).astype(np.float32)
+    y = rng(67).normal(size=(16, 1)).astype(np.float32)
+
+    def make():
+        maas.utils.set_random_seed(65)
+        m = maas.Sequential([maas.Input((6, 3)), L.GRU(5, reset_after=False), L.Dense(1)])
+        m.compile(optimizer="adam", loss="mse")
+        return m
+    plan, eager = make(), make()
+    eager.run_eagerly = True
+    for m in (plan, eager):
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(plan.get_weights(), eager.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "gru1.maas"
+    plan.save(path)
+    back = maas.models.load_model(path)
+    assert back.layers[0].reset_after is False
+    np.testing.assert_array_equal(back.predict(x, verbose=0), plan.predict(x, verbose=0))
+
+
+# ---------------------------------------------------------------- stateful=True (Keras 3)
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru1", "simple"])
+def test_stateful_layer_over_two_halves_equals_the_whole_sequence(kind):
+    maas.utils.set_random_seed(70)
+    x = rng(71).normal(size=(4, 10, 3)).astype(np.float32)
+    mask = np.ones((4, 10), np.float32)
+    mask[1, 3:5] = 0   # a hole in the first half: its states carry over too
+    st = MAKE[kind](5, stateful=True, return_sequences=True)
+    first = np.asarray(st(x[:, :6], mask=maas.tensor(mask[:, :6])))
+    second = np.asarray(st(x[:, 6:], mask=maas.tensor(mask[:, 6:])))
+    whole = MAKE[kind](5, return_sequences=True, return_state=True)
+    whole(x)
+    whole.set_weights(st.get_weights())
+    ref = whole(x, mask=maas.tensor(mask))
+    close(np.concatenate([first, second], 1), ref[0], rtol=0, atol=1e-6)
+    for v, r in zip(st.states, ref[1:]):
+        close(v, r, rtol=0, atol=1e-6)
+    assert len(st.weights) == len(whole.weights)   # the states are not weights (Keras)
+    st.reset_state()
+    assert all(not np.asarray(v).any() for v in st.states)
+    np.testing.assert_array_equal(np.asarray(st(x[:, :6], mask=maas.tensor(mask[:, :6]))), first)
+    st.reset_states()   # Keras's alias
+    assert all(not np.asarray(v).any() for v in st.states)
+
+
+def test_stateful_model_in_a_plan_carries_states_across_batches_and_calls():
+    """fit(shuffle=False) and predict over consecutive chunks: the compiled
+    plan and the eager path give the same bits, and predicting the halves of
+    a sequence one call after the other equals a non-stateful model on the
+    whole sequence."""
+    x = rng(72).normal(size=(8, 12, 3)).astype(np.float32)
+    y = rng(73).normal(size=(8, 1)).astype(np.float32)
+
+    def make(stateful=True, t=6):
+        maas.utils.set_random_seed(74)
+        inp = maas.Input((t, 3), batch_size=4 if stateful else None)
+        h = L.LSTM(6, stateful=stateful, return_sequences=True)(inp)
+        out = L.Dense(1)(L.GRU(4, stateful=stateful)(h))
+        m = maas.Model(inp, out)
+        m.compile(optimizer="adam", loss="mse")
+        return m
+    plan, eager = make(), make()
+    eager.run_eagerly = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no fallback to the eager path
+        for m in (plan, eager):
+            for half in (x[:, :6], x[:, 6:]):
+                m.fit(half, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert plan._plan.traced_shapes() == 1
+    for a, b in zip(plan.get_weights(), eager.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for la, lb in zip(plan.layers[1:3], eager.layers[1:3]):
+        for a, b in zip(la.states, lb.states):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            assert np.abs(np.asarray(a)).max() > 0
+    # prediction: the halves in two calls vs the whole, batch by batch
+    whole = make(stateful=False, t=12)
+    whole.set_weights(plan.get_weights())
+    want = whole.predict(x, verbose=0)
+    for m in (plan, eager):
+        for layer in m.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_state()
+        got = []
+        for rows in (slice(0, 4), slice(4, 8)):
+            m.predict(x[rows, :6], batch_size=4, verbose=0)
+            got.append(m.predict(x[rows, 6:], batch_size=4, verbose=0))
+            for layer in m.layers:
+                if getattr(layer, "stateful", False):
+                    layer.reset_state()
+        close(np.concatenate(got), want, rtol=0, atol=1e-5)
+
+
+def test_stateful_needs_a_fixed_batch_size_and_says_so():
+    with pytest.raises(ValueError, match="batch size must be static"):
+        maas.Sequential([maas.Input((5, 3)), L.LSTM(4, stateful=True)])
+    layer = L.GRU(4, stateful=True)
+    layer(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="stateful with batch size 2 and received a batch of 3"):
+        layer(np.zeros((3, 5, 3), np.float32))
+    m = maas.Sequential([maas.Input((5, 3), batch_size=4), L.SimpleRNN(4, stateful=True), L.Dense(1)])
+    m.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="batch size 4 and received a batch of 2"):
+        m.fit(np.zeros((6, 5, 3), np.float32), np.zeros((6, 1), np.float32), batch_size=4,
+              shuffle=False, verbose=0)   # 6 samples: a last batch of 2, as Keras refuses
+
+
+def test_stateful_bidirectional_resets_both_directions():
+    maas.utils.set_random_seed(75)
+    x = rng(76).normal(size=(2, 4, 3)).astype(np.float32)
+    bi = L.Bidirectional(L.LSTM(3, stateful=True))
+    a = np.asarray(bi(x))
+    b = np.asarray(bi(x))
+    assert np.abs(a - b).max() > 1e-4      # the second call starts from the first's states
+    bi.reset_state()
+    np.testing.assert_array_equal(np.asarray(bi(x)), a)
+    with pytest.raises(AttributeError, match="must be stateful"):
+        L.Bidirectional(L.LSTM(3)).reset_state()

@@ -4,6 +4,7 @@
  * Shapes (batch B, steps T, features F, units U, gates G = 1, 4, 3):
  *   x (B,T,F)  kernel W (F,G*U)  recurrent kernel R (U,G*U)
  *   bias (G*U), or (2,G*U) for GRU (reset_after: input bias, recurrent bias)
+ *   (GRU with reset_before, Keras's reset_after=False: one (G*U) bias)
  *   mask (B,T) float32/bool (a step is kept where mask != 0), h0/c0 (B,U),
  *   rdrop (B,U) the recurrent dropout multipliers (0 or 1/(1-rate)).
  * Gate orders are Keras's: LSTM i,f,c,o; GRU z,r,h.
@@ -11,6 +12,11 @@
  *   LSTM       i,f,o = ract(.), g = act(.), c = f c + i g, h = o act(c)
  *   GRU        inner = hr R + b_rec; z = ract(xz + inner_z), r = ract(xr + inner_r),
  *              hh = act(xh + r inner_h), h = z h + (1 - z) hh
+ *   GRU, reset_before (Keras's reset_after=False, the v1 GRU; ONNX's
+ *              linear_before_reset=0): z = ract(xz + hr R_z), r = ract(xr + hr R_r),
+ *              hh = act(xh + (r hr) R_h), h = z h + (1 - z) hh; R_z, R_r, R_h the
+ *              column blocks of R, so each step is two GEMMs, (B,U)x(U,2U) then
+ *              (B,U)x(U,U) once r is known.
  * where hr = h_prev * rdrop (h_prev itself without recurrent dropout: the
  * dropout acts on the recurrent product only). A masked step carries every
  * state, and its output is the carried h (or 0 with zero_output, which
@@ -38,6 +44,7 @@ typedef struct {
     int64_t return_sequences, go_backwards, zero_output;
     int64_t has_bias, has_mask, has_h0, has_c0, has_rdrop;
     int64_t unreverse; /* go_backwards: write the sequence in input order */
+    int64_t reset_before; /* GRU: Keras's reset_after=False (0: reset_after=True) */
     /* derived by infer */
     int64_t B, T, F, U, G;
     int64_t i_bias, i_mask, i_h0, i_c0, i_rdrop;
@@ -56,6 +63,7 @@ static const maas_attr_field rnn_fields[] = {
     {"has_c0", 'l', offsetof(rnn_attr, has_c0)},
     {"has_rdrop", 'l', offsetof(rnn_attr, has_rdrop)},
     {"unreverse", 'l', offsetof(rnn_attr, unreverse)},
+    {"reset_before", 'l', offsetof(rnn_attr, reset_before)},
     {NULL, 0, 0}};
 
 /* y = f(x) over n floats (y == x allowed): tanh and sigmoid through
@@ -112,7 +120,7 @@ static void act_deriv(int a, float *d, const float *y, int64_t n)
 }
 
 typedef struct {
-    int cell, act, ract, retseq, back, zero, unrev;
+    int cell, act, ract, retseq, back, zero, unrev, rb;
     int64_t B, T, F, U, G;
     const float *x, *W, *R, *bias, *h0, *c0, *rdrop;
     const void *mask;
@@ -138,6 +146,7 @@ static void rnn_unpack(const maas_node *nd, rnn_args *a)
     a->back = (int)at->go_backwards;
     a->zero = (int)at->zero_output;
     a->unrev = (int)at->unreverse;
+    a->rb = a->cell == CELL_GRU && at->reset_before;
     a->B = at->B, a->T = at->T, a->F = at->F, a->U = at->U, a->G = at->G;
     a->x = nd->in[0]->data;
     a->W = nd->in[1]->data;
@@ -153,7 +162,7 @@ static void rnn_unpack(const maas_node *nd, rnn_args *a)
 /* Forward. gates (B,T,GU) ends holding the activated gates of each kept
  * step; hr (T,B,U) the recurrent input of each step; st (T,B,U) the cell
  * state (LSTM) or h (GRU) after each step (NULL for SimpleRNN); rh (T,B,U)
- * GRU's inner_h. */
+ * GRU's inner_h (reset_after) or r * hr (reset_before). */
 static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT, float *gates,
                            float *hr, float *st, float *rh)
 {
@@ -168,7 +177,7 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
             for (int64_t j = 0; j < GU; j++)
                 g[j] += a->bias[j];
         }
-    const float *brec = a->cell == CELL_GRU && a->bias ? a->bias + GU : NULL;
+    const float *brec = a->cell == CELL_GRU && !a->rb && a->bias ? a->bias + GU : NULL;
     float *rp = maas_alloc_floats(B * GU), *scratch = maas_alloc_floats(B * U);
     if (!rp || !scratch) {
         maas_free(rp);
@@ -186,11 +195,32 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
         float *hrs = hr + sx * B * U;
         for (int64_t k = 0; k < B * U; k++)
             hrs[k] = a->rdrop ? h[k] * a->rdrop[k] : h[k];
-        s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, B, GU, U, 1.0f, hrs, U, a->R, GU, 0.0f, rp,
-                       GU);
+        s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, B, a->rb ? 2 * U : GU, U, 1.0f, hrs, U, a->R,
+                       GU, 0.0f, rp, GU);
         if (s != MAAS_OK)
             break;
         int par = (double)B * (double)GU >= (double)MAAS_PAR_THRESHOLD && B > 1;
+        if (a->rb) { /* z, r first; then (r hr) R_h */
+            float *rhs = rh + sx * B * U;
+#pragma omp parallel for schedule(static) num_threads(maas_get_num_threads()) if (par)
+            for (int64_t b = 0; b < B; b++) {
+                float *g = gates + (b * T + t) * GU, *p = rp + b * GU, *rhb = rhs + b * U;
+                const float *hrb = hrs + b * U;
+                if (!step_on(a, b, t)) {
+                    memset(rhb, 0, (size_t)U * sizeof(float));
+                    continue;
+                }
+                for (int64_t j = 0; j < 2 * U; j++)
+                    g[j] += p[j];
+                act_apply(a->ract, g, g, 2 * U); /* z, r */
+                for (int64_t j = 0; j < U; j++)
+                    rhb[j] = g[U + j] * hrb[j];
+            }
+            s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, B, U, U, 1.0f, rhs, U, a->R + 2 * U, GU,
+                           0.0f, rp + 2 * U, GU);
+            if (s != MAAS_OK)
+                break;
+        }
 #pragma omp parallel for schedule(static) num_threads(maas_get_num_threads()) if (par)
         for (int64_t b = 0; b < B; b++) {
             float *g = gates + (b * T + t) * GU, *p = rp + b * GU, *hb = h + b * U;
@@ -214,6 +244,12 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
                     act_apply(a->act, tmp, cb, U);
                     for (int64_t j = 0; j < U; j++)
                         hb[j] = g[3 * U + j] * tmp[j];
+                } else if (a->rb) {
+                    for (int64_t j = 0; j < U; j++)
+                        g[2 * U + j] += p[2 * U + j];
+                    act_apply(a->act, g + 2 * U, g + 2 * U, U); /* hh */
+                    for (int64_t j = 0; j < U; j++)
+                        hb[j] = g[j] * hb[j] + (1.0f - g[j]) * g[2 * U + j];
                 } else {
                     float *rhb = rh + (sx * B + b) * U;
                     if (brec) {
@@ -264,12 +300,12 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
         return maas_error(MAAS_ERR_VALUE, "rnn: sizes overflow");
     float *dG = maas_alloc_floats(nBTG), *dRP = maas_alloc_floats(nTBG);
     float *dh = maas_alloc_floats(B * U), *dc = maas_alloc_floats(B * U),
-          *tmp = maas_alloc_floats(B * U), *work = NULL;
+          *tmp = maas_alloc_floats(B * U), *drh = maas_alloc_floats(B * U), *work = NULL;
     int64_t nwork = 0;
     if (!maas_mul_size(B * U, 6, &nwork))
         work = maas_alloc_floats(nwork);
     maas_status s = MAAS_OK;
-    if (!dG || !dRP || !dh || !dc || !tmp || !work) {
+    if (!dG || !dRP || !dh || !dc || !tmp || !drh || !work) {
         s = MAAS_ERR_NOMEM;
         goto done;
     }
@@ -333,6 +369,17 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
                 float *dzr = w1, *dhh = w1 + 2 * U;
                 act_deriv(a->ract, dzr, g, 2 * U);
                 act_deriv(a->act, dhh, g + 2 * U, U);
+                if (a->rb) { /* dr needs (dp_h R_h^T): after this pass */
+                    for (int64_t j = 0; j < U; j++) {
+                        float z = g[j], hh = g[2 * U + j];
+                        float hprev = hp ? hp[j] : 0.0f;
+                        float dph = dhb[j] * (1.0f - z) * dhh[j];
+                        dg[j] = dp[j] = dhb[j] * (hprev - hh) * dzr[j];
+                        dg[2 * U + j] = dp[2 * U + j] = dph;
+                        dhb[j] *= z;
+                    }
+                    continue;
+                }
                 for (int64_t j = 0; j < U; j++) {
                     float z = g[j], r = g[U + j], hh = g[2 * U + j];
                     float hprev = hp ? hp[j] : 0.0f;
@@ -345,14 +392,42 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
                 }
             }
         }
-        /* dh_prev += (dRP_s R^T) * rdrop (masked rows of dRP are zero) */
+        int64_t KR = GU; /* the columns of R the step's first product used */
+        if (a->rb) {
+            /* d(r hr) = dp_h R_h^T; dr = d(r hr) hr; d hr += d(r hr) r */
+            KR = 2 * U;
+            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B, U, U, 1.0f, drp + 2 * U, GU, a->R + 2 * U,
+                           GU, 0.0f, drh, U);
+            if (s != MAAS_OK)
+                goto done;
+#pragma omp parallel for schedule(static) num_threads(maas_get_num_threads()) if (par)
+            for (int64_t b = 0; b < B; b++) {
+                float *drb = drh + b * U;
+                if (!step_on(a, b, t)) {
+                    memset(drb, 0, (size_t)U * sizeof(float));
+                    continue;
+                }
+                const float *g = gates + (b * T + t) * GU, *hrb = hr + (sx * B + b) * U;
+                float *dg = dG + (b * T + t) * GU, *dp = drp + b * GU;
+                float *dr = work + b * 6 * U;
+                act_deriv(a->ract, dr, g + U, U);
+                for (int64_t j = 0; j < U; j++) {
+                    dg[U + j] = dp[U + j] = drb[j] * hrb[j] * dr[j];
+                    drb[j] *= g[U + j];
+                }
+            }
+        }
+        /* dh_prev += (dRP_s R^T [+ d(r hr)]) * rdrop (masked rows of dRP are zero) */
         if (a->rdrop) {
-            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B, U, GU, 1.0f, drp, GU, a->R, GU, 0.0f,
+            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B, U, KR, 1.0f, drp, GU, a->R, GU, 0.0f,
                            tmp, U);
             for (int64_t k = 0; k < B * U && s == MAAS_OK; k++)
-                dh[k] += tmp[k] * a->rdrop[k];
+                dh[k] += (a->rb ? tmp[k] + drh[k] : tmp[k]) * a->rdrop[k];
         } else {
-            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B, U, GU, 1.0f, drp, GU, a->R, GU, 1.0f, dh,
+            if (a->rb)
+                for (int64_t k = 0; k < B * U; k++)
+                    dh[k] += drh[k];
+            s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B, U, KR, 1.0f, drp, GU, a->R, GU, 1.0f, dh,
                            U);
         }
         if (s != MAAS_OK)
@@ -370,15 +445,18 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
     if (gW && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, F, GU, B * T, 1.0f, a->x, F, dG, GU, 1.0f,
                               gW, GU)) != MAAS_OK)
         goto done;
-    if (gR && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, U, GU, T * B, 1.0f, hr, U, dRP, GU, 1.0f,
-                              gR, GU)) != MAAS_OK)
+    if (gR && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, U, a->rb ? 2 * U : GU, T * B, 1.0f, hr, U,
+                              dRP, GU, 1.0f, gR, GU)) != MAAS_OK)
+        goto done;
+    if (gR && a->rb && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, U, U, T * B, 1.0f, rh, U,
+                                       dRP + 2 * U, GU, 1.0f, gR + 2 * U, GU)) != MAAS_OK)
         goto done;
     if (gb) {
         /* column sums in a fixed order (rows ascending) */
         for (int64_t r = 0; r < B * T; r++)
             for (int64_t j = 0; j < GU; j++)
                 gb[j] += dG[r * GU + j];
-        if (a->cell == CELL_GRU)
+        if (a->cell == CELL_GRU && !a->rb)
             for (int64_t r = 0; r < T * B; r++)
                 for (int64_t j = 0; j < GU; j++)
                     gb[GU + j] += dRP[r * GU + j];
@@ -389,6 +467,7 @@ done:
     maas_free(dh);
     maas_free(dc);
     maas_free(tmp);
+    maas_free(drh);
     maas_free(work);
     return s;
 }
@@ -424,6 +503,8 @@ static maas_status rnn_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_
     a->i_rdrop = a->has_rdrop ? n++ : -1;
     if (nd->nin != n)
         return maas_error(MAAS_ERR_VALUE, "%s: the flags name %d inputs, received %d", op, n, nd->nin);
+    if (a->reset_before && a->cell != CELL_GRU)
+        return maas_error(MAAS_ERR_VALUE, "%s: reset_before applies to a GRU only", op);
     if (a->has_c0 && a->cell != CELL_LSTM)
         return maas_error(MAAS_ERR_VALUE, "%s: only an LSTM has a cell state", op);
     for (int i = 0; i < nd->nin; i++)
@@ -455,7 +536,7 @@ static maas_status rnn_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_
         s = need_shape2(R, "the recurrent kernel", op, a->U, GU);
     if (s == MAAS_OK && a->has_bias) {
         const maas_tensor *b = nd->in[a->i_bias];
-        if (a->cell == CELL_GRU)
+        if (a->cell == CELL_GRU && !a->reset_before)
             s = need_shape2(b, "the bias", op, 2, GU);
         else if (b->ndim != 1 || b->shape[0] != GU)
             s = maas_error(MAAS_ERR_SHAPE, "%s: the bias must have shape (%lld,), received %s", op,

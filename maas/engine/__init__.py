@@ -36,7 +36,7 @@ from .. import _core, distribution as _dist, optimizers as _optimizers, random a
 from .._core import Tensor
 from ..autodiff import _flatten, _pack
 
-__all__ = ["CompiledPlan", "compile_plan", "trace", "tracing", "defer_update"]
+__all__ = ["CompiledPlan", "compile_plan", "trace", "tracing", "defer_update", "defer_assign"]
 
 _active: list = []   # the traces recording on this thread, innermost last
 
@@ -52,6 +52,24 @@ def defer_update(metric, value, weight) -> None:
     the traced step and after every replay of it (value: a scalar Tensor of
     the trace)."""
     _active[-1].deferred.append((metric, value, weight))
+
+def defer_assign(variable, value) -> None:
+    """``variable.assign(value)`` after the traced step and after every replay
+    of it (value: a Tensor of the trace, kept as an output of the plan). A
+    stateful recurrent layer carries its states across batches this way: the
+    write happens after the step, so the plan never writes in place."""
+    _active[-1].assigns.append((variable, value))
+
+
+def _apply_assigns(assigns):
+    for var, value in assigns:
+        _core.assign(var, value, 0)
+
+
+def _assign_outputs(outs, assigns):
+    """The tensors of the deferred assigns that are not outputs already."""
+    have = {id(o) for o in outs}
+    return [v for _, v in assigns if id(v) not in have]
 
 _MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
 
@@ -83,6 +101,7 @@ class trace:
             self.tape.watch(p)
         self.reason = None
         self.deferred = []
+        self.assigns = []
 
     def __enter__(self):
         self._log = _random._begin_trace()
@@ -128,12 +147,16 @@ class _Traced:
         self.storage = _core.core_ids(params) if params else ()
 
     deferred = ()   # (metric, weight) of each deferred update, whose values end the outputs
+    assigns = ()    # (variable, traced tensor) of each deferred assign (defer_assign)
+    n_assign_outs = 0   # the outputs after the deferred values that only keep assigns alive
 
     def keys(self):
         return [k for p in self.providers for k in p()]
 
     def outputs(self):
         outs = self.plan.outputs()
+        if self.n_assign_outs:
+            outs = outs[:-self.n_assign_outs]
         nd = len(self.deferred)
         if nd:
             for (metric, weight), v in zip(self.deferred, outs[-nd:]):
@@ -237,14 +260,18 @@ class CompiledPlan:
             loss = tr.plan.run(data, keys)
             tr.plan.backward()
             self._dp_update(dp, tr.plan, tr.params, tr.fused)
+            _apply_assigns(tr.assigns)
             return loss
         if tr.fused is not None:
             lr = opt.learning_rate
             opt.iterations += 1
-            return tr.plan.run(data, keys, lr, opt.iterations, True)
+            loss = tr.plan.run(data, keys, lr, opt.iterations, True)
+            _apply_assigns(tr.assigns)
+            return loss
         loss = tr.plan.run(data, keys)
         tr.plan.backward()
         opt.apply_gradients(zip(tr.plan.grads(), tr.params))
+        _apply_assigns(tr.assigns)
         return loss
 
     def _trace_train(self, key, x, y, xs, ys, sw):
@@ -263,7 +290,8 @@ class CompiledPlan:
         outs = _flatten(y_pred, [])
         # the values of deferred metric updates (per-output losses) are outputs too
         parts = [v for _, v, _ in t.deferred]
-        plan, reason = t.freeze(ph, outs + parts, loss, params)
+        keep = _assign_outputs(outs + parts, t.assigns)
+        plan, reason = t.freeze(ph, outs + parts + keep, loss, params)
         if plan is None:
             return self._eager_after_trace(t, loss, params, y_pred, reason)
         kind = _fused_kind(opt)
@@ -272,6 +300,7 @@ class CompiledPlan:
         tr = _Traced(plan, t.providers, y_pred if not isinstance(y_pred, Tensor) else 0,
                      params, kind)
         tr.deferred = [(m, w) for m, _, w in t.deferred]  # applied by outputs(), from the buffers
+        tr.assigns, tr.n_assign_outs = list(t.assigns), len(keep)
         self._train[key] = tr
         self._last, self._last_eager = tr, None
         value = float(loss.item())
@@ -286,6 +315,7 @@ class CompiledPlan:
         else:
             plan.backward()
             opt.apply_gradients(zip(plan.grads(), params))
+        _apply_assigns(tr.assigns)
         return value
 
     def _dp_update(self, dp, plan, params, fused):
@@ -305,6 +335,7 @@ class CompiledPlan:
         t.apply_deferred()
         grads = t.tape.gradient(loss, params)
         self.model.optimizer.apply_gradients(zip(grads, params))
+        _apply_assigns(t.assigns)
         self.eager_reason = self.model.eager_reason = reason
         warnings.warn(f"maas: {type(self.model).__name__}.fit runs on the eager path (one C call "
                       f"per op) because its step cannot be compiled into a plan: {reason}",
@@ -330,6 +361,7 @@ class CompiledPlan:
         tr = self._predict.get(key)
         if tr is not None:
             tr.plan.run(xs, tr.keys())
+            _apply_assigns(tr.assigns)
             return tr.outputs()
         if len(self._predict) >= _MAX_PLANS:
             return self.model(x, training=False)
@@ -338,13 +370,16 @@ class CompiledPlan:
         with trace(ph) as t:
             y = self.model(xin, training=False)
         outs = _flatten(y, [])
-        plan, reason = t.freeze(ph, outs, None, [])
+        keep = _assign_outputs(outs, t.assigns)
+        plan, reason = t.freeze(ph, outs + keep, None, [])
+        _apply_assigns(t.assigns)
         if reason is not None:
             self.predict_eager_reason = reason
             self.model._compiled_predict_fn = None
             return y
-        self._predict[key] = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0,
-                                     [], None)
+        tr = self._predict[key] = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0,
+                                          [], None)
+        tr.assigns, tr.n_assign_outs = list(t.assigns), len(keep)
         # copies: the traced tensors are the plan's buffers, rewritten by every run
         return _pack(y, [np.array(o) for o in outs], [0]) if not isinstance(y, Tensor) \
             else np.array(y)

@@ -617,7 +617,7 @@ class _WriterNN(_Writer):
     def op_rnn(self, k, attrs, attrs_b, ins, outs, outs_b, x):
         """SimpleRNN / LSTM / GRU as ONNX's RNN / LSTM / GRU, Keras's gate
         order mapped (LSTM i,f,c,o -> i,o,f,c; GRU z,r,h as ONNX), GRU's
-        reset_after as linear_before_reset=1."""
+        reset_after as linear_before_reset=1 (reset_after=False as 0)."""
         self._same(k, attrs, attrs_b, "cell", "activation", "recurrent_activation",
                    "return_sequences", "go_backwards", "has_bias", "has_mask", "has_h0", "has_c0")
         if attrs["has_mask"]:
@@ -650,15 +650,15 @@ class _WriterNN(_Writer):
             blocks = [m[:, g * U:(g + 1) * U] for g in range(G)]
             return np.concatenate([blocks[g] for g in order], axis=1).T[None]
         Wo, Ro = gates(W), gates(R)
-        lbr = 0
+        # GRU reset_after (with or without a bias): linear_before_reset=1;
+        # reset_after=False (one input bias): 0
+        lbr = 1 if cell == 2 and not attrs.get("reset_before") else 0
         if bias is None:
             Bo = np.zeros((1, 2 * G * U), np.float32)
         elif bias.ndim == 2:   # GRU reset_after: input and recurrent biases
             Bo = np.concatenate([gates(bias[0:1])[..., 0], gates(bias[1:2])[..., 0]], axis=1)
-            lbr = 1
         else:
             Bo = np.concatenate([gates(bias[None])[..., 0], np.zeros((1, G * U), np.float32)], axis=1)
-            lbr = 1 if cell == 2 else 0
         xs = x[0]
         if attrs["go_backwards"]:   # Keras reads the steps last to first
             xs = self.node("Slice", [xs, self._axes([-1]), self._axes([-(2 ** 62)]), self._axes([1]),

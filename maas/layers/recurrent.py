@@ -8,7 +8,9 @@ in one call. Keras 3's arguments, defaults, weight layouts and gate orders
 step carries the states and repeats the last output), ``go_backwards``,
 ``return_sequences``, ``return_state``, ``initial_state``, ``dropout`` and
 ``recurrent_dropout`` (one mask per sequence, from the seeded counter-based
-generator, as Keras's ``DropoutRNNCell`` draws them).
+generator, as Keras's ``DropoutRNNCell`` draws them), and ``stateful=True``
+(Keras 3's: a fixed batch size, the final states of each batch the initial
+states of the next, in ``layer.states``, zeroed by ``reset_state()``).
 
 >>> import numpy as np, maas
 >>> x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
@@ -20,6 +22,9 @@ generator, as Keras's ``DropoutRNNCell`` draws them).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from .. import _core
@@ -28,7 +33,7 @@ from .. import initializers as _initializers
 from .. import ops
 from .. import random as _random
 from .. import regularizers as _regularizers
-from ..tensor import Tensor
+from ..tensor import Tensor, Variable
 from .base import Layer
 
 _CELL_SIMPLE, _CELL_LSTM, _CELL_GRU = 0, 1, 2
@@ -36,6 +41,24 @@ _ACT_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4
 
 
 Orthogonal = _initializers.Orthogonal   # where Keras users import it from too
+
+_probe = threading.local()
+
+
+@contextlib.contextmanager
+def stateless_probe():
+    """Stateful layers neither read nor carry their states inside this block
+    (fit's and evaluate's look at the first rows, which is not a batch)."""
+    prev = getattr(_probe, "on", False)
+    _probe.on = True
+    try:
+        yield
+    finally:
+        _probe.on = prev
+
+
+def _probing() -> bool:
+    return getattr(_probe, "on", False)
 
 
 def _get_act(identifier):
@@ -111,10 +134,8 @@ class _RNN(Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
-        if stateful:
-            raise NotImplementedError(f"{type(self).__name__}: stateful=True is not supported by "
-                                      "maas (pass initial_state and read return_state instead)")
-        self.stateful = False
+        self.stateful = bool(stateful)
+        self.states = None   # stateful: one non-trainable Variable per state, (batch, units)
         self.unroll = bool(unroll)   # a speed hint in Keras; maas's kernel loops in C either way
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.kernel = self.recurrent_kernel = self.bias = None
@@ -146,8 +167,56 @@ class _RNN(Layer):
             bs = self._bias_shape()
             self.bias = self.add_weight(shape=bs, initializer=self._bias_initial(bs),
                                         regularizer=self.bias_regularizer, name="bias")
+        if self.stateful:
+            if self.states is not None:
+                self.reset_state()
+            else:
+                if shape[0] is None:
+                    raise ValueError("When using `stateful=True` in a RNN, the batch size must be "
+                                     f"static. Found dynamic batch size: sequence.shape={_fmt(shape)} "
+                                     "(give the model a fixed batch size: maas.Input(shape, "
+                                     "batch_size=...))")
+                # not weights (Keras does not track them): neither saved nor trained
+                self.states = [Variable(np.zeros((int(shape[0]), self.units), np.float32),
+                                        trainable=False, name="rnn_state")
+                               for _ in range(self._nstates)]
         self.built = True
 
+    # -- stateful
+    def reset_state(self):
+        """Zeroes the states of a stateful layer (Keras 3's ``reset_state``;
+        nothing to do for a layer that is not stateful)."""
+        if self.states is not None:
+            for v in self.states:
+                v.assign(np.zeros(v.shape, np.float32))
+
+    def reset_states(self):
+        """Keras's compatibility alias of :meth:`reset_state`."""
+        self.reset_state()
+
+    def _carry_in(self, batch):
+        if tuple(self.states[0].shape)[0] != batch:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) is stateful with batch size "
+                f"{self.states[0].shape[0]} and received a batch of {batch}: every batch must "
+                "have that size (pass batch_size= to fit/predict so that it divides the "
+                "number of samples, or build a non-stateful copy for other sizes)")
+        from .. import engine
+        if engine.tracing():
+            # the variables themselves: a plan reads their memory on every replay, and
+            # their new values are written after the step (engine.defer_assign)
+            return list(self.states)
+        # eager: copies, since the backward (tape.gradient, after this call has
+        # carried the states on) reads the initial states
+        return [Tensor(np.array(v)) for v in self.states]
+
+    def _carry_out(self, outs):
+        from .. import engine
+        for var, value in zip(self.states, list(outs)[1:]):
+            if engine.tracing():
+                engine.defer_assign(var, value)
+            else:
+                var.assign(value)
     # -- calling
     def __call__(self, inputs, *args, initial_state=None, **kwargs):
         if initial_state is not None:   # Keras's two spellings: a list, or initial_state=
@@ -186,6 +255,9 @@ class _RNN(Layer):
     def _run(self, x, states, mask, training, zero_output=None, unreverse=False):
         """The op's outputs: (output, h[, c])."""
         b, _, f = x.shape
+        carry = self.stateful and not _probing()
+        if carry and not states:
+            states = self._carry_in(b)
         if training and self.dropout > 0:
             x = x * self._drop_mask((b, 1, f), self.dropout)
         ins = [x, self.kernel, self.recurrent_kernel]
@@ -208,10 +280,14 @@ class _RNN(Layer):
             rdrop = self._drop_mask((b, self.units), self.recurrent_dropout)
             ins.append(rdrop)
         zero = self.zero_output_for_mask if zero_output is None else zero_output
-        return _core.op(_core.OP_RNN, ins, self._cell, self._act, self._ract,
+        outs = _core.op(_core.OP_RNN, ins, self._cell, self._act, self._ract,
                         int(self.return_sequences), int(self.go_backwards), int(bool(zero)),
                         int(self.use_bias), int(mask is not None), int(h0 is not None),
-                        int(c0 is not None), int(rdrop is not None), int(bool(unreverse)))
+                        int(c0 is not None), int(rdrop is not None), int(bool(unreverse)),
+                        int(self._cell == _CELL_GRU and not self.reset_after))
+        if carry:
+            self._carry_out(outs)
+        return outs
 
     def call(self, sequences, mask=None, training=False):
         x, states = self._split(sequences)
@@ -309,11 +385,16 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Cho 2014), Keras's default variant
-    ``reset_after=True`` (the reset gate applied after the recurrent product;
-    the bias is (2, 3 units): input and recurrent biases), gate order z, r, h.
+    """Gated recurrent unit (Cho 2014), gate order z, r, h. Keras's default
+    variant ``reset_after=True`` applies the reset gate after the recurrent
+    product, ``hh = act(x W_h + b_h + r * (h R_h + b'_h))``, with a bias of
+    shape (2, 3 units) (input and recurrent biases; cuDNN's variant).
+    ``reset_after=False`` is Keras's v1 GRU, ``hh = act(x W_h + b_h + (r * h)
+    R_h)``, with one bias of shape (3 units,).
 
     >>> maas.layers.GRU(3)(np.ones((2, 4, 5), np.float32)).shape
+    (2, 3)
+    >>> maas.layers.GRU(3, reset_after=False)(np.ones((2, 4, 5), np.float32)).shape
     (2, 3)
     """
 
@@ -321,16 +402,13 @@ class GRU(_RNN):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True,
                  implementation=2, use_cudnn="auto", **kwargs):
-        if not reset_after:
-            raise NotImplementedError("GRU(reset_after=False) is not supported by maas's kernel; "
-                                      "use the default reset_after=True (Keras 3's and cuDNN's)")
         super().__init__(units, activation=activation,
                          recurrent_activation=recurrent_activation, **kwargs)
-        self.reset_after = True
+        self.reset_after = bool(reset_after)
         self.implementation = implementation
 
     def _bias_shape(self):
-        return (2, 3 * self.units)
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def get_config(self):
         return {**super().get_config(), "reset_after": self.reset_after,
@@ -374,12 +452,13 @@ class Bidirectional(Layer):
                 raise ValueError(f"Bidirectional: backward_layer must be a maas recurrent layer, "
                                  f"received {backward_layer!r}")
             self.backward_layer = backward_layer
-        for attr in ("return_sequences", "return_state"):
+        for attr in ("stateful", "return_sequences", "return_state"):
             if getattr(self.forward_layer, attr) != getattr(self.backward_layer, attr):
                 raise ValueError(f"Forward layer and backward layer should have the same "
                                  f"{attr}; received {getattr(self.forward_layer, attr)} and "
                                  f"{getattr(self.backward_layer, attr)}")
         self.merge_mode = merge_mode
+        self.stateful = self.forward_layer.stateful
         self.return_sequences = self.forward_layer.return_sequences
         self.return_state = self.forward_layer.return_state
         self._initial_weights = weights
@@ -399,6 +478,16 @@ class Bidirectional(Layer):
 
     def _check_input(self, inputs):
         self.forward_layer._check_input(inputs[0] if isinstance(inputs, (list, tuple)) else inputs)
+
+    def reset_state(self):
+        """Zeroes both directions' states (a stateful Bidirectional only)."""
+        if not self.stateful:
+            raise AttributeError("Layer must be stateful.")
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        self.reset_state()
 
     def call(self, sequences, mask=None, training=False):
         if isinstance(mask, (list, tuple)):

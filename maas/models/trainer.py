@@ -666,7 +666,9 @@ class Trainer:
                 self._compile_losses = []
             return
         probe = self._model_input([a[:2] for a in xs])
-        y_pred = self(probe, training=False)
+        from ..layers.recurrent import stateless_probe   # stateful RNNs: not a batch
+        with stateless_probe():
+            y_pred = self(probe, training=False)
         ys_probe = [a[:2] for a in ys] if ys else None
         if self._compile_losses is None:
             self._resolve_compile(ys_probe if ys_probe is None or len(ys_probe) > 1
