@@ -68,7 +68,7 @@ def bench_sgemm(args, maas):
     for m, k, n, ta, what in SHAPES[:4] if args.quick else SHAPES:
         a = maas.tensor(rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32))
         b = maas.tensor(rng.standard_normal((k, n), dtype=np.float32))
-        blocks, over_rows = maas._core.gemm_split(m, n, k, maas.get_num_threads())
+        blocks, over_rows = maas._core.gemm_split(m, n, k, maas._core.gemm_max_blocks())
         on, off, on_b, off_b = interleaved(maas, lambda: maas.ops.matmul(a, b, transpose_a=ta),
                                            args.repeats, args.min_time, args.settle)
         gf = 2.0 * m * n * k / 1e9

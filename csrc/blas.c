@@ -15,16 +15,17 @@
  * threading splits a product differently for each thread count, and picks
  * other kernels by thread count (sgemm_direct's cut-off reads it), so its
  * results moved by up to 6e-5 between 1 and 2 threads. In deterministic mode
- * OpenBLAS runs single-threaded and maas_sgemm splits C itself over its
- * OpenMP team, into row or column blocks, never over K: each element is then
- * one single-threaded OpenBLAS reduction over the whole K. That needs
- * OpenBLAS to give an element the same bits whatever block it lies in, which
- * holds for its blocked (packed) path at any block boundary, and NOT for its
- * small-matrix kernels (M*N*K <= 100^3 on SkylakeX/Zen 4, a different
- * accumulation): measured over odd shapes, transposes and boundaries (see
- * csrc/tests/test_blas.c and tests/test_determinism.py). So large products
- * are split only into blocks above that cut-off, mid-size ones always into
- * the same two blocks, small ones not at all (see maas_sgemm_tiles). */
+ * OpenBLAS runs single-threaded and maas_sgemm splits C itself into row or
+ * column blocks, never over K, each block one single-threaded OpenBLAS call
+ * over the whole K. OpenBLAS does NOT give an element the same bits in every
+ * block: its edge micro-kernels accumulate differently (on Zen 3's Haswell
+ * kernels a row cut off a multiple of 12 changed thousands of elements of a
+ * 512^3 product; on Zen 4 the small-matrix kernels below 100^3 did). So the
+ * blocks are a function of the shape and of the machine alone (its processor
+ * count, maas_gemm_max_blocks), never of the thread count: one thread runs
+ * the same blocks in turn that several threads run side by side, and the bits
+ * are the same by construction (csrc/tests/test_blas.c,
+ * tests/test_determinism.py). */
 #include "maas.h"
 
 #include <cblas.h>
@@ -223,11 +224,9 @@ static void sgemm_colmajor(maas_trans ta, maas_trans tb, int64_t M, int64_t N, i
 
 /* Deterministic splitting, two regimes, the regime chosen by the shape alone:
  *
- * - large products (>= 2 TILE_MIN multiply-adds): as many blocks as threads,
- *   each of at least TILE_MIN (~2 MFLOP, some 10 us of one core), well above
- *   OpenBLAS's small-matrix cut-off (1e6), so that neither the whole product
- *   nor any block takes the small kernels; the blocked path then gives an
- *   element the same bits in any block. One thread: one call.
+ * - large products (>= 2 TILE_MIN multiply-adds): up to max_blocks blocks
+ *   (the machine's processor count, not the thread count), each of at least
+ *   TILE_MIN (~2 MFLOP, some 10 us of one core).
  * - mid-size products (MID_MIN ... 2 TILE_MIN): always the same two blocks,
  *   whatever the thread count (one thread runs both in turn), so the bits
  *   are the same by construction even where a block is small enough for
@@ -239,7 +238,7 @@ static void sgemm_colmajor(maas_trans ta, maas_trans tb, int64_t M, int64_t N, i
 #define MID_MIN ((double)(1 << 19))
 #define TILE_UNIT 16
 
-int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows)
+int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int max_blocks, int *split_rows)
 {
     /* split the longer side of C: each block re-packs the operand that
      * spans the other side, the smaller one then */
@@ -253,7 +252,7 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
         return 1;
     if (mnk < 2.0 * TILE_MIN)
         return 2;
-    int64_t t = nthreads < units ? nthreads : units;
+    int64_t t = max_blocks < units ? max_blocks : units;
     double per_unit = (double)TILE_UNIT * (double)other * (double)K;
     /* the smallest block has units / t units */
     while (t > 1 && (double)(units / t) * per_unit < TILE_MIN)
@@ -261,14 +260,31 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
     return t < 1 ? 1 : (int)t;
 }
 
-/* C split into row or column blocks (maas_sgemm_tiles) over maas's OpenMP
- * team; each block one single-threaded OpenBLAS call over the whole K. */
+/* The most blocks a large product is cut into: the machine's processor
+ * count (at least 2), read once, so that the cut is the same whatever
+ * maas_set_num_threads says. */
+int maas_gemm_max_blocks(void)
+{
+    static int cap;
+    if (cap == 0) {
+        int n = 2;
+#ifdef _OPENMP
+        n = omp_get_num_procs();
+#endif
+        cap = n > 2 ? (n < 64 ? n : 64) : 2;
+    }
+    return cap;
+}
+
+/* C split into row or column blocks (maas_sgemm_tiles for the machine's
+ * block cap) over maas's OpenMP team; each block one single-threaded
+ * OpenBLAS call over the whole K. */
 static void sgemm_split(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
                         float alpha, const float *A, int64_t lda, const float *B,
                         int64_t ldb, float beta, float *C, int64_t ldc)
 {
     int rows, nt = maas_get_num_threads();
-    int tiles = maas_sgemm_tiles(M, N, K, nt, &rows);
+    int tiles = maas_sgemm_tiles(M, N, K, maas_gemm_max_blocks(), &rows);
     if (tiles <= 1) {
         sgemm_colmajor(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;

@@ -188,11 +188,13 @@ typedef enum { MAAS_NO_TRANS = 0, MAAS_TRANS = 1 } maas_trans;
 maas_status maas_sgemm(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
                        float alpha, const float *A, int64_t lda, const float *B,
                        int64_t ldb, float beta, float *C, int64_t ldc);
-/* How many blocks deterministic mode splits an (M,N,K) product into with
- * `nthreads` threads (1: one call), and whether over rows (*split_rows = 1)
- * or columns of C: below 2^19 multiply-adds none, up to 2^21 always two
- * (whatever nthreads), above up to nthreads of at least 2^20 each. */
-int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows);
+/* How many blocks deterministic mode splits an (M,N,K) product into on a
+ * machine whose block cap is `max_blocks` (1: one call), and whether over
+ * rows (*split_rows = 1) or columns of C: below 2^19 multiply-adds none, up
+ * to 2^21 always two, above up to max_blocks of at least 2^20 each. The
+ * thread count never enters: maas_sgemm passes maas_gemm_max_blocks(). */
+int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int max_blocks, int *split_rows);
+int maas_gemm_max_blocks(void);        /* the block cap: the machine's processor count */
 void maas_blas_set_num_threads(int n);  /* 1 in deterministic mode */
 int maas_blas_get_num_threads(void);    /* the threads a large GEMM uses */
 const char *maas_blas_name(void);

@@ -23,7 +23,8 @@ THREADS = (1, 2, 4)
 SHAPES = [(1, 1, 1), (1, 7, 5), (5, 1, 3), (3, 5, 1), (17, 33, 9), (129, 65, 257),
           (1025, 129, 17), (17, 129, 1031), (64, 784, 513), (300, 31, 300), (2049, 33, 63),
           (32, 128, 257), (129, 100, 63)]  # the last two mid-size: always two blocks
-SPLIT = [s for s in SHAPES if maas._core.gemm_split(s[0], s[2], s[1], 2)[0] > 1]
+SPLIT = [s for s in SHAPES
+         if maas._core.gemm_split(s[0], s[2], s[1], maas._core.gemm_max_blocks())[0] > 1]
 
 
 def rng_for(name):
