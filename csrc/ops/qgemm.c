@@ -42,9 +42,10 @@
  *               (as FBGEMM and oneDNN do), all exact modulo 2^32.
  * K is limited to MAAS_QGEMM_MAX_K so that |acc| and 128 * colsum fit int32.
  *
- * Threads: output tiles (a panel of columns x a chunk of rows) are split
- * over threads; each output is computed by one thread in a fixed order,
- * so results do not depend on the thread count. */
+ * Threads: output tiles (a panel of 64 columns x a chunk of 64 rows) are
+ * handed out to threads dynamically (never split over K); each output is
+ * computed by one thread in a fixed order, so results do not depend on the
+ * thread count. */
 #include "opdef.h"
 
 #include <math.h>
@@ -591,20 +592,30 @@ maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed,
     int par = (double)N * (double)K * (double)U > 2e5 && nt > 1;
     int8_t *ap = a + abytes * (two ? 2 : 1);
     uint8_t *neg = (uint8_t *)ap + pbytes;
-    if (rows4) {
-        /* quantized rows, then their group of 4 interleaved (and whether it
-         * holds a negative value) */
-#pragma omp parallel for schedule(static) num_threads(nt) if (par && N * K > MAAS_PAR_THRESHOLD)
-        for (int64_t q = 0; q < ngroups; q++) {
-            int64_t n = N - 4 * q < 4 ? N - 4 * q : 4;
-            for (int64_t i = 4 * q; i < 4 * q + n; i++)
-                sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
-            neg[q] = (uint8_t)pack_rows4(ap + q * c.K4 * 8, a + q * 4 * c.K4, n, c.K4);
-        }
-        c.ap = ap, c.neg = neg;
-    } else {
-#pragma omp parallel for schedule(static) num_threads(nt) if (par && N * K > MAAS_PAR_THRESHOLD)
-        for (int64_t i = 0; i < N; i++) {
+    c.a = a, c.au = two ? (const uint8_t *)a + abytes : NULL;
+    c.ap = rows4 ? ap : NULL, c.neg = neg;
+    c.sx = sx, c.sw = swp, c.bias = bias ? bp : NULL;
+    int64_t npanels = (c.nb + QPANEL - 1) / QPANEL, nchunks = (N + QROWS - 1) / QROWS;
+    int64_t ntiles = npanels * nchunks, nprep = rows4 ? ngroups : N;
+    /* one team for both steps (one wake-up of the threads, not two): the
+     * rows quantized (static split), then the output tiles handed out one
+     * at a time, so that a thread the OS preempts does not hold the other
+     * up; each output is one thread's, in a fixed order: the bits do not
+     * depend on the thread count or on which thread took a tile. */
+#pragma omp parallel num_threads(nt) if (par && (ntiles > 1 || N * K > MAAS_PAR_THRESHOLD))
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < nprep; t++) {
+            if (rows4) {
+                /* 4 rows quantized, then interleaved (and whether the
+                 * group holds a negative value) */
+                int64_t n = N - 4 * t < 4 ? N - 4 * t : 4;
+                for (int64_t i = 4 * t; i < 4 * t + n; i++)
+                    sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
+                neg[t] = (uint8_t)pack_rows4(ap + t * c.K4 * 8, a + t * 4 * c.K4, n, c.K4);
+                continue;
+            }
+            int64_t i = t;
             sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
             uint8_t *u = (uint8_t *)a + abytes + i * c.K4;
             int ng = 0;
@@ -619,28 +630,23 @@ maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed,
             if (two && !vnni)
                 neg[i] = (uint8_t)ng; /* N == 1 here: ngroups == 1 */
         }
-        c.neg = neg;
-    }
-    c.a = a, c.au = two ? (const uint8_t *)a + abytes : NULL;
-    c.sx = sx, c.sw = swp, c.bias = bias ? bp : NULL;
-    int64_t npanels = (c.nb + QPANEL - 1) / QPANEL, nchunks = (N + QROWS - 1) / QROWS;
-    int64_t ntiles = npanels * nchunks;
-#pragma omp parallel for schedule(static) num_threads(nt) if (par && ntiles > 1)
-    for (int64_t t = 0; t < ntiles; t++) {
-        int64_t p = t / nchunks, ch = t % nchunks;
-        int64_t i0 = ch * QROWS, i1 = i0 + QROWS < N ? i0 + QROWS : N;
-        int64_t b0 = p * QPANEL, b1 = b0 + QPANEL < c.nb ? b0 + QPANEL : c.nb;
-        switch (isa) {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntiles; t++) {
+            int64_t p = t / nchunks, ch = t % nchunks;
+            int64_t i0 = ch * QROWS, i1 = i0 + QROWS < N ? i0 + QROWS : N;
+            int64_t b0 = p * QPANEL, b1 = b0 + QPANEL < c.nb ? b0 + QPANEL : c.nb;
+            switch (isa) {
 #if QG_X86
-        case MAAS_QISA_AVX2:
-            tile_avx2(&c, i0, i1, b0, b1);
-            break;
-        case MAAS_QISA_AVX512VNNI:
-            tile_vnni(&c, i0, i1, b0, b1);
-            break;
+            case MAAS_QISA_AVX2:
+                tile_avx2(&c, i0, i1, b0, b1);
+                break;
+            case MAAS_QISA_AVX512VNNI:
+                tile_vnni(&c, i0, i1, b0, b1);
+                break;
 #endif
-        default:
-            tile_ref(&c, i0, i1, b0, b1);
+            default:
+                tile_ref(&c, i0, i1, b0, b1);
+            }
         }
     }
     free(a);
