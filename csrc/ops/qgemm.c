@@ -81,9 +81,10 @@ static inline float q_round(float v)
     return nearbyintf(v); /* round half to even in the default mode */
 }
 
+/* r clipped to [-127, 127]; NaN (an input holding NaN) gives 0. */
 static inline int8_t q_clip(float r)
 {
-    return (int8_t)(r > 127.f ? 127.f : r < -127.f ? -127.f : r);
+    return (int8_t)(r > 127.f ? 127.f : r < -127.f ? -127.f : r == r ? r : 0.f);
 }
 
 maas_status maas_quantize_weights(int8_t *q, float *scale, const float *w, int64_t K, int64_t U)
@@ -146,7 +147,8 @@ maas_status maas_qgemm_unpack(int8_t *q, const int8_t *packed, int64_t K, int64_
     return MAAS_OK;
 }
 
-/* Row i of x quantized into a (K4 bytes, zero-padded): the scale it used. */
+/* Row i of x quantized into a (K4 bytes, zero-padded): the scale it used.
+ * The reference; quantize_row_avx2 computes the same bits. */
 static float quantize_row(int8_t *a, const float *x, int64_t K, int64_t K4, float fixed)
 {
     float s = fixed;
@@ -154,7 +156,7 @@ static float quantize_row(int8_t *a, const float *x, int64_t K, int64_t K4, floa
         float m = 0.f;
         for (int64_t k = 0; k < K; k++) {
             float v = fabsf(x[k]);
-            m = v > m ? v : m;
+            m = v > m ? v : m; /* a NaN never enters */
         }
         s = 127.f / (m + 1e-7f);
     }
@@ -163,6 +165,67 @@ static float quantize_row(int8_t *a, const float *x, int64_t K, int64_t K4, floa
     for (int64_t k = K; k < K4; k++)
         a[k] = 0;
     return s;
+}
+
+#if QG_X86
+/* quantize_row, 32 values at a time: max is exact and order-free (vmaxps
+ * returns its second operand when the first is NaN: NaN skipped, as
+ * above), the product is the same IEEE product, vroundps in the current
+ * mode is nearbyintf, the clip is the same and NaN lanes are zeroed. */
+__attribute__((target("avx2,fma"))) static float quantize_row_avx2(int8_t *a, const float *x,
+                                                                   int64_t K, int64_t K4,
+                                                                   float fixed)
+{
+    float s = fixed;
+    int64_t k;
+    if (!(fixed > 0.f)) {
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 m8 = _mm256_setzero_ps();
+        for (k = 0; k + 8 <= K; k += 8)
+            m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), absmask), m8);
+        float lanes[8], m = 0.f;
+        _mm256_storeu_ps(lanes, m8);
+        for (int l = 0; l < 8; l++)
+            m = lanes[l] > m ? lanes[l] : m;
+        for (; k < K; k++) {
+            float v = fabsf(x[k]);
+            m = v > m ? v : m;
+        }
+        s = 127.f / (m + 1e-7f);
+    }
+    const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (k = 0; k + 32 <= K; k += 32) {
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * j), vs),
+                                       _MM_FROUND_CUR_DIRECTION);
+            __m256 c = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            c = _mm256_and_ps(c, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+            q[j] = _mm256_cvtps_epi32(c);
+        }
+        /* packs work per 128-bit lane: the dwords come out as
+         * 0-3 8-11 16-19 24-27 4-7 12-15 20-23 28-31, put back in order */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(a + k), _mm256_permutevar8x32_epi32(p, order));
+    }
+    for (; k < K; k++)
+        a[k] = q_clip(q_round(x[k] * s));
+    for (k = K; k < K4; k++)
+        a[k] = 0;
+    return s;
+}
+#endif
+
+/* The quantized row by the path's own routine (the same bits). */
+static inline float quantize_row_isa(int isa, int8_t *a, const float *x, int64_t K, int64_t K4,
+                                     float fixed)
+{
+#if QG_X86
+    if (isa != MAAS_QISA_REF)
+        return quantize_row_avx2(a, x, K, K4, fixed);
+#endif
+    return quantize_row(a, x, K, K4, fixed);
 }
 
 /* ------------------------------------------------------------- kernels */
@@ -270,21 +333,42 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256i qg_bcas
 /* Rows in groups of 4 for the AVX2 kernel: group q holds, for each k-group
  * g, 32 bytes: a[4q+r][4g..4g+3] for r = 0..3, then |a| of the same; rows
  * past N are zeros. The 4x16 kernel reads one sequential stream. Returns 1
- * when a value of the group is negative. */
-static int pack_rows4(int8_t *ap, const int8_t *a, int64_t N, int64_t K4)
+ * when a value of the group is negative. Eight k-groups at a time: the 4
+ * rows' dwords transposed (unpack 32/64) into [g: r0 r1 r2 r3]. */
+__attribute__((target("avx2,fma"))) static int pack_rows4(int8_t *ap, const int8_t *a, int64_t N,
+                                                          int64_t K4)
 {
     const int64_t G = K4 / 4;
-    int neg = 0;
-    for (int r = 0; r < 4; r++) {
-        const int8_t *src = a + r * K4;
-        for (int64_t g = 0; g < G; g++)
-            for (int t = 0; t < 4; t++) {
-                int8_t v = r < N ? src[4 * g + t] : 0;
-                neg |= v < 0;
-                ap[g * 32 + r * 4 + t] = v;
-                ap[g * 32 + 16 + r * 4 + t] = (int8_t)(v < 0 ? -v : v);
-            }
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i any = zero;
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8) {
+        __m256i r[4];
+        for (int i = 0; i < 4; i++)
+            r[i] = i < N ? _mm256_loadu_si256((const __m256i *)(a + i * K4 + 4 * g)) : zero;
+        any = _mm256_or_si256(any, _mm256_or_si256(_mm256_or_si256(r[0], r[1]),
+                                                   _mm256_or_si256(r[2], r[3])));
+        /* per 128-bit lane (lane 0: g..g+3, lane 1: g+4..g+7) */
+        __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpacklo_epi32(r[2], r[3]);
+        __m256i t2 = _mm256_unpackhi_epi32(r[0], r[1]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        __m256i u[4] = {_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1),
+                        _mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3)};
+        for (int j = 0; j < 4; j++) { /* u[j]: k-group g+j (low lane), g+4+j (high) */
+            __m256i m = _mm256_abs_epi8(u[j]);
+            _mm256_storeu_si256((__m256i *)(ap + (g + j) * 32), _mm256_permute2x128_si256(u[j], m, 0x20));
+            _mm256_storeu_si256((__m256i *)(ap + (g + 4 + j) * 32),
+                                _mm256_permute2x128_si256(u[j], m, 0x31));
+        }
     }
+    int neg = _mm256_movemask_epi8(any) != 0;
+    for (; g < G; g++)
+        for (int i = 0; i < 4; i++)
+            for (int t = 0; t < 4; t++) {
+                int8_t v = i < N ? a[i * K4 + 4 * g + t] : 0;
+                neg |= v < 0;
+                ap[g * 32 + i * 4 + t] = v;
+                ap[g * 32 + 16 + i * 4 + t] = (int8_t)(v < 0 ? -v : v);
+            }
     return neg;
 }
 
@@ -611,12 +695,12 @@ maas_status maas_qgemm_forward(float *out, const float *x, const int8_t *packed,
                  * group holds a negative value) */
                 int64_t n = N - 4 * t < 4 ? N - 4 * t : 4;
                 for (int64_t i = 4 * t; i < 4 * t + n; i++)
-                    sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
+                    sx[i] = quantize_row_isa(isa, a + i * c.K4, x + i * K, K, c.K4, static_scale);
                 neg[t] = (uint8_t)pack_rows4(ap + t * c.K4 * 8, a + t * 4 * c.K4, n, c.K4);
                 continue;
             }
             int64_t i = t;
-            sx[i] = quantize_row(a + i * c.K4, x + i * K, K, c.K4, static_scale);
+            sx[i] = quantize_row_isa(isa, a + i * c.K4, x + i * K, K, c.K4, static_scale);
             uint8_t *u = (uint8_t *)a + abytes + i * c.K4;
             int ng = 0;
             if (vnni)

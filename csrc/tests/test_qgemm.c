@@ -175,6 +175,37 @@ static void test_error_bound(void)
     free(p);
 }
 
+/* A NaN in the input: the row's abs-max skips it and it quantizes to 0,
+ * on every path (the vectorized quantization included), K long enough for
+ * the vector loops and with a tail. */
+static void test_nan_input(void)
+{
+    enum { N = 5, K = 77, U = 20 };
+    float w[K * U], x[N * K], sw[U], ref[N * U], got[N * U], x0[N * K], ref0[N * U];
+    int8_t q[K * U];
+    int8_t *p = malloc((size_t)(maas_qgemm_blocks(U) * maas_qgemm_row_bytes(K)));
+    check_fill(w, K * U, 12);
+    check_fill(x, N * K, 13);
+    CHECK_OK(maas_quantize_weights(q, sw, w, K, U));
+    CHECK_OK(maas_qgemm_pack(p, q, K, U));
+    memcpy(x0, x, sizeof x);
+    x[1 * K + 3] = NAN;  /* in a vector of 32 */
+    x[2 * K + 70] = NAN; /* in the tail */
+    x0[1 * K + 3] = 0.f;
+    x0[2 * K + 70] = 0.f;
+    CHECK_OK(maas_qgemm_forward(ref, x, p, sw, NULL, 0.f, N, K, U, MAAS_QISA_REF));
+    CHECK_OK(maas_qgemm_forward(ref0, x0, p, sw, NULL, 0.f, N, K, U, MAAS_QISA_REF));
+    CHECK(memcmp(ref, ref0, sizeof ref) == 0); /* the NaN counted as 0 */
+    for (int isa = MAAS_QISA_AVX2; isa < MAAS_QISA_COUNT; isa++)
+        if (maas_qgemm_isa_supported(isa)) {
+            CHECK_OK(maas_qgemm_forward(got, x, p, sw, NULL, 0.f, N, K, U, isa));
+            CHECK(memcmp(got, ref, sizeof ref) == 0);
+            CHECK_OK(maas_qgemm_forward(got, x, p, sw, NULL, 0.f, 1, K, U, isa));
+            CHECK(memcmp(got, ref, sizeof(float) * U) == 0);
+        }
+    free(p);
+}
+
 static void test_errors(void)
 {
     float out[1], x[1] = {1.f}, sw[1] = {1.f};
@@ -243,6 +274,7 @@ int main(void)
     test_shapes();
     test_extremes();
     test_error_bound();
+    test_nan_input();
     test_errors();
     test_spdense();
     return check_done("test_qgemm");
