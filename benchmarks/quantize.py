@@ -6,9 +6,12 @@ kernel (scipy CSR) against the dense GEMM at 80% and 95% sparsity.
     flock /tmp/maas-bench.lock python benchmarks/quantize.py [--threads 2] [--repeats 7]
 
 Each framework runs in its own process (so that thread pools and memory do
-not mix); each reports the median time per forward of `--repeats` blocks
-and its peak RSS (ru_maxrss) after loading and running the model. maas's
-models are loaded from model files as `maas serve` loads them (mmap).
+not mix); for the MLP all six are loaded at once and timed in rounds, one
+block (>= 0.15 s) each per round, the order rotated, so that the machine's
+load changes hit all of them alike; each reports the median time per
+forward over `--repeats` rounds and its peak RSS (VmHWM) after loading and
+running the model. maas's models are loaded from model files as `maas
+serve` loads them (mmap).
 Prints Markdown tables.
 """
 from __future__ import annotations
@@ -89,15 +92,15 @@ def build_maas_files(tmp):
             "int8_bytes": os.path.getsize(i8)}
 
 
-def worker(kind, threads, repeats, path):
-    x_all = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
+def load_fn(kind, threads, path):
+    """The forward function of one framework's model (loaded in this process)."""
     if kind.startswith("maas"):
         import maas
 
         maas.set_num_threads(threads)
         model = maas.load_model(path)
-        fn = lambda x: model.predict_on_batch(x)   # noqa: E731  (the plan, one C call)
-    elif kind.startswith("torch"):
+        return lambda x: model.predict_on_batch(x)   # noqa: E731  (the plan, one C call)
+    if kind.startswith("torch"):
         import torch
 
         torch.set_num_threads(threads)
@@ -116,17 +119,83 @@ def worker(kind, threads, repeats, path):
         def fn(x):
             with torch.inference_mode():
                 return net(torch.from_numpy(x))
-    else:
-        import onnxruntime as ort
+        return fn
+    import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        fn = lambda x: sess.run(None, {name: x})   # noqa: E731
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})   # noqa: E731
+
+
+def worker(kind, threads, repeats, path):
+    x_all = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
+    fn = load_fn(kind, threads, path)
     out = {b: median_ms(fn, np.ascontiguousarray(x_all[:b]), repeats) for b in BATCHES}
     return {"ms": out, "rss_mb": rss_mb()}
+
+
+def serve_worker(kind, threads, path):
+    """Loads the model, then times one block per request read from stdin
+    ("<batch>" -> ms per forward; "rss" -> peak RSS), so that the parent
+    can interleave the frameworks block by block."""
+    x_all = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
+    fn = load_fn(kind, threads, path)
+    inner = {}
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "rss":
+            print(json.dumps(rss_mb()), flush=True)
+            continue
+        b = int(cmd)
+        x = np.ascontiguousarray(x_all[:b])
+        if b not in inner:          # warm-up, and forwards per block of >= 0.15 s
+            for _ in range(5):
+                fn(x)
+            inner[b] = max(1, int(0.15 / max(_once(fn, x), 1e-6)))
+        t = time.perf_counter()
+        for _ in range(inner[b]):
+            fn(x)
+        print(json.dumps((time.perf_counter() - t) / inner[b] * 1e3), flush=True)
+
+
+def run_interleaved(args, kinds):
+    """Every framework in its own process, all loaded at once; then `repeats`
+    rounds, each timing one block per framework and batch (the order rotated
+    each round): a change of the machine's load hits all of them alike, so
+    the ratios of the medians hold even on a busy machine."""
+    procs = {}
+    try:
+        for k, p in kinds.items():
+            procs[k] = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--threads", str(args.threads),
+                 "--serve", k, "--path", p], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True, env=os.environ)
+            if procs[k].stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{k}: the worker did not start")
+        times = {k: {b: [] for b in BATCHES} for k in kinds}
+        names = list(kinds)
+
+        def ask(k, cmd):
+            procs[k].stdin.write(cmd + "\n")
+            procs[k].stdin.flush()
+            return json.loads(procs[k].stdout.readline())
+
+        for r in range(args.repeats):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for b in BATCHES:
+                for k in order:
+                    time.sleep(0.02)
+                    times[k][b].append(ask(k, str(b)))
+        return {k: {"ms": {str(b): float(np.median(v)) for b, v in times[k].items()},
+                    "rss_mb": ask(k, "rss")} for k in names}
+    finally:
+        for p in procs.values():
+            p.stdin.close()
+            p.wait(timeout=60)
 
 
 def build_onnx(tmp):
@@ -204,6 +273,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--worker")
+    ap.add_argument("--serve")
     ap.add_argument("--path")
     ap.add_argument("--skip-sparse", action="store_true")
     args = ap.parse_args()
@@ -213,6 +283,9 @@ def main():
     if args.worker:
         print(json.dumps(worker(args.worker, args.threads, args.repeats, args.path)))
         return
+    if args.serve:
+        serve_worker(args.serve, args.threads, args.path)
+        return
     import maas
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,12 +293,12 @@ def main():
         of32, oi8 = build_onnx(tmp)
         kinds = {"maas_f32": files["f32"], "maas_int8": files["int8"], "torch_f32": "",
                  "torch_int8": "", "ort_f32": of32, "ort_int8": oi8}
-        res = {k: run_child(args, ["--worker", k, "--path", p]) for k, p in kinds.items()}
+        res = run_interleaved(args, kinds)
     print(f"\n## int8 inference — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} vCPUs, load "
           f"average {os.getloadavg()[0]:.1f} at the end; maas int8 paths {maas.quantization.supported_isas()} "
           f"(best used); {args.threads} threads; median of {args.repeats} blocks of >= 0.15 s; "
-          f"each framework in its own process. maas model files: float32 "
+          f"each framework in its own process, all loaded at once, their blocks interleaved. maas model files: float32 "
           f"{files['f32_bytes'] / 1e6:.1f} MB, int8 {files['int8_bytes'] / 1e6:.1f} MB "
           f"({files['int8_bytes'] / files['f32_bytes']:.3f}x).\n")
     print("| batch | maas f32 ms | maas int8 ms | torch f32 | torch int8 | ORT f32 | ORT int8 | "

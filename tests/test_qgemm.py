@@ -13,7 +13,8 @@ from maas import quantization as Q
 
 PATHS = Q.supported_isas()
 SHAPES = [(1, 1, 1), (1, 3, 5), (2, 4, 16), (3, 5, 17), (7, 33, 31), (9, 130, 67),
-          (1, 257, 100), (65, 71, 129), (130, 300, 70), (17, 3, 200), (1, 1024, 48)]
+          (1, 257, 100), (65, 71, 129), (130, 300, 70), (17, 3, 200), (1, 1024, 48),
+          (6, 513, 33), (2, 2049, 64), (70, 600, 65)]
 
 
 def numpy_qdense(x, w, b=None, input_scale=None):
@@ -59,6 +60,25 @@ def test_every_path_equals_numpy_bit_for_bit(shape, path):
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
+@pytest.mark.parametrize("shape", [(1, 300, 40), (4, 64, 16), (7, 1030, 47), (66, 130, 33)])
+@pytest.mark.parametrize("path", PATHS)
+def test_nonnegative_and_mixed_rows_equal_numpy(shape, path):
+    """Rows without a negative value (a layer's input after ReLU) take a
+    shorter AVX2 kernel; groups of 4 rows mixing both kinds take the
+    signed one. Both equal the arithmetic bit for bit."""
+    n, k, u = shape
+    x, w, b = _data(n, k, u, 7 + n)
+    relu = np.maximum(x, 0)
+    mixed = relu.copy()
+    mixed[::3] = x[::3]
+    q, sw = Q.quantize_kernel(w)
+    packed = Q.pack_kernel(q)
+    for inp in (relu, mixed):
+        got = np.asarray(Q.qdense(maas.tensor(inp), packed, maas.tensor(sw), maas.tensor(b),
+                                  isa=path))
+        np.testing.assert_array_equal(got.view(np.int32), numpy_qdense(inp, w, b).view(np.int32))
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_static_scale_clips_and_matches(path):
     x, w, b = _data(13, 37, 21, 4)
@@ -82,12 +102,26 @@ def test_threads_and_leading_dims_do_not_change_bits():
     x, w, b = _data(64, 200, 100, 9)
     q, sw = Q.quantize_kernel(w)
     packed, s = Q.pack_kernel(q), maas.tensor(sw)
-    outs = []
-    for t in (1, 2):
-        maas.set_num_threads(t)
-        outs.append(np.asarray(Q.qdense(maas.tensor(x), packed, s, maas.tensor(b))))
-    maas.set_num_threads(2)
+    outs, before = [], maas.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            maas.set_num_threads(t)
+            outs.append(np.asarray(Q.qdense(maas.tensor(x), packed, s, maas.tensor(b))))
+        # more than one tile of rows and of columns, K over the AVX2 chunk
+        x2, w2, b2 = _data(130, 700, 200, 10)
+        q2, sw2 = Q.quantize_kernel(w2)
+        big = []
+        for t in (1, 2, 3):
+            maas.set_num_threads(t)
+            big.append(np.asarray(Q.qdense(maas.tensor(x2), Q.pack_kernel(q2), maas.tensor(sw2),
+                                           maas.tensor(b2))))
+    finally:
+        maas.set_num_threads(before)
     np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(big[0], big[1])
+    np.testing.assert_array_equal(big[0], big[2])
+    np.testing.assert_array_equal(big[0].view(np.int32), numpy_qdense(x2, w2, b2).view(np.int32))
     three = np.asarray(Q.qdense(maas.tensor(x.reshape(4, 16, 200)), packed, s, maas.tensor(b)))
     np.testing.assert_array_equal(three.reshape(64, 100), outs[0])
 

@@ -34,7 +34,11 @@ static void naive(float *out, const float *x, const int8_t *q, const float *sw, 
     }
 }
 
-static void one_shape(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bias, float fixed)
+/* relu: 0 keeps x signed; 1 zeroes every negative x (a layer after ReLU:
+ * the AVX2 kernel skips vpsignb for such rows); 2 zeroes them in every row
+ * but those with i % 5 == 3 (groups of 4 rows that mix both kinds). */
+static void one_shape_x(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bias, float fixed,
+                        int relu)
 {
     float *w = malloc(sizeof(float) * (size_t)(K * U)), *x = malloc(sizeof(float) * (size_t)(N * K));
     float *sw = malloc(sizeof(float) * (size_t)U), *b = malloc(sizeof(float) * (size_t)U);
@@ -46,8 +50,11 @@ static void one_shape(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bi
     check_fill(w, (long)(K * U), seed);
     check_fill(x, (long)(N * K), seed + 1);
     check_fill(b, (long)U, seed + 2);
-    for (int64_t i = 0; i < N * K; i++)
+    for (int64_t i = 0; i < N * K; i++) {
         x[i] *= 3.0f; /* some rows exceed a static scale's range: clipped */
+        if ((relu == 1 || (relu == 2 && (i / K) % 5 != 3)) && x[i] < 0.f)
+            x[i] = 0.f;
+    }
     CHECK_OK(maas_quantize_weights(q, sw, w, K, U));
     CHECK_OK(maas_qgemm_pack(p, q, K, U));
     CHECK_OK(maas_qgemm_unpack(q2, p, K, U));
@@ -59,15 +66,15 @@ static void one_shape(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bi
     for (int isa = MAAS_QISA_AVX2; isa < MAAS_QISA_COUNT; isa++) {
         if (!maas_qgemm_isa_supported(isa))
             continue;
-        for (int nt = 1; nt <= 2; nt++) {
+        for (int nt = 1; nt <= 3; nt++) {
             maas_set_num_threads(nt);
             memset(got, 0xff, sizeof(float) * (size_t)(N * U));
             CHECK_OK(maas_qgemm_forward(got, x, p, sw, bias, fixed, N, K, U, isa));
             int same = memcmp(got, ref, sizeof(float) * (size_t)(N * U)) == 0;
             if (!same)
                 fprintf(stderr, "%s differs from the reference: N=%lld K=%lld U=%lld bias=%d "
-                        "static=%g threads=%d\n", maas_qgemm_isa_name(isa), (long long)N,
-                        (long long)K, (long long)U, use_bias, (double)fixed, nt);
+                        "static=%g relu=%d threads=%d\n", maas_qgemm_isa_name(isa), (long long)N,
+                        (long long)K, (long long)U, use_bias, (double)fixed, relu, nt);
             CHECK(same);
         }
     }
@@ -75,12 +82,23 @@ static void one_shape(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bi
     free(w), free(x), free(sw), free(b), free(q), free(q2), free(p), free(ref), free(got), free(nv);
 }
 
+static void one_shape(int64_t N, int64_t K, int64_t U, unsigned seed, int use_bias, float fixed)
+{
+    for (int relu = 0; relu < 3; relu++)
+        one_shape_x(N, K, U, seed + 101u * (unsigned)relu, use_bias, fixed, relu);
+}
+
 static void test_shapes(void)
 {
     static const int64_t shapes[][3] = {{1, 1, 1},   {1, 3, 5},    {2, 4, 16},   {3, 5, 17},
                                         {5, 7, 33},  {7, 33, 31},  {4, 64, 64},  {9, 130, 67},
                                         {1, 257, 100}, {65, 71, 129}, {130, 300, 70},
-                                        {1, 1024, 300}, {17, 3, 200}};
+                                        {1, 1024, 300}, {17, 3, 200},
+                                        /* groups of 4 rows with padding; K over the
+                                         * AVX2 kernel's chunk (512) and the VNNI one's
+                                         * (256); more than one tile of 64 rows */
+                                        {6, 513, 33},  {7, 1030, 47}, {2, 2049, 64},
+                                        {70, 600, 65}, {129, 37, 18}, {3, 1, 80}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int bias = 0; bias < 2; bias++) {
             one_shape(shapes[s][0], shapes[s][1], shapes[s][2], (unsigned)(11 * s + bias), bias, 0.f);
@@ -92,7 +110,7 @@ static void test_shapes(void)
  * signs alternating; a u8 (+128) x s8 pair sum would saturate 16 bits. */
 static void test_extremes(void)
 {
-    enum { N = 3, K = 64, U = 16 };
+    enum { N = 7, K = 64, U = 16 };
     int8_t q[K * U], p[16 * 4 * 17];
     float sw[U], x[N * K], ref[N * U], got[N * U];
     for (int k = 0; k < K; k++)
@@ -104,6 +122,8 @@ static void test_extremes(void)
         x[k] = 1.f;
         x[K + k] = -1.f;
         x[2 * K + k] = (k & 1) ? 1.f : -1.f;
+        x[3 * K + k] = -1.f;
+        x[4 * K + k] = x[5 * K + k] = x[6 * K + k] = 1.f; /* a group with no a < 0 */
     }
     CHECK(maas_qgemm_row_bytes(K) * maas_qgemm_blocks(U) == (int64_t)sizeof p);
     CHECK_OK(maas_qgemm_pack(p, q, K, U));
@@ -113,8 +133,13 @@ static void test_extremes(void)
     CHECK(ref[0] == (float)(127 * 127 * 64) / s);
     CHECK(ref[U] == -(float)(127 * 127 * 64) / s);
     CHECK(ref[2 * U] == 0.f);
+    CHECK(ref[3 * U] == -(float)(127 * 127 * 64) / s && ref[4 * U] == ref[0] && ref[6 * U + 1] == -ref[0]);
     for (int isa = MAAS_QISA_AVX2; isa < MAAS_QISA_COUNT; isa++)
         if (maas_qgemm_isa_supported(isa)) {
+            for (int64_t n = 1; n <= N; n++) { /* every row alone too (the one-row kernel) */
+                CHECK_OK(maas_qgemm_forward(got, x + (n - 1) * K, p, sw, NULL, 0.f, 1, K, U, isa));
+                CHECK(memcmp(got, ref + (n - 1) * U, sizeof(float) * U) == 0);
+            }
             CHECK_OK(maas_qgemm_forward(got, x, p, sw, NULL, 0.f, N, K, U, isa));
             CHECK(memcmp(got, ref, sizeof ref) == 0);
         }
@@ -147,6 +172,37 @@ static void test_error_bound(void)
             CHECK(fabs(out[i * U + j] - exact) <= bound * 1.001 + 1e-6);
         }
     }
+    free(p);
+}
+
+/* A NaN in the input: the row's abs-max skips it and it quantizes to 0,
+ * on every path (the vectorized quantization included), K long enough for
+ * the vector loops and with a tail. */
+static void test_nan_input(void)
+{
+    enum { N = 5, K = 77, U = 20 };
+    float w[K * U], x[N * K], sw[U], ref[N * U], got[N * U], x0[N * K], ref0[N * U];
+    int8_t q[K * U];
+    int8_t *p = malloc((size_t)(maas_qgemm_blocks(U) * maas_qgemm_row_bytes(K)));
+    check_fill(w, K * U, 12);
+    check_fill(x, N * K, 13);
+    CHECK_OK(maas_quantize_weights(q, sw, w, K, U));
+    CHECK_OK(maas_qgemm_pack(p, q, K, U));
+    memcpy(x0, x, sizeof x);
+    x[1 * K + 3] = NAN;  /* in a vector of 32 */
+    x[2 * K + 70] = NAN; /* in the tail */
+    x0[1 * K + 3] = 0.f;
+    x0[2 * K + 70] = 0.f;
+    CHECK_OK(maas_qgemm_forward(ref, x, p, sw, NULL, 0.f, N, K, U, MAAS_QISA_REF));
+    CHECK_OK(maas_qgemm_forward(ref0, x0, p, sw, NULL, 0.f, N, K, U, MAAS_QISA_REF));
+    CHECK(memcmp(ref, ref0, sizeof ref) == 0); /* the NaN counted as 0 */
+    for (int isa = MAAS_QISA_AVX2; isa < MAAS_QISA_COUNT; isa++)
+        if (maas_qgemm_isa_supported(isa)) {
+            CHECK_OK(maas_qgemm_forward(got, x, p, sw, NULL, 0.f, N, K, U, isa));
+            CHECK(memcmp(got, ref, sizeof ref) == 0);
+            CHECK_OK(maas_qgemm_forward(got, x, p, sw, NULL, 0.f, 1, K, U, isa));
+            CHECK(memcmp(got, ref, sizeof(float) * U) == 0);
+        }
     free(p);
 }
 
@@ -218,6 +274,7 @@ int main(void)
     test_shapes();
     test_extremes();
     test_error_bound();
+    test_nan_input();
     test_errors();
     test_spdense();
     return check_done("test_qgemm");
