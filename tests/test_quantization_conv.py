@@ -484,3 +484,58 @@ def test_quantized_cnn_served_by_maas_serve(trained_cnn, digits, tmp_path):
         np.testing.assert_array_equal(r.as_numpy(out), want)
     finally:
         s.stop()
+
+
+def _functional_text(seed=1):
+    maas.utils.set_random_seed(seed)
+    inp = maas.Input((12,), dtype="int32")
+    h = L.Embedding(30, 8, mask_zero=False)(inp)
+    h = L.Conv1D(6, 3, padding="causal", activation="relu")(h)
+    return maas.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h)))
+
+
+def test_quantized_embedding_is_traced_into_the_plan():
+    """The int8 lookup is recorded on the trace (a plan replays it): two
+    different batches through the compiled predict give the eager bits,
+    and clone-based quantize keeps the int32 input."""
+    q = Q.quantize(_functional_text(), "int8")
+    assert q.inputs[0].dtype == "int32"
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        ids = rng.integers(0, 30, (6, 12)).astype(np.int32)
+        np.testing.assert_array_equal(q.predict(ids, verbose=0), np.asarray(q(ids)))
+    assert q.eager_reason is None
+
+
+def test_onnx_export_of_int8_conv_and_embedding_matches_maas(tmp_path, trained_cnn, digits):
+    """ONNX Runtime runs the exported int8 graph (one-hot Conv as im2col,
+    per-row quantization, MatMulInteger int8 x int8, the same epilogue) and
+    gives maas's int8 outputs bit for bit: dynamic and static Conv2D with
+    groups and strides, Conv1D (causal) and Embedding. The digits CNN has a
+    float BatchNormalization and a softmax, which ONNX Runtime rounds
+    differently in the last bit: 1e-6 there."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    rng = np.random.default_rng(0)
+    maas.utils.set_random_seed(0)
+    conv = maas.Sequential([maas.Input((8, 8, 2)), L.Conv2D(6, 3, padding="same", activation="relu"),
+                            L.Conv2D(6, 3, strides=2, groups=3, padding="same"),
+                            L.Conv2D(4, (2, 3), dilation_rate=(1, 2), padding="same"),
+                            L.Flatten(), L.Dense(3)])
+    x = rng.standard_normal((5, 8, 8, 2)).astype(np.float32)
+    _, xte, _, _ = digits
+    cases = [(Q.quantize(conv, "int8"), x), (Q.quantize(conv, "int8", calibration_data=x), x),
+             (Q.quantize(trained_cnn, "int8"), xte.reshape(-1, 8, 8, 1)[:9]),
+             (Q.quantize(_functional_text(), "int8"),
+              rng.integers(0, 30, (4, 12)).astype(np.int32))]
+    for i, (model, inp) in enumerate(cases):
+        path = str(tmp_path / f"m{i}.onnx")
+        model.export(path, format="onnx")
+        ops = {n.op_type for n in onnx.load(path).graph.node}
+        assert "MatMulInteger" in ops and "ConvInteger" not in ops
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: inp})[0]
+        if i == 2:
+            np.testing.assert_allclose(got, model.predict(inp, verbose=0), rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(got, model.predict(inp, verbose=0))

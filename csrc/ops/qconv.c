@@ -443,7 +443,16 @@ static maas_status qembedding_forward(maas_node *nd)
     return MAAS_OK;
 }
 
-#define qembedding_backward NULL
+/* No gradient reaches the int8 table or the ids (nograd is all ones, so
+ * this never runs); it exists because ops without a backward are not
+ * recorded on a tape, and a trace (a compiled plan, the ONNX exporter)
+ * must record the lookup, or the layers after it would see its output as
+ * a constant. */
+static maas_status qembedding_backward(const maas_node *nd, const maas_tensor *const *gout,
+                                       maas_tensor *const *gin)
+{
+    return MAAS_OK;
+}
 
 MAAS_OPDEF(maas_opdef_qembedding, "qembedding", 3, 3, qembedding_attr, 0, qembedding_fields,
            qembedding);

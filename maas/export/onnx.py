@@ -701,6 +701,80 @@ class _WriterNN(_Writer):
             results.append(self.node("Squeeze", [names[2], self._axes([0])]))
         return results[:len(outs)]
 
+    def op_qconv2d(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        """maas's int8 Conv with the same arithmetic: the im2col rows (a Conv
+        with one-hot float kernels: each output channel copies one input
+        value, exactly), each row quantized by its abs-max (or the
+        calibrated scale), MatMulInteger on int8 x int8 per group, then
+        acc / (x_scale * kernel_scale) + bias. (ConvInteger cannot stand
+        for it: its input has one scale, maas's one per output pixel.)"""
+        from ..quantization.conv import unpack_conv_kernel
+        self._same(k, attrs, attrs_b)
+        N, H, W, C = ins[0].shape
+        KH, KW, G = int(attrs["kernel_h"]), int(attrs["kernel_w"]), int(attrs["groups"])
+        OC = ins[2].shape[0]
+        Cg, OCg = C // G, OC // G
+        K = KH * KW * Cg
+        sh, sw, dh, dw = (int(attrs[n]) for n in ("stride_h", "stride_w", "dilation_h", "dilation_w"))
+        mode = int(attrs["padding"])
+        if mode == 1:
+            (pt, pb), (pl, pr) = self._same_pads(H, KH, sh, dh), self._same_pads(W, KW, sw, dw)
+        elif mode == 2:
+            pt, pb, pl, pr = (KH - 1) * dh, 0, (KW - 1) * dw, 0
+        else:
+            pt = pb = pl = pr = 0
+        q = unpack_conv_kernel(np.asarray(ins[1]), (KH, KW, Cg, OC), G).reshape(K, OC)
+        eye = np.zeros((G * K, Cg, KH, KW), np.float32)   # channel g*K + (i*KW + j)*Cg + c
+        for i in range(KH):
+            for j in range(KW):
+                for c in range(Cg):
+                    eye[np.arange(G) * K + (i * KW + j) * Cg + c, c, i, j] = 1.0
+        cols = self.node("Conv", [self._to_nchw(x[0]), self.const(eye, "im2col")],
+                         strides=[sh, sw], dilations=[dh, dw], pads=[pt, pl, pb, pr], group=G,
+                         kernel_shape=[KH, KW])
+        cols = self._to_nhwc(cols)                        # (N, OH, OW, G*K)
+        parts = []
+        for g in range(G):
+            p = cols if G == 1 else self.node("Slice", [cols, self._axes([g * K]),
+                                                        self._axes([(g + 1) * K]), self._axes([-1])])
+            if attrs["static"]:
+                sx = x[-1]
+            else:
+                amax = self.node("ReduceMax", [self.node("Abs", [p]), self._axes([-1])], keepdims=1)
+                sx = self.node("Div", [self.const(np.float32(127.0)),
+                                       self.node("Add", [amax, self.const(np.float32(1e-7))])])
+            a = self.node("Clip", [self.node("Round", [self.node("Mul", [p, sx])]),
+                                   self.const(np.float32(-127.0)), self.const(np.float32(127.0))])
+            a = self.node("Cast", [a], to=self.TensorProto.INT8)
+            acc = self.node("MatMulInteger", [a, self.const(
+                np.ascontiguousarray(q[:, g * OCg:(g + 1) * OCg]), "qkernel")])
+            scale = x[2] if G == 1 else self.const(np.asarray(ins[2])[g * OCg:(g + 1) * OCg],
+                                                   "kernel_scale")
+            y = self.node("Div", [self.node("Cast", [acc], to=self.TensorProto.FLOAT),
+                                  self.node("Mul", [sx, scale])])
+            if attrs["has_bias"]:
+                b = x[3] if G == 1 else self.const(np.asarray(ins[3])[g * OCg:(g + 1) * OCg], "bias")
+                y = self.node("Add", [y, b])
+            parts.append(y)
+        return parts[0] if G == 1 else self.node("Concat", parts, axis=-1)
+
+    def op_qembedding(self, k, attrs, attrs_b, ins, outs, outs_b, x):
+        """Keras 3's int8 Embedding: Gather the int8 rows and their scales,
+        out = float(q) / scale."""
+        idx = x[2]
+        if np.asarray(ins[2]).dtype.kind == "f":
+            idx = self.node("Cast", [idx], to=self.TensorProto.INT64)
+        rows = self.node("Cast", [self.node("Gather", [x[0], idx], axis=0)],
+                         to=self.TensorProto.FLOAT)
+        scale = self.node("Unsqueeze", [self.node("Gather", [x[1], idx], axis=0), self._axes([-1])])
+        out = [self.node("Div", [rows, scale])]
+        if len(outs) > 1:
+            nz = self.node("Not", [self.node("Equal", [idx, self.const(
+                np.zeros((), np.asarray(ins[2]).dtype if np.asarray(ins[2]).dtype.kind != "f"
+                         else np.int64), "zero")])])
+            out.append(self.node("Cast", [nz], to=self.TensorProto.FLOAT))
+        return out
+
 
 def export_onnx(model, filepath, input_signature=None, verbose=False):
     """Writes ``model`` as an ONNX file (opset 18, IR version 8, the batch

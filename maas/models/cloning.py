@@ -73,7 +73,7 @@ def clone_model(model, input_tensors=None, clone_function=None, call_function=No
             layers = [inputs[0]] + layers
         elif model._input_layer is not None:
             il = model._input_layer
-            layers = [InputLayer(batch_shape=il.batch_shape, name=il.name)] + layers
+            layers = [InputLayer(batch_shape=il.batch_shape, name=il.name, dtype=getattr(il, "_input_dtype", None))] + layers
         new = Sequential(layers, name=model.name, trainable=model.trainable)
         if not new.weights and getattr(model, "_build_shape", None) is not None:
             new.build(model._build_shape)
@@ -112,7 +112,7 @@ def _clone_functional(model, clone, input_tensors, call_function):
     for i, t in enumerate(model.inputs):
         il = t._keras_history[0]
         env[id(t)] = new_inputs[i] if new_inputs is not None else \
-            InputLayer(batch_shape=il.batch_shape, name=il.name).output_tensor
+            InputLayer(batch_shape=il.batch_shape, name=il.name, dtype=getattr(il, "_input_dtype", None)).output_tensor
     cloned = {}
     for node in model._nodes:
         layer = node.layer

@@ -22,6 +22,12 @@ True
 >>> [w.dtype for w in model.layers[0].weights]
 ['int8', 'float32', 'float32']
 
+Conv1D/Conv2D (:mod:`maas.quantization.conv`: im2col rows quantized per
+output pixel, the same int8 GEMM) and Embedding (:mod:`maas.quantization.
+embedding`: Keras 3's int8 table with per-row scales) are quantized too;
+DepthwiseConv2D, SeparableConv2D and Conv2DTranspose stay float32 with a
+warning saying why.
+
 Fine-tuning a quantized model trains its float weights (the biases, any
 float layers); the gradient reaches earlier layers through the dequantized
 kernel, as in Keras. The int8 weights stay fixed.
