@@ -700,6 +700,9 @@ class _WriterNN(_Writer):
                    "zero_output", "reset_before")
         if attrs.get("has_rdrop"):
             self.fail(k, "runs with recurrent dropout")
+        if attrs.get("projected"):
+            self.fail(k, "takes an int8 input projection (quantize('int8')); export the float "
+                         "model")
         cell = int(attrs["cell"])
         B, T, F = ins[0].shape
         W, R = np.asarray(ins[1], np.float32), np.asarray(ins[2], np.float32)
