@@ -10,7 +10,12 @@ step carries the states and repeats the last output), ``go_backwards``,
 ``recurrent_dropout`` (one mask per sequence, from the seeded counter-based
 generator, as Keras's ``DropoutRNNCell`` draws them), and ``stateful=True``
 (Keras 3's: a fixed batch size, the final states of each batch the initial
-states of the next, in ``layer.states``, zeroed by ``reset_state()``).
+states of the next, in ``layer.states``, zeroed by ``reset_state()``; not
+weights, so neither trained nor saved; fit, evaluate and predict all carry
+them, and fit shuffles the samples unless told ``shuffle=False``, which
+sample i of one batch continuing sample i of the last needs, as in Keras).
+Under ``model.quantize("int8")`` the input projection of every step is one
+int8 GEMM (maas.quantization.recurrent).
 
 >>> import numpy as np, maas
 >>> x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
