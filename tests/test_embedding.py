@@ -113,7 +113,9 @@ def test_masks_pass_through_supporting_layers_and_stop_at_others():
     td = L.TimeDistributed(L.Dense(2))
     out = td(emb(ids))
     np.testing.assert_array_equal(np.asarray(get_keras_mask(out)), [[1.0, 0.0]])
-    assert get_keras_mask(L.Dense(2)(emb(ids))) is None
+    # Keras 3: Dense passes the mask on, Flatten ends it
+    np.testing.assert_array_equal(np.asarray(get_keras_mask(L.Dense(2)(emb(ids)))), [[1.0, 0.0]])
+    assert get_keras_mask(L.Flatten()(emb(ids))) is None
     seq = L.LSTM(2, return_sequences=True)(emb(ids))
     assert get_keras_mask(seq) is not None
     assert get_keras_mask(L.LSTM(2)(emb(ids))) is None

@@ -103,11 +103,50 @@ def test_embedding_attention_and_transformer_export(tmp_path):
           tmp_path / "masked.onnx")
 
 
-def test_a_masked_recurrent_layer_is_refused_by_name(tmp_path):
+def padded_ids(n):
+    """Token ids (0 = padding) with right padding, left padding, holes and
+    rows of padding only."""
+    r = np.random.default_rng(n)
+    x = r.integers(1, 20, (n, 7)).astype(np.int32)
+    for i in range(n):
+        kind = i % 5
+        cut = int(r.integers(1, 7))
+        if kind == 0:
+            x[i, cut:] = 0          # right padding: the op's sequence_lens as such
+        elif kind == 1:
+            x[i, :cut] = 0          # left padding
+        elif kind == 2:
+            x[i, r.random(7) < 0.4] = 0   # holes
+        elif kind == 3:
+            x[i] = 0                # nothing kept
+    return x
+
+
+@pytest.mark.parametrize("kind", ["lstm", "lstm_seq", "gru_seq_back", "gru_v1", "simple_seq",
+                                  "bi_lstm", "lstm_back_states", "zero_output"])
+def test_masked_recurrent_layers_export_with_sequence_lens(tmp_path, kind):
+    """Embedding(mask_zero=True) -> Dense -> recurrent layer: the mask goes
+    to the ONNX op's sequence_lens (kept steps first, gathered back), and
+    ONNX Runtime equals predict for any padding."""
+    maas.utils.set_random_seed(8)
+    layer = {"lstm": lambda: L.LSTM(5),
+             "lstm_seq": lambda: L.LSTM(5, return_sequences=True),
+             "gru_seq_back": lambda: L.GRU(5, return_sequences=True, go_backwards=True),
+             "gru_v1": lambda: L.GRU(5, reset_after=False, return_sequences=True),
+             "simple_seq": lambda: L.SimpleRNN(5, return_sequences=True),
+             "bi_lstm": lambda: L.Bidirectional(L.LSTM(3, return_sequences=True)),
+             "lstm_back_states": lambda: L.LSTM(5, go_backwards=True, return_state=True),
+             "zero_output": lambda: L.GRU(5, zero_output_for_mask=True, go_backwards=True)}[kind]()
     inp = maas.Input((7,), dtype="int32")
-    h = L.LSTM(4, name="masked_lstm")(L.Embedding(20, 3, mask_zero=True)(inp))
-    with pytest.raises(maas.export.ExportError, match="layer 'masked_lstm'.*mask"):
-        maas.Model(inp, h).export(tmp_path / "x.onnx")
+    h = L.Dense(4, activation="tanh")(L.Embedding(20, 6, mask_zero=True)(inp))
+    out = layer(h)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    if kind.endswith("seq") or kind in ("gru_seq_back", "gru_v1", "bi_lstm"):
+        outs = [L.Flatten()(outs[0])]
+    check(maas.Model(inp, outs if len(outs) > 1 else outs[0]), padded_ids, tmp_path / f"{kind}.onnx")
+    graph = onnx.load(str(tmp_path / f"{kind}.onnx")).graph
+    rnn = [n for n in graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    assert rnn and all(len(n.input) > 4 and n.input[4] for n in rnn)   # sequence_lens given
 
 
 @pytest.mark.parametrize("static", [False, True])

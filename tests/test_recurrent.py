@@ -395,7 +395,7 @@ def test_masks_flow_from_embedding_and_masking_into_the_lstm():
     seqm = maas.Sequential([maas.Input((5, 3)), L.Masking(), L.LSTM(4)])
     seqm.layers[1].set_weights(lstm.get_weights())
     close(np.asarray(seqm(feats))[:1], trunc, rtol=1e-6)
-    # a layer that does not support masks (Dense) ends it: the padded steps count
+    # Dense passes the mask on (Keras 3); see test_masks_pass_through_the_layers_keras_3_passes
     dense_cut = np.asarray(lstm(L.Dense(3, kernel_initializer="identity"
                                         if False else "ones")(emb(ids))))
     assert dense_cut.shape == (2, 4)
@@ -719,3 +719,98 @@ def test_stateful_bidirectional_resets_both_directions():
     np.testing.assert_array_equal(np.asarray(bi(x)), a)
     with pytest.raises(AttributeError, match="must be stateful"):
         L.Bidirectional(L.LSTM(3)).reset_state()
+
+
+# ---------------------------------------------------------------- masks through other layers
+
+def _padded_ids():
+    """Token ids with right padding, left padding and none (0 is padding)."""
+    ids = np.array([[3, 1, 2, 5, 0, 0, 0],
+                    [0, 0, 4, 4, 1, 2, 3],
+                    [2, 6, 1, 3, 5, 4, 2],
+                    [7, 0, 0, 0, 0, 0, 0]], np.int32)
+    return ids, [row[row != 0][None] for row in ids]
+
+
+def _masked_stack():
+    return [L.Embedding(8, 4, mask_zero=True), L.Dense(6, activation="relu"), L.Dropout(0.3),
+            L.Activation("tanh"), L.LayerNormalization(), L.Rescaling(0.5), L.LSTM(5)]
+
+
+def test_masks_pass_through_the_layers_keras_3_passes():
+    """Embedding(mask_zero=True) -> Dense -> Dropout -> Activation ->
+    LayerNormalization -> Rescaling -> LSTM honours the padding: each row
+    equals the same model on that row with its padding removed, in a
+    Sequential, a functional model and the compiled predict plan."""
+    ids, rows = _padded_ids()
+    maas.utils.set_random_seed(80)
+    seq = maas.Sequential([maas.Input((None,), dtype="int32")] + _masked_stack())
+    inp = maas.Input((None,), dtype="int32")
+    h = inp
+    for layer in seq.layers:   # the same layers (weights) in a functional model
+        h = layer(h)
+    fun = maas.Model(inp, h)
+    want = np.concatenate([np.asarray(seq(r)) for r in rows])
+    close(np.asarray(seq(ids)), want, rtol=1e-6)
+    close(np.asarray(fun(ids)), want, rtol=1e-6)
+    seq.compile(optimizer=maas.optimizers.SGD(learning_rate=0.0), loss="mse")
+    seq.fit(ids, want, batch_size=4, verbose=0)   # builds the plans; the weights stay
+    close(seq.predict(ids, verbose=0), want, rtol=1e-6)
+    assert seq._plan is not None and seq._plan.predict_eager_reason is None
+    # the masks ride on the tensors: Dense keeps it, Flatten ends it (Keras 3)
+    emb_out = seq.layers[0](ids)
+    assert L.base.get_keras_mask(seq.layers[1](emb_out)) is not None
+    assert L.base.get_keras_mask(L.Flatten()(emb_out)) is None
+
+
+def test_masked_training_step_in_a_plan_equals_eager_and_ignores_padding():
+    """A training step on padded rows: the plan gives the eager bits, and
+    the padding changes nothing (the same step on rows padded with other
+    tokens where the mask is 0 gives the same weights)."""
+    ids, _ = _padded_ids()
+    y = rng(81).normal(size=(4, 5)).astype(np.float32)
+
+    def make():
+        maas.utils.set_random_seed(82)
+        m = maas.Sequential([maas.Input((7,), dtype="int32")] + _masked_stack())
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+    plan, eager, other = make(), make(), make()
+    eager.run_eagerly = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maas.utils.set_random_seed(85)   # the same dropout masks in each fit
+        plan.fit(ids, y, batch_size=4, epochs=2, verbose=0)
+    maas.utils.set_random_seed(85)
+    eager.fit(ids, y, batch_size=4, epochs=2, verbose=0)
+    for a, b in zip(plan.get_weights(), eager.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the Dense and LSTM see the padded steps' values only through masked
+    # positions: a different embedding row for id 0 changes nothing
+    w0 = other.layers[0].embeddings
+    table = np.array(w0)
+    table[0] += 1.0
+    w0.assign(table)
+    maas.utils.set_random_seed(85)
+    other.fit(ids, y, batch_size=4, epochs=2, verbose=0)
+    for a, b in zip(plan.get_weights()[1:], other.get_weights()[1:]):
+        close(a, b, rtol=0, atol=1e-6)
+
+
+def test_merge_layers_combine_masks_as_keras_3():
+    maas.utils.set_random_seed(83)
+    ids, rows = _padded_ids()
+    inp = maas.Input((None,), dtype="int32")
+    e = L.Embedding(8, 4, mask_zero=True)(inp)
+    a, b = L.Dense(4)(e), L.Dense(4)(e)
+    lstm = L.LSTM(3)
+    out = lstm(L.Concatenate()([L.Add()([a, b]), b]))
+    m = maas.Model(inp, out)
+    want = np.concatenate([np.asarray(m(r)) for r in rows])
+    close(np.asarray(m(ids)), want, rtol=1e-6)
+    # along the steps the masks are joined
+    x = maas.tensor(rng(84).normal(size=(2, 3, 4)).astype(np.float32))
+    m1 = maas.tensor(np.array([[1, 1, 0], [1, 0, 0]], np.float32))
+    cat = L.Concatenate(axis=1)
+    np.testing.assert_array_equal(np.asarray(cat.compute_mask([x, x], [m1, None])),
+                                  [[1, 1, 0, 1, 1, 1], [1, 0, 0, 1, 1, 1]])

@@ -24,6 +24,11 @@
  * steps from T-1 down and writes the output sequence in that order (Keras),
  * or in the input's order with `unreverse` (Bidirectional's backward half).
  *
+ * projected: the input projection is done by the caller (an int8 GEMM,
+ * maas.quantization.recurrent): x is (B,T,G*U) = x W, the kernel input is
+ * absent (inputs x, R, [bias], ...), the bias is added here as usual, and
+ * the gradient of x is that of the gates' pre-activations.
+ *
  * The input projection of all steps is one GEMM (B*T,F)x(F,G*U); each step
  * is one GEMM (B,U)x(U,G*U) and a pass over the gates. The backward runs
  * the steps in reverse and ends with three GEMMs (dx, dW, dR over all
@@ -45,6 +50,7 @@ typedef struct {
     int64_t has_bias, has_mask, has_h0, has_c0, has_rdrop;
     int64_t unreverse; /* go_backwards: write the sequence in input order */
     int64_t reset_before; /* GRU: Keras's reset_after=False (0: reset_after=True) */
+    int64_t projected;    /* x is already x W (B,T,G*U); no kernel input */
     /* derived by infer */
     int64_t B, T, F, U, G;
     int64_t i_bias, i_mask, i_h0, i_c0, i_rdrop;
@@ -64,6 +70,7 @@ static const maas_attr_field rnn_fields[] = {
     {"has_rdrop", 'l', offsetof(rnn_attr, has_rdrop)},
     {"unreverse", 'l', offsetof(rnn_attr, unreverse)},
     {"reset_before", 'l', offsetof(rnn_attr, reset_before)},
+    {"projected", 'l', offsetof(rnn_attr, projected)},
     {NULL, 0, 0}};
 
 /* y = f(x) over n floats (y == x allowed): tanh and sigmoid through
@@ -149,8 +156,8 @@ static void rnn_unpack(const maas_node *nd, rnn_args *a)
     a->rb = a->cell == CELL_GRU && at->reset_before;
     a->B = at->B, a->T = at->T, a->F = at->F, a->U = at->U, a->G = at->G;
     a->x = nd->in[0]->data;
-    a->W = nd->in[1]->data;
-    a->R = nd->in[2]->data;
+    a->W = at->projected ? NULL : nd->in[1]->data;
+    a->R = nd->in[at->projected ? 1 : 2]->data;
     a->bias = at->i_bias >= 0 ? nd->in[at->i_bias]->data : NULL;
     a->mask = at->i_mask >= 0 ? nd->in[at->i_mask]->ptr : NULL;
     a->mask_bool = at->i_mask >= 0 && nd->in[at->i_mask]->dtype != MAAS_F32;
@@ -167,8 +174,12 @@ static maas_status rnn_run(const rnn_args *a, float *out0, float *hT, float *cT,
                            float *hr, float *st, float *rh)
 {
     const int64_t B = a->B, T = a->T, F = a->F, U = a->U, GU = a->G * a->U;
-    maas_status s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, B * T, GU, F, 1.0f, a->x, F, a->W,
-                               GU, 0.0f, gates, GU);
+    maas_status s = MAAS_OK;
+    if (a->W)
+        s = maas_sgemm(MAAS_NO_TRANS, MAAS_NO_TRANS, B * T, GU, F, 1.0f, a->x, F, a->W, GU, 0.0f,
+                       gates, GU);
+    else /* projected: x is x W already */
+        memcpy(gates, a->x, (size_t)(B * T * GU) * sizeof(float));
     if (s != MAAS_OK)
         return s;
     if (a->bias)
@@ -439,10 +450,13 @@ static maas_status rnn_grad(const rnn_args *a, const float *g0, const float *ghT
     if (gc0)
         for (int64_t k = 0; k < B * U; k++)
             gc0[k] += dc[k];
-    if (gx && (s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B * T, F, GU, 1.0f, dG, GU, a->W, GU, 1.0f,
-                              gx, F)) != MAAS_OK)
+    if (gx && !a->W)
+        for (int64_t k = 0; k < nBTG; k++)
+            gx[k] += dG[k];
+    else if (gx && (s = maas_sgemm(MAAS_NO_TRANS, MAAS_TRANS, B * T, F, GU, 1.0f, dG, GU, a->W, GU,
+                                   1.0f, gx, F)) != MAAS_OK)
         goto done;
-    if (gW && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, F, GU, B * T, 1.0f, a->x, F, dG, GU, 1.0f,
+    if (gW && a->W && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, F, GU, B * T, 1.0f, a->x, F, dG, GU, 1.0f,
                               gW, GU)) != MAAS_OK)
         goto done;
     if (gR && (s = maas_sgemm(MAAS_TRANS, MAAS_NO_TRANS, U, a->rb ? 2 * U : GU, T * B, 1.0f, hr, U,
@@ -495,7 +509,8 @@ static maas_status rnn_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_
     if (a->activation < 0 || a->activation > ACT_HARD_SIGMOID || a->recurrent_activation < 0 ||
         a->recurrent_activation > ACT_HARD_SIGMOID)
         return maas_error(MAAS_ERR_VALUE, "%s: unknown activation code", op);
-    int n = 3;
+    const int iR = a->projected ? 1 : 2;
+    int n = iR + 1;
     a->i_bias = a->has_bias ? n++ : -1;
     a->i_mask = a->has_mask ? n++ : -1;
     a->i_h0 = a->has_h0 ? n++ : -1;
@@ -513,7 +528,7 @@ static maas_status rnn_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_
             if (s != MAAS_OK)
                 return s;
         }
-    const maas_tensor *x = nd->in[0], *W = nd->in[1], *R = nd->in[2];
+    const maas_tensor *x = nd->in[0], *W = a->projected ? NULL : nd->in[1], *R = nd->in[iR];
     char b1[96];
     if (x->ndim != 3)
         return maas_error(MAAS_ERR_SHAPE, "%s: expected an input of shape (batch, timesteps, "
@@ -531,7 +546,12 @@ static maas_status rnn_infer(maas_node *nd, maas_tensor_spec *outs, maas_tensor_
     if (maas_mul_size(a->G, a->U, &GU) || maas_mul_size(a->B, a->T, &n1) ||
         maas_mul_size(n1, GU, &n2))
         return maas_error(MAAS_ERR_VALUE, "%s: sizes overflow", op);
-    maas_status s = need_shape2(W, "the kernel", op, a->F, GU);
+    maas_status s = MAAS_OK;
+    if (W)
+        s = need_shape2(W, "the kernel", op, a->F, GU);
+    else if (a->F != GU)
+        s = maas_error(MAAS_ERR_SHAPE, "%s: a projected input must have %lld features (gates x "
+                       "units), received %s", op, (long long)GU, SHAPE(x, b1));
     if (s == MAAS_OK)
         s = need_shape2(R, "the recurrent kernel", op, a->U, GU);
     if (s == MAAS_OK && a->has_bias) {
@@ -607,9 +627,10 @@ static maas_status rnn_backward(const maas_node *nd, const maas_tensor *const *g
     return rnn_grad(&a, gout[0] ? gout[0]->data : NULL, gout[1] ? gout[1]->data : NULL,
                     a.cell == CELL_LSTM && gout[2] ? gout[2]->data : NULL, nd->saved[0]->data,
                     nd->saved[1]->data, nd->nsaved > 2 ? nd->saved[2]->data : NULL,
-                    nd->nsaved > 3 ? nd->saved[3]->data : NULL, GDATA(0), GDATA(1), GDATA(2),
+                    nd->nsaved > 3 ? nd->saved[3]->data : NULL, GDATA(0),
+                    at->projected ? NULL : GDATA(1), GDATA(at->projected ? 1 : 2),
                     at->i_bias >= 0 ? GDATA(at->i_bias) : NULL,
                     at->i_h0 >= 0 ? GDATA(at->i_h0) : NULL, at->i_c0 >= 0 ? GDATA(at->i_c0) : NULL);
 }
 
-MAAS_OPDEF(maas_opdef_rnn, "rnn", 3, 8, rnn_attr, 0, rnn_fields, rnn);
+MAAS_OPDEF(maas_opdef_rnn, "rnn", 2, 8, rnn_attr, 0, rnn_fields, rnn);

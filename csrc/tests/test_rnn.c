@@ -179,10 +179,80 @@ static void test_gru_step(void)
         maas_tensor_decref(all[i]);
 }
 
+/* GRU with reset_before (Keras's reset_after=False): hh = tanh(xh + (r h) R_h)
+ * with one (3U) bias; and the projected mode (x W given, no kernel input)
+ * giving the same bits as the op's own projection. */
+static void test_gru_reset_before_and_projected(void)
+{
+    const int64_t F = 3, U = 2, G = 3;
+    maas_tensor *x = maas_tensor_new(3, (int64_t[]){1, 1, F});
+    maas_tensor *W = maas_tensor_new(2, (int64_t[]){F, G * U});
+    maas_tensor *R = maas_tensor_new(2, (int64_t[]){U, G * U});
+    maas_tensor *b = maas_tensor_new(1, (int64_t[]){G * U});
+    maas_tensor *h0 = maas_tensor_new(2, (int64_t[]){1, U});
+    check_fill(x->data, x->size, 12);
+    check_fill(W->data, W->size, 13);
+    check_fill(R->data, R->size, 14);
+    check_fill(b->data, b->size, 15);
+    check_fill(h0->data, h0->size, 16);
+    int64_t a[14];
+    attrs(a, 2, 0, 1, 0);
+    a[12] = 1; /* reset_before */
+    a[13] = 0;
+    maas_node nd;
+    CHECK_OK(run(&nd, MAAS_OP_RNN, 5, (maas_tensor *[]){x, W, R, b, h0}, a, sizeof a));
+    double hh;
+    for (int64_t j = 0; j < U; j++) {
+        double xzj[3], z, rk[2];
+        for (int g = 0; g < 3; g++) {
+            xzj[g] = b->data[g * U + j];
+            for (int64_t f = 0; f < F; f++)
+                xzj[g] += (double)x->data[f] * W->data[f * G * U + g * U + j];
+        }
+        double az = xzj[0];
+        for (int64_t k = 0; k < U; k++)
+            az += (double)h0->data[k] * R->data[k * G * U + j];
+        z = sig(az);
+        for (int64_t k = 0; k < U; k++) { /* r of unit k, applied to h_k */
+            double ar = b->data[U + k];
+            for (int64_t f = 0; f < F; f++)
+                ar += (double)x->data[f] * W->data[f * G * U + U + k];
+            for (int64_t q = 0; q < U; q++)
+                ar += (double)h0->data[q] * R->data[q * G * U + U + k];
+            rk[k] = sig(ar);
+        }
+        double ah = xzj[2];
+        for (int64_t k = 0; k < U; k++)
+            ah += rk[k] * h0->data[k] * R->data[k * G * U + 2 * U + j];
+        hh = tanh(ah);
+        CHECK_CLOSE(nd.out[1]->data[j], z * h0->data[j] + (1 - z) * hh, 1e-5);
+    }
+    float want[2] = {nd.out[1]->data[0], nd.out[1]->data[1]};
+    maas_node_release_outputs(&nd);
+    /* projected: x W computed outside, the bias still added by the op */
+    maas_tensor *p = maas_tensor_zeros(3, (int64_t[]){1, 1, G * U});
+    for (int64_t c = 0; c < G * U; c++)
+        for (int64_t f = 0; f < F; f++)
+            p->data[c] += x->data[f] * W->data[f * G * U + c];
+    a[13] = 1;
+    CHECK_OK(run(&nd, MAAS_OP_RNN, 4, (maas_tensor *[]){p, R, b, h0}, a, sizeof a));
+    CHECK_CLOSE(nd.out[1]->data[0], want[0], 1e-6);
+    CHECK_CLOSE(nd.out[1]->data[1], want[1], 1e-6);
+    maas_node_release_outputs(&nd);
+    /* a projected input of the wrong width is refused */
+    maas_tensor *bad = maas_tensor_zeros(3, (int64_t[]){1, 1, F});
+    CHECK(run(&nd, MAAS_OP_RNN, 4, (maas_tensor *[]){bad, R, b, h0}, a, sizeof a) == MAAS_ERR_SHAPE);
+    CHECK(strstr(maas_last_error(), "projected input") != NULL);
+    maas_tensor *all[] = {x, W, R, b, h0, p, bad};
+    for (int i = 0; i < 7; i++)
+        maas_tensor_decref(all[i]);
+}
+
 int main(void)
 {
     test_embedding();
     test_lstm_step_and_mask();
     test_gru_step();
+    test_gru_reset_before_and_projected();
     return check_done("test_rnn");
 }

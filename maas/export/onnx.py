@@ -614,17 +614,96 @@ class _WriterNN(_Writer):
     _RNN_ACTS = {1: ("Tanh", None), 2: ("Sigmoid", None), 3: ("Relu", None),
                  4: ("HardSigmoid", (1.0 / 6.0, 0.5))}
 
+    def _rnn_compact(self, xs, mask, T):
+        """The kept steps of each row first, in order: x gathered by the
+        inverse of pos[t] = cs[t] - 1 (kept) or count + t - cs[t] (masked),
+        cs the inclusive cumulative sum of the mask; lens = max(count, 1)."""
+        I64 = self.TensorProto.INT64
+        mf = self.node("Cast", [mask], to=self.TensorProto.FLOAT)
+        keep = self.node("Not", [self.node("Equal", [mf, self.const(np.float32(0.0))])])
+        ki = self.node("Cast", [keep], to=I64)
+        cs = self.node("CumSum", [ki, self.const(np.int64(1))])
+        cnt = self.node("ReduceSum", [ki, self._axes([1])], keepdims=1)          # (B, 1)
+        ar = self.const(np.arange(T, dtype=np.int64)[None], "steps")             # (1, T)
+        one = self.const(np.int64(1))
+        pos = self.node("Where", [keep, self.node("Sub", [cs, one]),
+                                  self.node("Add", [cnt, self.node("Sub", [ar, cs])])])
+        zeros = self.node("Mul", [ki, self.const(np.int64(0))])
+        inv = self.node("ScatterElements", [zeros, pos, self.node("Add", [zeros, ar])], axis=1)
+        idx = self.node("Expand", [self.node("Unsqueeze", [inv, self._axes([2])]),
+                                   self.node("Shape", [xs])])
+        xc = self.node("GatherElements", [xs, idx], axis=1)
+        lens = self.node("Cast", [self.node("Squeeze", [self.node("Max", [cnt, one]), self._axes([1])])],
+                         to=self.TensorProto.INT32)
+        return {"x": xc, "lens": lens, "keep": keep, "cs": cs, "cnt": cnt}
+
+    def _rnn_masked_outputs(self, attrs, names, m, h0, c0, cell, T, nouts):
+        """Keras's outputs from the op's run over the compacted steps."""
+        keep, cs, cnt = m["keep"], m["cs"], m["cnt"]
+        one = self.const(np.int64(1))
+        yc = self.node("Transpose", [self.node("Squeeze", [names[0], self._axes([1])])],
+                       perm=[1, 0, 2])                                           # (B, T, U)
+        h = self.node("Squeeze", [names[1], self._axes([0])])                   # (B, U)
+        zero_h = self.node("Mul", [h, self.const(np.float32(0.0))])
+        none = self.node("Equal", [cnt, self.const(np.int64(0))])               # (B, 1)
+        h_fin = self.node("Where", [none, h0 if h0 is not None else zero_h, h])
+        back = bool(attrs["go_backwards"])
+        results = []
+        if attrs["return_sequences"]:
+            # kept step t: compacted step cs-1; masked: the last processed kept step,
+            # cs-1 forwards or cs backwards (none yet: cs == 0 / cs == count)
+            csm1 = self.node("Sub", [cs, one])
+            gidx = self.node("Where", [keep, csm1, cs]) if back else csm1
+            gidx = self.node("Clip", [gidx, self.const(np.int64(0)), self.const(np.int64(T - 1))])
+            gidx3 = self.node("Expand", [self.node("Unsqueeze", [gidx, self._axes([2])]),
+                                         self.node("Shape", [yc])])
+            got = self.node("GatherElements", [yc, gidx3], axis=1)
+            fresh = self.node("GreaterOrEqual", [cs, cnt]) if back else \
+                self.node("Equal", [cs, self.const(np.int64(0))])
+            carried = self.node("Where", [self.node("Unsqueeze", [fresh, self._axes([2])]),
+                                          self.node("Unsqueeze", [h0 if h0 is not None else zero_h,
+                                                                  self._axes([1])]), got])
+            if attrs["zero_output"]:
+                carried = self.node("Mul", [carried, self.const(np.float32(0.0))])
+            seq = self.node("Where", [self.node("Unsqueeze", [keep, self._axes([2])]), got, carried])
+            if back and not attrs.get("unreverse"):   # Keras: in processing order
+                seq = self.node("Slice", [seq, self._axes([-1]), self._axes([-(2 ** 62)]),
+                                          self._axes([1]), self._axes([-1])])
+            results.append(seq)
+        else:
+            last = h_fin
+            if attrs["zero_output"]:   # the last processed step masked: a zero output
+                col = self._axes([0]) if back else self._axes([T - 1])
+                on = self.node("Gather", [keep, col], axis=1)                   # (B, 1)
+                last = self.node("Where", [on, h_fin, zero_h])
+            results.append(last)
+        results.append(h_fin)
+        if cell == 1:
+            c = self.node("Squeeze", [names[2], self._axes([0])])
+            zero_c = self.node("Mul", [c, self.const(np.float32(0.0))])
+            results.append(self.node("Where", [none, c0 if c0 is not None else zero_c, c]))
+        return results[:nouts]
+
     def op_rnn(self, k, attrs, attrs_b, ins, outs, outs_b, x):
         """SimpleRNN / LSTM / GRU as ONNX's RNN / LSTM / GRU, Keras's gate
         order mapped (LSTM i,f,c,o -> i,o,f,c; GRU z,r,h as ONNX), GRU's
-        reset_after as linear_before_reset=1 (reset_after=False as 0)."""
+        reset_after as linear_before_reset=1 (reset_after=False as 0).
+
+        A mask becomes the op's ``sequence_lens``: the kept steps of each row
+        are moved to its front in order (a permutation from the mask's
+        cumulative sum), the op runs over ``sum(mask)`` steps (forwards, or
+        ``direction="reverse"`` for go_backwards), and each output step is
+        gathered back to its place, a masked step repeating the carried state
+        (or 0 with zero_output), as Keras's loop does. For right-padded
+        masks the permutation is the identity; any mask is exact."""
         self._same(k, attrs, attrs_b, "cell", "activation", "recurrent_activation",
-                   "return_sequences", "go_backwards", "has_bias", "has_mask", "has_h0", "has_c0")
-        if attrs["has_mask"]:
-            self.fail(k, "runs with a mask (padded steps); masked recurrent layers have no ONNX "
-                         "translation yet")
+                   "return_sequences", "go_backwards", "has_bias", "has_mask", "has_h0", "has_c0",
+                   "zero_output", "reset_before")
         if attrs.get("has_rdrop"):
             self.fail(k, "runs with recurrent dropout")
+        if attrs.get("projected"):
+            self.fail(k, "takes an int8 input projection (quantize('int8')); export the float "
+                         "model")
         cell = int(attrs["cell"])
         B, T, F = ins[0].shape
         W, R = np.asarray(ins[1], np.float32), np.asarray(ins[2], np.float32)
@@ -634,6 +713,9 @@ class _WriterNN(_Writer):
         bias = None
         if attrs["has_bias"]:
             bias, j = np.asarray(ins[3], np.float32), 4
+        mask = None
+        if attrs["has_mask"]:
+            mask, j = x[j], j + 1
         h0 = c0 = None
         if attrs["has_h0"]:
             h0, j = x[j], j + 1
@@ -660,12 +742,16 @@ class _WriterNN(_Writer):
         else:
             Bo = np.concatenate([gates(bias[None])[..., 0], np.zeros((1, G * U), np.float32)], axis=1)
         xs = x[0]
-        if attrs["go_backwards"]:   # Keras reads the steps last to first
+        m = None
+        if mask is not None:
+            m = self._rnn_compact(xs, mask, T)
+            xs = m["x"]
+        elif attrs["go_backwards"]:   # Keras reads the steps last to first
             xs = self.node("Slice", [xs, self._axes([-1]), self._axes([-(2 ** 62)]), self._axes([1]),
                                      self._axes([-1])])
         xs = self.node("Transpose", [xs], perm=[1, 0, 2])   # (T, B, F)
         inputs = [xs, self.const(Wo, "W"), self.const(Ro, "R"), self.const(Bo.astype(np.float32), "B"),
-                  ""]
+                  m["lens"] if m else ""]
         if h0 is not None or c0 is not None:
             inputs.append(self.node("Unsqueeze", [h0, self._axes([0])]) if h0 is not None else "")
         if c0 is not None:
@@ -689,7 +775,11 @@ class _WriterNN(_Writer):
         betas = [p[1] for _, p in act_list if p]
         if alphas:   # consumed in order by the activations that take them
             kw["activation_alpha"], kw["activation_beta"] = alphas, betas
+        if m is not None and attrs["go_backwards"]:
+            kw["direction"] = "reverse"
         self.nodes.append(self.helper.make_node(op, inputs, names, hidden_size=U, **kw))
+        if m is not None:
+            return self._rnn_masked_outputs(attrs, names, m, h0, c0, cell, T, len(outs))
         y = self.node("Squeeze", [names[0], self._axes([1])])           # (T, B, U)
         seq = self.node("Transpose", [y], perm=[1, 0, 2])              # (B, T, U)
         if attrs["go_backwards"] and attrs.get("unreverse"):   # Bidirectional: back in input order

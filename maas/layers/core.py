@@ -29,6 +29,8 @@ class Dense(Layer):
     (2, 4)
     """
 
+    supports_masking = True   # Keras 3: the input's mask passes through
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
@@ -113,6 +115,8 @@ def _fmt(shape):
 class Activation(Layer):
     """Applies an activation: ``Activation("relu")``."""
 
+    supports_masking = True   # Keras 3: the input's mask passes through
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = _activations.get(activation)
@@ -141,6 +145,8 @@ class Dropout(Layer):
     >>> bool((out == out[:, :1, :]).all())   # the same mask along axis 1
     True
     """
+
+    supports_masking = True   # Keras 3: the input's mask passes through
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)

@@ -36,6 +36,18 @@ class _Merge(Layer):
     def _check_input(self, inputs):
         self.compute_output_shape([tuple(x.shape) for x in inputs] if isinstance(inputs, (list, tuple)) else inputs)
 
+    supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras 3's rule for the elementwise merges: a step is kept where any
+        input keeps it (no mask when an input has none)."""
+        if not isinstance(mask, (list, tuple)) or any(m is None for m in mask):
+            return None
+        out = mask[0]
+        for m in mask[1:]:
+            out = ops.maximum(out, m)
+        return out
+
 
 class Add(_Merge):
     """Elementwise sum of a list of inputs."""
@@ -128,6 +140,23 @@ class Concatenate(_Merge):
 
     def call(self, inputs):
         return ops.concatenate(list(inputs), axis=self.axis)
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras 3's rule: along the features, a step is kept where any input
+        keeps it (an input without a mask keeps every step: no mask); along
+        the steps of (batch, steps, ...) inputs, the masks are joined (ones
+        for an input without one)."""
+        if not isinstance(mask, (list, tuple)) or all(m is None for m in mask):
+            return None
+        rank = len(inputs[0].shape)
+        ax = self.axis % rank
+        if ax == rank - 1 and rank > 1:
+            return super().compute_mask(inputs, mask)
+        if ax == 1 and rank >= 2:
+            parts = [m if m is not None else ops.ones(tuple(x.shape[:2]))
+                     for x, m in zip(inputs, mask)]
+            return ops.concatenate(parts, axis=1)
+        return None
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

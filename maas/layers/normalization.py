@@ -70,6 +70,8 @@ class LayerNormalization(Layer):
     (['gamma', 'beta'], (4,))
     """
 
+    supports_masking = True   # Keras 3: the input's mask passes through
+
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
                  gamma_regularizer=None, beta_constraint=None, gamma_constraint=None, **kwargs):
@@ -254,6 +256,8 @@ class GroupNormalization(Layer):
     >>> gn(np.random.default_rng(0).normal(size=(2, 5, 5, 4)).astype(np.float32)).shape
     (2, 5, 5, 4)
     """
+
+    supports_masking = True   # Keras 3: the input's mask passes through
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,

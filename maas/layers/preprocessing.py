@@ -43,6 +43,8 @@ class Rescaling(Layer):
     array([[1., 1.]], dtype=float32)
     """
 
+    supports_masking = True   # Keras 3: the input's mask passes through
+
     def __init__(self, scale, offset=0.0, **kwargs):
         super().__init__(**kwargs)
         self.scale, self.offset = scale, offset
@@ -74,6 +76,8 @@ class Normalization(Layer):
     >>> np.asarray(norm(np.array([[1.0, 20.0]], np.float32)))
     array([[0., 0.]], dtype=float32)
     """
+
+    supports_masking = True   # Keras 3: the input's mask passes through
 
     def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
         super().__init__(**kwargs)

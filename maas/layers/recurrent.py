@@ -10,7 +10,12 @@ step carries the states and repeats the last output), ``go_backwards``,
 ``recurrent_dropout`` (one mask per sequence, from the seeded counter-based
 generator, as Keras's ``DropoutRNNCell`` draws them), and ``stateful=True``
 (Keras 3's: a fixed batch size, the final states of each batch the initial
-states of the next, in ``layer.states``, zeroed by ``reset_state()``).
+states of the next, in ``layer.states``, zeroed by ``reset_state()``; not
+weights, so neither trained nor saved; fit, evaluate and predict all carry
+them, and fit shuffles the samples unless told ``shuffle=False``, which
+sample i of one batch continuing sample i of the last needs, as in Keras).
+Under ``model.quantize("int8")`` the input projection of every step is one
+int8 GEMM (maas.quantization.recurrent).
 
 >>> import numpy as np, maas
 >>> x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
@@ -108,7 +113,9 @@ class _RNN(Layer):
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, stateful=False, unroll=False, zero_output_for_mask=False,
                  **kwargs):
+        quantization_config = kwargs.pop("quantization_config", None)  # maas.quantization
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.quantization_config = quantization_config
         if isinstance(units, (bool, np.bool_)) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Received an invalid value for argument `units`, expected a positive "
                              f"integer, got {units!r}.")
@@ -157,6 +164,12 @@ class _RNN(Layer):
             raise ValueError(f"{type(self).__name__} layer {self.name!r}: the last dimension of "
                              f"the inputs must be known, received input_shape={_fmt(shape)}")
         gu = self._gates * self.units
+        if self.quantization_config is not None:   # a quantized model being loaded
+            from ..quantization import recurrent as _qr
+            _qr.build_recurrent(self, shape[-1])
+            self._build_states(shape)
+            self.built = True
+            return
         self.kernel = self.add_weight(shape=(shape[-1], gu), initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, gu),
@@ -167,6 +180,10 @@ class _RNN(Layer):
             bs = self._bias_shape()
             self.bias = self.add_weight(shape=bs, initializer=self._bias_initial(bs),
                                         regularizer=self.bias_regularizer, name="bias")
+        self._build_states(shape)
+        self.built = True
+
+    def _build_states(self, shape):
         if self.stateful:
             if self.states is not None:
                 self.reset_state()
@@ -180,7 +197,6 @@ class _RNN(Layer):
                 self.states = [Variable(np.zeros((int(shape[0]), self.units), np.float32),
                                         trainable=False, name="rnn_state")
                                for _ in range(self._nstates)]
-        self.built = True
 
     # -- stateful
     def reset_state(self):
@@ -244,12 +260,15 @@ class _RNN(Layer):
         seed, stream = _random.draw_key(self._next_key)
         return _core.dropout(ones, rate, seed, stream)
 
+    def _in_dim(self):
+        return self._q_in_dim if self.quantization_config is not None else self.kernel.shape[0]
+
     def _check_input(self, inputs):
         x, _ = self._split(inputs)
         shape = tuple(x.shape)
-        if len(shape) != 3 or shape[-1] != self.kernel.shape[0]:
+        if len(shape) != 3 or shape[-1] != self._in_dim():
             raise ValueError(f"Input 0 of layer \"{self.name}\" is incompatible with the layer: "
-                             f"expected shape=(None, None, {self.kernel.shape[0]}), found "
+                             f"expected shape=(None, None, {self._in_dim()}), found "
                              f"shape={_fmt(shape)}")
 
     def _run(self, x, states, mask, training, zero_output=None, unreverse=False):
@@ -260,7 +279,12 @@ class _RNN(Layer):
             states = self._carry_in(b)
         if training and self.dropout > 0:
             x = x * self._drop_mask((b, 1, f), self.dropout)
-        ins = [x, self.kernel, self.recurrent_kernel]
+        projected = self.quantization_config is not None
+        if projected:   # int8: every step's input projection as one int8 GEMM
+            from ..quantization import recurrent as _qr
+            ins = [_qr.projection(self, x), self.recurrent_kernel]
+        else:
+            ins = [x, self.kernel, self.recurrent_kernel]
         if self.use_bias:
             ins.append(self.bias)
         if mask is not None:
@@ -284,7 +308,7 @@ class _RNN(Layer):
                         int(self.return_sequences), int(self.go_backwards), int(bool(zero)),
                         int(self.use_bias), int(mask is not None), int(h0 is not None),
                         int(c0 is not None), int(rdrop is not None), int(bool(unreverse)),
-                        int(self._cell == _CELL_GRU and not self.reset_after))
+                        int(self._cell == _CELL_GRU and not self.reset_after), int(projected))
         if carry:
             self._carry_out(outs)
         return outs
@@ -330,6 +354,8 @@ class _RNN(Layer):
                "return_state": self.return_state, "go_backwards": self.go_backwards,
                "stateful": self.stateful, "unroll": self.unroll,
                "zero_output_for_mask": self.zero_output_for_mask}
+        if self.quantization_config is not None:
+            cfg["quantization_config"] = dict(self.quantization_config)
         if self._cell != _CELL_SIMPLE:
             cfg["recurrent_activation"] = _act_name(self.recurrent_activation)
         return cfg
@@ -609,3 +635,6 @@ class TimeDistributed(Layer):
 
 
 __all__ = ["SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Orthogonal"]
+
+# model.quantize("int8") covers the recurrent layers' input projections
+from ..quantization import recurrent as _quantization_recurrent  # noqa: E402,F401
