@@ -203,8 +203,10 @@ def main():
                           file=sys.stderr)
             med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
             for k in cells:
+                # each repeat's maas run against the Flask run next to it
+                paired = [a[0] / b[0] for a, b in zip(runs[k], runs["flask+st"])]
                 rows.append((server, k, med[k], [x[0] for x in runs[k]],
-                             med[k][0] / med["flask+st"][0], diff))
+                             med[k][0] / med["flask+st"][0], diff, paired))
         finally:
             for proc in procs.values():
                 sb.stop(proc)
@@ -214,11 +216,12 @@ def main():
           f"thread(s) per worker; concurrency {args.concurrency}; median of {args.repeats} runs "
           f"of {args.seconds:g} s\n")
     print("| server | app | req/s (median) | runs req/s | p50 ms | p99 ms | errors | client CPU | "
-          "server CPU | vs flask+st |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for server, k, (rps, p50, p99, err, cc, sc), allr, ratio, diff in rows:
+          "server CPU | req per server CPU-s | vs flask+st (medians) | paired runs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for server, k, (rps, p50, p99, err, cc, sc), allr, ratio, diff, paired in rows:
         print(f"| {server} | {k} | {rps:.1f} | {', '.join(f'{x:.0f}' for x in allr)} | {p50:.1f} | "
-              f"{p99:.1f} | {err} | {cc:.2f} | {sc:.2f} | {ratio:.2f}x |")
+              f"{p99:.1f} | {err} | {cc:.2f} | {sc:.2f} | {rps / sc if sc else float('nan'):.0f} | "
+              f"{ratio:.2f}x | {min(paired):.2f}–{max(paired):.2f}x |")
     print(f"\n(the two servers' embeddings of the first sentence differ by at most {rows[0][5]:.1e})")
 
 
