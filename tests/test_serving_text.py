@@ -180,7 +180,7 @@ def test_sentence_encoder_folder_errors_name_the_file(tmp_path):
                                                num_heads=1, intermediate_size=4), str(d))
 
 
-def test_a_sentence_model_without_its_tokenizer_is_reported_not_served(tmp_path):
+def test_a_sentence_model_without_its_tokenizer_is_reported_then_served_once_it_has_one(tmp_path):
     from maas.serving import create_app
 
     r = str(tmp_path / "repo")
@@ -193,6 +193,11 @@ def test_a_sentence_model_without_its_tokenizer_is_reported_not_served(tmp_path)
     c = create_app(r, poll_interval=0).test_client()  # with it: a text model of 8 features
     y = c.post("/predict", json={"x": ["hello there", "x"]}).json["predictions"]
     assert np.array(y).shape == (2, 8)
+    for path, body in (("/v1/models/notokenizer:explain", {"instances": ["hi"]}),
+                       ("/v2/models/notokenizer/explain", {"inputs": [
+                           {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]})):
+        r = c.post(path, json=body)
+        assert r.status_code == 400 and "takes text" in r.json["error"], r.json
 
 
 # ------------------------------------------------------------------ metadata

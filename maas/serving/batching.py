@@ -16,8 +16,9 @@ skipped when no other request for the model is in the server (a lone client
 pays no delay). Under gevent (``maas serve``'s default worker) a greenlet
 runs from reading its body to the model without yielding, so the requests
 that arrived during the previous forward pass would each find the batcher
-idle and run alone: there the leader first yields once (``gevent.sleep(0)``)
-so that they parse and join its batch. When more than ``max_queue_rows`` rows wait, new requests
+idle and run alone: there the leader first lets the event loop run until it
+is idle (``gevent.idle``, at most ``max_delay_ms``), so that they are read,
+parsed and join its batch. When more than ``max_queue_rows`` rows wait, new requests
 are refused with 503 rather than letting latency grow without bound.
 """
 from __future__ import annotations
@@ -75,16 +76,26 @@ def _slice(y, start, stop):
 
 
 def _cooperative_yield():
-    """``gevent.sleep`` when gevent has patched threading (a gevent worker), else None."""
+    """When gevent has patched threading (a gevent worker): a function that
+    lets every greenlet with pending I/O run (``gevent.idle``: accept, read
+    and parse; a request then queues behind the leader), for at most
+    ``seconds``. None otherwise."""
     import sys
 
     if "gevent" not in sys.modules:
         return None
     try:
-        from gevent import monkey, sleep
+        import gevent
+        from gevent import monkey
     except ImportError:  # pragma: no cover
         return None
-    return sleep if monkey.is_module_patched("threading") else None
+    if not monkey.is_module_patched("threading"):
+        return None
+
+    def wait_idle(seconds):
+        with gevent.Timeout(max(seconds, 1e-4), False):  # False: a quiet end at the timeout
+            gevent.idle()
+    return wait_idle
 
 
 class Batcher:
@@ -190,8 +201,8 @@ class Batcher:
         """Runs one batch, answers it, then hands the leadership on."""
         batch = []
         try:
-            if self._yield is not None:  # gevent: let the requests already read queue up first
-                self._yield(0)
+            if self._yield is not None:  # gevent: let the requests already sent queue up first
+                self._yield(self.max_delay)
             batch = self._take()
             x = batch[0].x if len(batch) == 1 else _concat([p.x for p in batch])
             t = time.perf_counter()

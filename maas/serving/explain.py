@@ -295,6 +295,12 @@ def _explain(server, call, lv, x, params):
 
 
 # -------------------------------------------------------------- protocols
+def _numeric_only(m):
+    if any(s.datatype == "BYTES" for s in m.inputs):
+        raise ServingError(400, f"model {m.name!r} takes text (BYTES); explanations are computed "
+                                f"for numeric inputs only")
+
+
 def explain_v1(server, reg, call, name, version):
     """KServe V1 ``:explain``: the predict body in, ``{"explanations"}`` out."""
     req = parse_json(server.body(call))
@@ -306,6 +312,7 @@ def explain_v1(server, reg, call, name, version):
     with reg.acquire(name, version) as lv:
         m, cfg = lv.model, lv.config
         _note(call, lv, None)
+        _numeric_only(m)
         data = req["instances"] if "instances" in req else req["inputs"]
         what = "instances" if "instances" in req else "inputs"
         if isinstance(data, dict):
@@ -349,6 +356,7 @@ def explain_v2(server, reg, call, name, version=None):
     with reg.acquire(name, version) as lv:
         m, cfg = lv.model, lv.config
         _note(call, lv, None)
+        _numeric_only(m)
         inputs = req["inputs"]
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise ServingError(400, f"'inputs' must be an array of the model's 1 input tensor "
