@@ -218,7 +218,8 @@ def start(server, app, port, repo, tmp, args, env):
     a = SimpleNamespace(server=server, host="127.0.0.1", port=port, workers=args.workers,
                         threads=args.threads, header_timeout=10.0, body_timeout=30.0,
                         max_client_connections=256, max_connections=1000, graceful_timeout=5.0,
-                        timeout=60.0)
+                        timeout=60.0, certfile=None, keyfile=None, ca_certs=None,
+                        require_client_cert=False, forwarded_allow_ips=None)
     e = dict(env)
     cmd = server_command(a, e)
     if app == "maas":
