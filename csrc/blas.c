@@ -261,13 +261,33 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
     return t < 1 ? 1 : (int)t;
 }
 
+/* The threads a split product runs its blocks on: one below TEAM_MIN
+ * multiply-adds (6.3M, ~250 us of one core), else maas's thread count.
+ * maas's OpenMP team waits passively (futex; on a VM an idle vCPU to wake),
+ * so handing a block to a second thread costs ~100 us on the 2-vCPU Zen 3
+ * guest, more than half such a product saves: the digits MLP's 128x64x256
+ * and 128x256x128 products took 54 -> 69 and 100 -> 136 us (best of 40)
+ * split over 2 threads, and its predict at batch 128 was slower at 2
+ * threads than at 1 (benchmarks/RESULTS.md). The shape alone decides, and
+ * one thread computes exactly what it computes at a thread count of 1, so
+ * the bits stay independent of the thread count. */
+#define TEAM_MIN ((double)(6 << 20))
+
+int maas_sgemm_team(int64_t M, int64_t N, int64_t K, int nthreads)
+{
+    if ((double)M * (double)N * (double)K < TEAM_MIN || nthreads < 1)
+        return 1;
+    return nthreads;
+}
+
 /* C split into row or column blocks (maas_sgemm_tiles) over maas's OpenMP
- * team; each block one single-threaded OpenBLAS call over the whole K. */
+ * team (maas_sgemm_team); each block one single-threaded OpenBLAS call over
+ * the whole K. */
 static void sgemm_split(maas_trans ta, maas_trans tb, int64_t M, int64_t N, int64_t K,
                         float alpha, const float *A, int64_t lda, const float *B,
                         int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    int rows, nt = maas_get_num_threads();
+    int rows, nt = maas_sgemm_team(M, N, K, maas_get_num_threads());
     int tiles = maas_sgemm_tiles(M, N, K, nt, &rows);
     if (tiles <= 1) {
         sgemm_colmajor(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -196,6 +196,10 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
 void maas_blas_set_num_threads(int n);  /* 1 in deterministic mode */
 int maas_blas_get_num_threads(void);    /* the threads a large GEMM uses */
 const char *maas_blas_name(void);
+/* The threads deterministic mode runs an (M,N,K) product's blocks on with
+ * `nthreads` set: 1 below 6.3M multiply-adds (a second thread costs more
+ * than it saves), else nthreads. */
+int maas_sgemm_team(int64_t M, int64_t N, int64_t K, int nthreads);
 
 /* ---------------------------------------------------------------- op table
  *
