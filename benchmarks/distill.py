@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--fraction", type=float, default=1.0)
     ap.add_argument("--teacher-width", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3, help="the students' Adam learning rate")
     ap.add_argument("--teacher-epochs", type=int, default=15)
     ap.add_argument("--settings", default="1:0.1,3:0.1,10:0.1,3:0.5,10:0.5")
     a = ap.parse_args()
@@ -77,20 +78,20 @@ def main():
             m.set_weights(init)
             return m
         alone = student()
-        alone.compile(optimizer=maas.optimizers.Adam(1e-3), loss=sce)
+        alone.compile(optimizer=maas.optimizers.Adam(a.lr), loss=sce)
         maas.utils.set_random_seed(2000 + s)   # the same shuffles for every student of seed s
         alone.fit(xs, ys, epochs=a.epochs, batch_size=32, verbose=0)
         rows["student(64) alone"].append(acc(alone))
         for t, al in settings:
             st = student()
             dist = Distiller(student=st, teacher=teacher, temperature=t, alpha=al)
-            dist.compile(optimizer=maas.optimizers.Adam(1e-3), student_loss_fn=sce,
+            dist.compile(optimizer=maas.optimizers.Adam(a.lr), student_loss_fn=sce,
                          distillation_loss_fn=maas.losses.KLDivergence())
             maas.utils.set_random_seed(2000 + s)
             dist.fit(xs, ys, epochs=a.epochs, batch_size=32, verbose=0)
             rows[f"distilled T={t:g} alpha={al:g}"].append(acc(st))
     base = rows["student(64) alone"]
-    print(f"# digits, {a.seeds} seeds, {a.epochs} epochs, students on {len(xs)} rows, "
+    print(f"# digits, {a.seeds} seeds, {a.epochs} epochs, lr {a.lr:g}, students on {len(xs)} rows, "
           f"load {os.getloadavg()[0]:.1f}, {time.time() - t0:.0f} s")
     print("| model | mean acc | std | min | max | distilled - alone (mean) | won/tied/lost |")
     print("|---|---|---|---|---|---|---|")
