@@ -264,11 +264,13 @@ int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_r
 /* The threads a split product runs its blocks on: one below TEAM_MIN
  * multiply-adds (6.3M, ~250 us of one core), else maas's thread count.
  * maas's OpenMP team waits passively (futex; on a VM an idle vCPU to wake),
- * so handing a block to a second thread costs ~100 us on the 2-vCPU Zen 3
- * guest, more than half such a product saves: the digits MLP's 128x64x256
- * and 128x256x128 products took 54 -> 69 and 100 -> 136 us (best of 40)
- * split over 2 threads, and its predict at batch 128 was slower at 2
- * threads than at 1 (benchmarks/RESULTS.md). The shape alone decides, and
+ * so handing a block to a second thread means waking it (and, on a busy
+ * machine, waiting for it to be scheduled): on the 2-vCPU Zen 3 guest the
+ * digits MLP's 128x64x256 and 128x256x128 products took 54 -> 69 and
+ * 100 -> 136 us (best of 40, load 11) split over 2 threads, its predict at
+ * batch 128 took 427 us at 2 threads against 236 at 1 (02:54, load 1.3),
+ * and in no run did the split make them faster (benchmarks/RESULTS.md).
+ * The shape alone decides, and
  * one thread computes exactly what it computes at a thread count of 1, so
  * the bits stay independent of the thread count. */
 #define TEAM_MIN ((double)(6 << 20))
