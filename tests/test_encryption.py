@@ -335,3 +335,68 @@ def test_the_docstring_examples_run():
     for mod in (maas.saving.encryption, maas.saving.signing, maas.serving.security):
         r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert r.failed == 0 and r.attempted > 0, mod.__name__
+
+
+def test_save_to_repository_encrypts_a_version_that_the_key_loads_and_serves(saved, tmp_path,
+                                                                             monkeypatch):
+    """``save_to_repository(..., encryption_key=)`` writes an encrypted
+    ``model.maas`` (no plain weight in it); ``load_model`` with the key and
+    the server's SecureLoader (``maas serve --model-key-file``) answer with
+    the model's own predictions, bit for bit; without the key it is refused."""
+    from maas.serving.security import SecureLoader
+
+    monkeypatch.delenv("MAAS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("MAAS_MODEL_KEY_FILE", raising=False)
+    _, model = saved
+    repo = tmp_path / "repo"
+    path = maas.saving.save_to_repository(model, str(repo), "secret", encryption_key=KEY)
+    assert path == str(repo / "secret" / "1" / "model.maas")
+    _, metadata = maas.saving.load_tensors(path, verify=False)
+    assert ENCRYPTION_KEY in metadata
+    raw = open(path, "rb").read()
+    kernel = np.ascontiguousarray(model.weights[0].numpy()).tobytes()
+    assert kernel[:64] not in raw
+    with pytest.raises(ModelFormatError, match="encrypted"):
+        maas.load_model(path)
+    want = model.predict(X, verbose=0)
+    assert np.array_equal(maas.load_model(path, encryption_key=KEY).predict(X, verbose=0), want)
+    key_file = tmp_path / "model.key"
+    Encryption(KEY).write_key_file(str(key_file))
+    served = SecureLoader(str(key_file), None, None, root=str(repo))(str(repo / "secret" / "1"))
+    assert np.array_equal(served.predict(X, verbose=0), want)
+    # a plain save next to it stays plain (no key from the environment sneaks in)
+    monkeypatch.setenv("MAAS_MODEL_KEY", KEY.hex())
+    plain = maas.saving.save_to_repository(model, str(repo), "secret")
+    assert ENCRYPTION_KEY not in maas.saving.load_tensors(plain, verify=False)[1]
+
+
+def test_verify_file_authenticates_an_encrypted_file_with_its_key(saved, tmp_path, monkeypatch):
+    """verify_file on an encrypted file: without the key it says the file is
+    encrypted and needs it (not "no checksum"); with the key it checks the
+    GCM tag and returns the decrypted tensors; a wrong key and a flipped
+    data byte are refused."""
+    from maas.saving import verify_file
+
+    monkeypatch.delenv("MAAS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("MAAS_MODEL_KEY_FILE", raising=False)
+    d, model = saved
+    enc = str(d / "enc.maas")
+    with pytest.raises(ModelFormatError, match="encrypted.*encryption_key"):
+        verify_file(enc)
+    tensors, metadata = verify_file(enc, encryption_key=KEY)
+    plain, plain_meta = verify_file(str(d / "plain.maas"))
+    assert sorted(tensors) == sorted(plain)
+    for k in plain:
+        assert np.array_equal(np.asarray(tensors[k]), np.asarray(plain[k])), k
+    monkeypatch.setenv("MAAS_MODEL_KEY", base64.b64encode(KEY).decode())
+    assert sorted(verify_file(enc)[0]) == sorted(plain)  # the key from the environment
+    monkeypatch.delenv("MAAS_MODEL_KEY")
+    with pytest.raises(ModelFormatError, match="wrong encryption key"):
+        verify_file(enc, encryption_key=bytes(32))
+    bad = tmp_path / "flipped.maas"
+    data = bytearray(open(enc, "rb").read())
+    (hlen,) = np.frombuffer(bytes(data[:8]), "<u8")
+    data[8 + int(hlen) + 5] ^= 0x01
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError):
+        verify_file(str(bad), encryption_key=KEY)

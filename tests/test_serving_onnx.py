@@ -86,6 +86,8 @@ def test_a_fixed_batch_axis_and_a_malformed_file_are_refused_with_the_reason(tmp
                     [helper.make_node("Relu", ["x"], ["y"])])
     with pytest.raises(ModelFormatError, match="batch axis first"):
         OnnxModel(p)
+    with pytest.raises(FileNotFoundError):
+        OnnxModel(str(tmp_path / "missing.onnx"))
     _write(str(tmp_path / "v"), "model.onnx", b"\x08\x07 this is not protobuf")
     with pytest.raises(ModelFormatError, match="not a valid ONNX model"):
         default_loader(str(tmp_path / "v"))

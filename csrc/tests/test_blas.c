@@ -168,6 +168,33 @@ static void check_split_rule(void)
     CHECK(maas_sgemm_tiles(4096, 4096, 4096, 1, &rows) == 1);
 }
 
+/* The digits MLP's products (batch 128: 64 -> 256 -> 128 -> 10, forward and
+ * backward) give the same bits at 1, 2 and 4 threads. */
+static void check_small_products_one_thread(void)
+{
+    static const long S[][3] = {{128, 256, 64}, {128, 128, 256}, {128, 10, 128},
+                                {64, 256, 128}, {256, 128, 128}, {128, 64, 256}};
+    int nt0 = maas_get_num_threads();
+    for (int s = 0; s < (int)(sizeof S / sizeof S[0]); s++) {
+        long M = S[s][0], N = S[s][1], K = S[s][2];
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                float *ref = malloc(sizeof(float) * (size_t)(M * N));
+                float *got = malloc(sizeof(float) * (size_t)(M * N));
+                unsigned seed = (unsigned)(900 + s * 4 + ta * 2 + tb);
+                maas_set_num_threads(1);
+                check_product(ta, tb, M, N, K, 1, 0.0f, seed, ref);
+                for (int nt = 2; nt <= 4; nt += 2) {
+                    maas_set_num_threads(nt);
+                    check_product(ta, tb, M, N, K, 1, 0.0f, seed, got);
+                    CHECK(memcmp(ref, got, sizeof(float) * (size_t)(M * N)) == 0);
+                }
+                free(ref); free(got);
+            }
+    }
+    maas_set_num_threads(nt0);
+}
+
 static void check_switch(void)
 {
     CHECK(maas_get_deterministic() == 1); /* the default (the Makefile does not set the env) */
@@ -187,6 +214,7 @@ int main(void)
     check_products();
     check_split_rule();
     check_thread_independence();
+    check_small_products_one_thread();
     check_switch();
     return check_done("test_blas");
 }

@@ -154,16 +154,31 @@ def _next_version_dir(repo, name: str, version: int | None = None) -> Iterator[_
         raise
 
 
-def save_to_repository(model, repo, name: str, version: int | None = None) -> str:
+def save_to_repository(model, repo, name: str, version: int | None = None,
+                       encryption_key=None) -> str:
     """Saves ``model`` (anything with ``save(path)``) as the next version of
     ``name`` in ``repo`` (or as ``version``), atomically; returns the path of
     the new ``model.maas``. An object whose class sets ``saves_to_folder``
     (a :class:`maas.applications.SentenceEncoder`: model.maas beside its
     tokenizer files) is saved with ``model.save(version_folder)``.
+
+    ``encryption_key`` (32 bytes, hex or base64 text, or a
+    :class:`maas.saving.Encryption`) encrypts the tensor data at rest, as
+    ``model.save(path, encryption_key=...)`` does; ``maas serve
+    --model-key-file`` serves such a version. The key is not read from the
+    environment here: a save is encrypted only when asked.
     """
     with _next_version_dir(repo, name, version) as pending:
         if getattr(type(model), "saves_to_folder", False):
+            if encryption_key is not None:
+                raise ValueError(f"save_to_repository: {type(model).__name__} is saved as a "
+                                 "folder with its tokenizer files; encryption_key covers "
+                                 "single model files only")
             model.save(pending.path)
         else:
-            model.save(os.path.join(pending.path, MODEL_FILENAME))
+            path = os.path.join(pending.path, MODEL_FILENAME)
+            if encryption_key is None:
+                model.save(path)
+            else:
+                model.save(path, encryption_key=encryption_key)
     return os.path.join(pending.final, MODEL_FILENAME)

@@ -160,10 +160,29 @@ def load_tensors(path: PathLike, mmap: bool = True, verify: bool = True
     return tensors, metadata
 
 
-def verify_file(path: PathLike, require_checksum: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+def verify_file(path: PathLike, require_checksum: bool = True, encryption_key=None
+                ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Checks a file's structure and its SHA-256; ModelFormatError when either
-    is wrong, or when ``require_checksum`` and the file records none."""
+    is wrong, or when ``require_checksum`` and the file records none.
+
+    An encrypted file (``maas.saving.encryption``) records no SHA-256 of its
+    plain data; its GCM tag authenticates header and data instead, which
+    needs the key: ``encryption_key`` (or ``MAAS_MODEL_KEY`` /
+    ``MAAS_MODEL_KEY_FILE``). With it the file is decrypted in memory and
+    the tag checked (the decrypted tensors are returned); without it
+    ModelFormatError says the file is encrypted and needs its key (a
+    structure-only check would not prove the data intact)."""
     tensors, metadata = load_tensors(path, mmap=True, verify=True)
+    from .encryption import ENCRYPTION_KEY, read_model_file, resolve_encryption
+
+    if ENCRYPTION_KEY in metadata:
+        if resolve_encryption(encryption_key) is None:
+            raise ModelFormatError(
+                f"{os.fspath(path)}: the file is encrypted (its data is authenticated by its "
+                f"AES-256-GCM tag, not a SHA-256): pass encryption_key= (or set MAAS_MODEL_KEY "
+                f"or MAAS_MODEL_KEY_FILE) to verify it")
+        tensors, metadata, _ = read_model_file(path, False, encryption_key)
+        return tensors, metadata
     if require_checksum and CHECKSUM_KEY not in metadata:
         raise ModelFormatError(f"{os.fspath(path)}: the metadata has no {CHECKSUM_KEY} to verify "
                                f"the data against (not written by maas?)")

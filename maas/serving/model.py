@@ -382,6 +382,9 @@ class OnnxModel(ServedModel):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         label = os.path.basename(path)
+        if not os.path.isfile(path):
+            import errno
+            raise FileNotFoundError(errno.ENOENT, "no ONNX model file", path)
         try:
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         except (FileNotFoundError, PermissionError, IsADirectoryError):
