@@ -88,12 +88,16 @@ def delayed_loader(path: str):
     a line to ``MAAS_TEST_HOLD + ".arrived"`` (the test sees a request
     reach the model) and then waits until the hold file is removed (at most
     ``MAAS_TEST_DELAY`` seconds), so that requests are in flight while a
-    test changes files."""
+    test changes files. Each successful load appends the worker's pid to
+    ``MAAS_TEST_HOLD + ".loaded"``."""
     from maas.serving.model import default_loader
 
     model = default_loader(path)
     delay = float(os.environ.get("MAAS_TEST_DELAY", "0") or 0)
     hold = os.environ.get("MAAS_TEST_HOLD", "")
+    if hold:  # which workers have loaded a good copy
+        with open(hold + ".loaded", "a") as f:
+            f.write(f"{os.getpid()}\n")
 
     class Held:
         def __getattr__(self, name):  # the model's shapes, inputs and outputs
@@ -297,7 +301,12 @@ def test_truncating_a_served_file_kills_no_worker_and_drops_no_request(tmp_path)
     arrived = tmp_path / "hold.arrived"
     env = {"MAAS_SERVING_LOADER": "test_serving_versions:delayed_loader", "MAAS_TEST_DELAY": "300",
            "MAAS_TEST_HOLD": str(hold)}
+    loaded = tmp_path / "hold.loaded"
     with serving(repo, tmp_path, env=env) as s:
+        # every worker has loaded the good file before it is truncated (a worker still
+        # booting on a busy machine would load the junk and rightly have no version)
+        wait_for(lambda: loaded.exists() and len(set(loaded.read_text().split())) >= 2,
+                 "both workers to load version 1")
         workers = s.workers()
         assert_serves(s.url, 2, times=2, width=512)
         results = []
