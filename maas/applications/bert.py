@@ -459,10 +459,12 @@ class _PlanCache:
         self.plans = collections.OrderedDict()   # (n, T) -> (plan, bytes)
         self.lock = threading.Lock()
         self.storage = None
+        self.weights = None   # the encoder's variables (a plan reads them in place)
 
     def clear(self):
         with self.lock:
             self.plans.clear()
+            self.weights = self.storage = None
 
     def run(self, ids, mask, types):
         """The pooled embeddings (a fresh array), or None when one plan of
@@ -475,8 +477,9 @@ class _PlanCache:
         if size > self.owner.plan_cache_bytes:
             return None
         with self.lock:
-            weights = enc.weights
-            ids_now = _core.core_ids(weights) if weights else ()
+            if not self.weights:   # walking the layers costs ~1 ms: once it is built
+                self.weights = list(enc.weights)
+            ids_now = _core.core_ids(self.weights) if self.weights else ()
             if ids_now != self.storage:   # loaded or rebuilt: every plan is stale
                 self.plans.clear()
                 self.storage = ids_now
@@ -501,12 +504,4 @@ class _PlanCache:
         if plan is None:   # cannot happen for a BertEncoder made of maas ops; eager then
             return np.array(y)
         self.plans[key] = (plan, size)
-        self.storage = _core_ids(self.owner.encoder)
         return np.array(y)   # a copy: the traced tensor is the plan's buffer
-
-
-def _core_ids(encoder):
-    from .. import _core
-
-    w = encoder.weights
-    return _core.core_ids(w) if w else ()
