@@ -240,3 +240,76 @@ def test_sentence_encoder_saves_with_its_tokenizer_and_reloads_in_a_new_process(
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                    timeout=600)
     np.testing.assert_array_equal(np.load(out), encoder.encode(SENTENCES))
+
+
+# ------------------------------------------------------------ the plan path
+
+LONG = ("Sentence embeddings map text to vectors, and a sentence of some length fills "
+        "more than sixteen word pieces so its batch is padded to a bucket.")
+
+
+def eager_unpadded(enc, sentences):
+    """The eager path on the batch padded only to its longest sentence."""
+    ids, mask, types = enc.tokenize(sentences)
+    return np.asarray(enc.embed(maas.Tensor(ids), maas.Tensor(mask), maas.Tensor(types))), ids.shape
+
+
+def test_encode_runs_on_cached_plans_whose_bucketed_padding_is_exact(encoder, reference):
+    sentences = SENTENCES + [LONG]
+    ref, (n, longest) = eager_unpadded(encoder, sentences)
+    assert longest > encoder.exact_lengths and longest % encoder.length_bucket != 0
+    encoder._plans.clear()
+    first = encoder.encode(sentences)            # traced (eagerly, padded to the bucket)
+    again = encoder.encode(sentences)            # replayed: one C call
+    np.testing.assert_array_equal(first, again)
+    bucket = -(-longest // encoder.length_bucket) * encoder.length_bucket
+    assert list(encoder._plans.plans) == [(n, bucket)]
+    np.testing.assert_allclose(again, ref, rtol=0, atol=1e-6)
+    st = reference.encode(sentences, convert_to_numpy=True, batch_size=32)
+    np.testing.assert_allclose(again, st, rtol=0, atol=1e-4)
+    # short batches run at their own length; a smaller last batch has a plan of its own
+    encoder._plans.clear()
+    out = encoder.encode(sentences, batch_size=3)
+    np.testing.assert_allclose(out, st, rtol=0, atol=1e-4)
+    shapes = sorted(encoder._plans.plans)
+    assert len(shapes) == 3 and (3, bucket) in shapes, shapes   # 3 + 3 + 2, longest first
+    assert [T for n, T in shapes if n == 2][0] <= encoder.exact_lengths, shapes
+    assert all(T <= encoder.exact_lengths or T % encoder.length_bucket == 0 for _, T in shapes)
+
+
+def test_padded_length_buckets():
+    enc = SentenceEncoder.__new__(SentenceEncoder)
+    enc.max_seq_length = 256
+    enc.encoder = BertEncoder(vocab_size=10, hidden_size=4, num_layers=1, num_heads=1,
+                              intermediate_size=4, max_position_embeddings=512)
+    got = [enc._padded_length(t) for t in (0, 1, 12, 16, 17, 24, 25, 128, 129, 250, 256)]
+    assert got == [1, 1, 12, 16, 24, 24, 32, 128, 160, 256, 256]
+    enc.max_seq_length = 20   # never past max_seq_length (the tokenizer truncates there)
+    assert enc._padded_length(19) == 20 and enc._padded_length(20) == 20
+
+
+def test_plans_follow_weight_changes_and_the_budget_falls_back_to_eager():
+    enc = SentenceEncoder.from_pretrained(PATH)
+    before = enc.encode(SENTENCES)
+    ln = enc.encoder.encoder_layers[-1]._feedforward_layer_norm
+    rng = np.random.default_rng(0)
+    ln.gamma.assign(np.asarray(ln.gamma) * rng.uniform(0.5, 1.5, ln.gamma.shape).astype(np.float32))
+    after = enc.encode(SENTENCES)                 # the cached plan reads the weights in place
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, eager_unpadded(enc, SENTENCES)[0], rtol=0, atol=1e-6)
+    enc.plan_cache_bytes = 1                      # every plan is over budget: eager
+    enc._plans.clear()
+    eager = enc.encode(SENTENCES)
+    assert not enc._plans.plans
+    np.testing.assert_allclose(eager, after, rtol=0, atol=1e-6)
+
+
+def test_encode_from_many_threads_gives_the_serial_results(encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [SENTENCES[i:] + [LONG] for i in range(4)] * 3
+    serial = [encoder.encode(b) for b in batches]
+    with ThreadPoolExecutor(6) as ex:
+        threaded = list(ex.map(encoder.encode, batches))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)

@@ -279,6 +279,7 @@ class SentenceEncoder:
         self.normalize = bool(normalize)
         self.tokenizer.enable_truncation(self.max_seq_length)
         self.tokenizer.no_padding()
+        self._plans = _PlanCache(self)
 
     @classmethod
     def from_pretrained(cls, path):
@@ -429,21 +430,141 @@ class SentenceEncoder:
         return l2_normalize(e) if self.normalize else e
 
     def encode(self, sentences, batch_size=32):
-        """(n, hidden) float32 embeddings of a list of strings."""
+        """(n, hidden) float32 embeddings of a list of strings.
+
+        Each batch runs as one C call on a compiled forward plan (traced on
+        the first batch of its shape, then replayed), its length padded up
+        to a multiple of ``length_bucket`` tokens so that few shapes are
+        traced; the mask makes the padding exact (no padded token reaches a
+        real one's attention, the pooling or the normalisation)."""
         sentences = list(sentences) if not isinstance(sentences, str) else sentences
         if isinstance(sentences, str):
             raise TypeError("SentenceEncoder.encode: pass a list of strings, received a single "
                             "str (wrap it: [sentence])")
-        out = []
+        hidden = self.encoder.config["hidden_size"]
+        if not sentences:
+            return np.zeros((0, hidden), np.float32)
+        if len(sentences) <= batch_size:    # one batch: no sort, no gather
+            return self._encode_batch(sentences)
+        out = np.empty((len(sentences), hidden), np.float32)
         # sorted by length as sentence-transformers does: less padding per batch
         order = np.argsort([-len(s) for s in sentences], kind="stable")
         for b in range(0, len(sentences), batch_size):
             idx = order[b:b + batch_size]
-            ids, mask, types = self.tokenize([sentences[i] for i in idx])
-            out.append(np.asarray(self.embed(Tensor(ids), Tensor(mask), Tensor(types))))
-        if not out:
-            return np.zeros((0, self.encoder.config["hidden_size"]), np.float32)
-        res = np.concatenate(out)
-        final = np.empty_like(res)
-        final[order] = res
-        return final
+            out[idx] = self._encode_batch([sentences[i] for i in idx])
+        return out
+
+    # ------------------------------------------------------- the plan path
+    #: lengths up to ``exact_lengths`` run unpadded (their plans are small and
+    #: padding would cost latency); longer ones are padded to a multiple of
+    #: ``length_bucket`` (of 4 * length_bucket beyond 128 tokens), never past
+    #: max_seq_length or the position table
+    exact_lengths = 16
+    length_bucket = 8
+    #: activation memory the cached plans may hold together (an upper bound
+    #: per plan, see _plan_bytes); a batch whose plan alone exceeds it runs eagerly
+    plan_cache_bytes = 1 << 30
+
+    def _padded_length(self, longest):
+        """The length a batch whose longest sentence has ``longest`` tokens runs at."""
+        if longest <= self.exact_lengths:
+            return max(1, longest)
+        q = max(1, int(self.length_bucket))
+        if longest > 128:
+            q *= 4
+        cap = min(self.max_seq_length, self.encoder.config["max_position_embeddings"])
+        return min(-(-longest // q) * q, max(cap, longest))
+
+    def _tokenize_padded(self, sentences):
+        """tokenize() padded to the bucketed length (zeros past each sentence)."""
+        if isinstance(sentences, str):
+            raise TypeError("SentenceEncoder: pass a list of strings, received a single str "
+                            "(wrap it: [sentence])")
+        encs = self.tokenizer.encode_batch(list(sentences))
+        lens = [len(e.ids) for e in encs]
+        n, T = len(encs), self._padded_length(max(lens, default=0))
+        ids = np.zeros((n, T), np.int64)
+        mask = np.zeros((n, T), np.int64)
+        types = np.zeros((n, T), np.int64)
+        for i, e in enumerate(encs):
+            k = lens[i]
+            ids[i, :k], mask[i, :k], types[i, :k] = e.ids, e.attention_mask, e.type_ids
+        return ids, mask, types
+
+    def _encode_batch(self, sentences):
+        ids, mask, types = self._tokenize_padded(sentences)
+        out = self._plans.run(ids, mask, types)
+        if out is None:   # beyond the plan budget: the eager path
+            out = np.asarray(self.embed(Tensor(ids), Tensor(mask), Tensor(types)))
+        return out
+
+
+def _plan_bytes(config, n, T):
+    """The activation memory of a forward plan for (n, T): every traced
+    tensor keeps its own buffer (a rough upper bound, float32)."""
+    h, f, H, L = (config["hidden_size"], config["intermediate_size"], config["num_heads"],
+                  config["num_layers"])
+    per_layer = n * T * (14 * h + 2 * f) + 2 * n * H * T * T
+    return 4 * (L * per_layer + n * T * 6 * h)
+
+
+class _PlanCache:
+    """Compiled forward plans of a SentenceEncoder, one per (batch, padded
+    length), least recently used first out, within
+    ``SentenceEncoder.plan_cache_bytes``. A plan runs one batch at a time
+    (a lock); it is traced anew when a weight was given new memory."""
+
+    def __init__(self, owner):
+        import collections
+        import threading
+
+        self.owner = owner
+        self.plans = collections.OrderedDict()   # (n, T) -> (plan, bytes)
+        self.lock = threading.Lock()
+        self.storage = None
+        self.weights = None   # the encoder's variables (a plan reads them in place)
+
+    def clear(self):
+        with self.lock:
+            self.plans.clear()
+            self.weights = self.storage = None
+
+    def run(self, ids, mask, types):
+        """The pooled embeddings (a fresh array), or None when one plan of
+        this shape would exceed the budget."""
+        from .. import _core
+
+        enc = self.owner.encoder
+        key = ids.shape
+        size = _plan_bytes(enc.config, *key)
+        if size > self.owner.plan_cache_bytes:
+            return None
+        with self.lock:
+            if not self.weights:   # walking the layers costs ~1 ms: once it is built
+                self.weights = list(enc.weights)
+            ids_now = _core.core_ids(self.weights) if self.weights else ()
+            if ids_now != self.storage:   # loaded or rebuilt: every plan is stale
+                self.plans.clear()
+                self.storage = ids_now
+            entry = self.plans.get(key)
+            if entry is not None:
+                self.plans.move_to_end(key)
+                plan = entry[0]
+                plan.run([ids, mask, types])
+                return plan.outputs()[0]
+            return self._trace(key, size, ids, mask, types)
+
+    def _trace(self, key, size, ids, mask, types):
+        from .. import engine
+
+        budget = self.owner.plan_cache_bytes
+        while self.plans and sum(b for _, b in self.plans.values()) + size > budget:
+            self.plans.popitem(last=False)
+        ph = [Tensor(a, copy=True) for a in (ids, mask, types)]
+        with engine.trace(ph) as t:
+            y = self.owner.embed(ph[0], ph[1], ph[2])
+        plan, reason = t.freeze(ph, [y], None, [])
+        if plan is None:   # cannot happen for a BertEncoder made of maas ops; eager then
+            return np.array(y)
+        self.plans[key] = (plan, size)
+        return np.array(y)   # a copy: the traced tensor is the plan's buffer
