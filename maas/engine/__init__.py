@@ -53,6 +53,11 @@ def defer_update(metric, value, weight) -> None:
     the trace)."""
     _active[-1].deferred.append((metric, value, weight))
 
+# Predict plans fold each inference BatchNormalization into the Conv2D or
+# Dense that feeds it (maas_plan_fold_batchnorm): one pass over the
+# activations less per pair. False keeps the plan as traced (for comparisons).
+FOLD_BATCHNORM = True
+
 _MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
 
 
@@ -343,8 +348,14 @@ class CompiledPlan:
             self.predict_eager_reason = reason
             self.model._compiled_predict_fn = None
             return y
-        self._predict[key] = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0,
-                                     [], None)
+        tr = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0, [], None)
+        self._predict[key] = tr
+        # inference BatchNormalization folded into the conv/dense before it
+        # (the plan refolds whenever a weight's version moves: fit, assign,
+        # load_weights); the first answer then comes from the folded plan too
+        if FOLD_BATCHNORM and plan.fold_batchnorm():
+            plan.run(xs, tr.keys())
+            return tr.outputs()
         # copies: the traced tensors are the plan's buffers, rewritten by every run
         return _pack(y, [np.array(o) for o in outs], [0]) if not isinstance(y, Tensor) \
             else np.array(y)
