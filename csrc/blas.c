@@ -233,17 +233,21 @@ static void sgemm_colmajor(maas_trans ta, maas_trans tb, int64_t M, int64_t N, i
  *   are the same by construction even where a block is small enough for
  *   OpenBLAS's small kernels. Below MID_MIN one call: threads cost more.
  *
- * Block edges fall on multiples of TILE_UNIT rows or columns (the widest
- * micro-kernel, 16 on SkylakeX), only for speed. */
+ * Blocks are rows of C only, their edges on multiples of TILE_UNIT = 48
+ * rows (a multiple of every micro-kernel width, 16 on SkylakeX, 4/8/12/24
+ * on Haswell/Zen 3). Measured on Zen 3 (OpenBLAS's Haswell kernels): row
+ * blocks of 16 changed the bits of the rows before the edge, and column
+ * blocks of any width (16 ... 512) changed bits across whole blocks (in
+ * row-major terms; OpenBLAS sees the transpose), so C is never split by
+ * columns: a product of fewer than 96 rows runs on one thread. */
 #define TILE_MIN ((double)(1 << 20))
 #define MID_MIN ((double)(1 << 19))
-#define TILE_UNIT 16
+#define TILE_UNIT 48
 
 int maas_sgemm_tiles(int64_t M, int64_t N, int64_t K, int nthreads, int *split_rows)
 {
-    /* split the longer side of C: each block re-packs the operand that
-     * spans the other side, the smaller one then */
-    int rows = M >= N;
+    /* rows only (see above) */
+    int rows = 1;
     int64_t len = rows ? M : N, other = rows ? N : M;
     int64_t units = len / TILE_UNIT;
     double mnk = (double)M * (double)N * (double)K;

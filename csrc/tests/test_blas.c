@@ -113,10 +113,11 @@ static void check_products(void)
 /* Shapes above the split cut-off, odd in every way; each must be split
  * into more than one block at 2 threads for the test to mean anything. */
 static const long SPLIT[][3] = {
-    {129, 257, 65}, {1025, 17, 129}, {17, 1031, 129}, {300, 300, 31},
-    {64, 513, 784}, {33, 4097, 17}, {2049, 63, 33}, {127, 129, 200},
+    {385, 129, 65}, {1025, 17, 129}, {1031, 17, 129}, {300, 300, 31},
+    {513, 64, 784}, {4097, 33, 17}, {2049, 63, 33}, {127, 129, 200}, {256, 256, 256},
+    {32768, 32, 288}, /* a convolution's columns (32 filters, 3x3x32) */
     /* mid-size: always two blocks, some small enough for OpenBLAS's small kernels */
-    {32, 257, 128}, {129, 63, 100}, {47, 47, 400}, {1000, 9, 90},
+    {257, 32, 128}, {129, 63, 100}, {97, 47, 400}, {1000, 9, 90},
 };
 
 static void check_thread_independence(void)
@@ -157,14 +158,16 @@ static void check_split_rule(void)
     /* small products are one call whatever the thread count */
     CHECK(maas_sgemm_tiles(64, 64, 100, 4, &rows) == 1);
     /* mid-size ones always two blocks, even at one thread */
-    CHECK(maas_sgemm_tiles(32, 256, 128, 1, &rows) == 2 && rows == 0);
-    CHECK(maas_sgemm_tiles(32, 256, 128, 4, &rows) == 2);
+    CHECK(maas_sgemm_tiles(256, 32, 128, 1, &rows) == 2 && rows == 1);
+    CHECK(maas_sgemm_tiles(256, 32, 128, 4, &rows) == 2);
     CHECK(maas_sgemm_tiles(20, 20, 2000, 4, &rows) == 1); /* too narrow to split */
     CHECK(maas_sgemm_tiles(5, 5, 1000000, 64, &rows) == 1); /* nothing to split */
-    /* the longer side of C is split; blocks never fall below the cut-off */
+    /* rows only, in blocks of 48 (columns change bits on Zen 3): fewer than
+     * 96 rows is one call; blocks never fall below the cut-off */
+    CHECK(maas_sgemm_tiles(32, 4096, 784, 2, &rows) == 1);
     CHECK(maas_sgemm_tiles(784, 256, 128, 2, &rows) == 2 && rows == 1);
-    CHECK(maas_sgemm_tiles(128, 256, 784, 2, &rows) == 2 && rows == 0);
-    CHECK(maas_sgemm_tiles(128, 256, 784, 64, &rows) == 16);
+    CHECK(maas_sgemm_tiles(128, 256, 784, 2, &rows) == 2 && rows == 1);
+    CHECK(maas_sgemm_tiles(768, 256, 784, 64, &rows) == 16);
     CHECK(maas_sgemm_tiles(4096, 4096, 4096, 1, &rows) == 1);
 }
 

@@ -23,6 +23,7 @@ from .. import initializers as _initializers
 from .. import ops
 from .. import regularizers as _regularizers
 from .base import Layer, unique_name
+from .base import _ctx as _base_ctx
 
 _PAD = {"valid": 0, "same": 1, "causal": 2}
 
@@ -206,8 +207,11 @@ class _BaseConv(Layer):
 
     def _op(self, x, kernel, bias, strides, dilation, groups, padding=None):
         ins = [x, kernel] if bias is None else [x, kernel, bias]
+        # training: the op keeps the whole batch's im2col columns (up to 128 MB)
+        # for the weight gradient, instead of recomputing them in the backward
+        keep = int(bool(getattr(_base_ctx, "training", None)) and self.trainable)
         return _core.op(_core.OP_CONV2D, ins, strides[0], strides[1], dilation[0], dilation[1],
-                        _PAD[padding or self.padding], groups)
+                        _PAD[padding or self.padding], groups, keep)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
