@@ -112,8 +112,18 @@ static void im2col(float *col, const float *x, const conv_geom *g, int64_t n0, i
         int64_t n = n0 + r / (g->OH * g->OW), rem = r % (g->OH * g->OW);
         int64_t oh = rem / g->OW, ow = rem % g->OW;
         float *dst = col + r * row;
+        const int64_t iw0 = ow * g->sw - g->pl;
         for (int64_t kh = 0; kh < g->KH; kh++) {
             int64_t ih = oh * g->sh - g->pt + kh * g->dh;
+            if (g->groups == 1 && g->dw == 1 && ih >= 0 && ih < g->H && iw0 >= 0 &&
+                iw0 + g->KW <= g->W) {
+                /* the KW taps of one kernel row are KW*C contiguous floats of x
+                 * and of the column row: one copy (a small C_in's 3-float
+                 * copies were most of the first layer's im2col) */
+                memcpy(dst + kh * g->KW * Cg, x + ((n * g->H + ih) * g->W + iw0) * g->C,
+                       (size_t)(g->KW * Cg) * sizeof(float));
+                continue;
+            }
             for (int64_t kw = 0; kw < g->KW; kw++) {
                 int64_t iw = ow * g->sw - g->pl + kw * g->dw;
                 int inside = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W;
