@@ -487,8 +487,8 @@ static void refold(maas_plan *p)
 maas_status maas_plan_fold_batchnorm(maas_plan *p, int *nfolded)
 {
     *nfolded = 0;
-    if (p->loss || p->nnodes == 0)
-        return MAAS_OK; /* training plans keep every node */
+    if (p->loss || p->nnodes == 0 || p->nfolds)
+        return MAAS_OK; /* training plans keep every node; a plan folds once */
     const int64_t nv = p->nvals;
     int32_t *producer = malloc((size_t)nv * sizeof *producer);
     int32_t *uses = calloc((size_t)nv, sizeof *uses);
@@ -506,7 +506,8 @@ maas_status maas_plan_fold_batchnorm(maas_plan *p, int *nfolded)
         for (int j = 0; j < p->nodes[k].nout; j++)
             producer[p->out_val[k * MAAS_OP_MAX_OUT + j]] = (int32_t)k;
         for (int i = 0; i < p->nodes[k].nin; i++)
-            uses[p->in_val[k * MAAS_OP_MAX_IN + i]]++;
+            if (p->in_val[k * MAAS_OP_MAX_IN + i] >= 0)
+                uses[p->in_val[k * MAAS_OP_MAX_IN + i]]++;
     }
     for (int i = 0; i < p->noutputs; i++)
         uses[find_val(p, p->outputs[i])]++;

@@ -619,6 +619,7 @@ def test_predict_folds_batchnorm_into_conv_and_dense_to_1e5():
     assert rel_err(p, ref) < 1e-5
     # three of the four BatchNormalizations went (the one after a ReLU stays)
     assert predict_plan(m).num_nodes == n_traced - 3
+    assert predict_plan(m).fold_batchnorm() == 0   # a plan folds once
     np.testing.assert_array_equal(m.predict(x, verbose=0), p)   # replays give the same bits
 
 
