@@ -131,8 +131,11 @@ def data(n, seed=0):
 # ------------------------------------------------------------------ workers
 
 
-def run_maas(case, batch, steps, repeats):
+def run_maas(case, batch, steps, repeats, nofold=False):
     import maas
+    import maas.engine
+
+    maas.engine.FOLD_BATCHNORM = not nofold
 
     model_fn = maas_small_cnn if case.startswith("cnn") else (
         lambda: maas.applications.ResNet18(input_shape=(32, 32, 3), classes=10, stem="cifar",
@@ -275,6 +278,7 @@ CASES = {  # name: (batch, steps)
     "cnn_b128_infer": (128, 16),
     "cnn_b32_infer": (32, 32),
     "resnet18_b32_train": (32, 4),
+    "resnet18_b32_infer": (32, 8),
 }
 
 
@@ -293,8 +297,10 @@ def worker(args):
         batch, steps = CASES[args.case]
         if args.quick:
             steps = max(2, steps // 4)
-        fn = run_maas if args.worker == "maas" else run_torch
-        res = fn(args.case, batch, steps, args.repeats)
+        if args.worker == "maas":
+            res = run_maas(args.case, batch, steps, args.repeats, args.nofold)
+        else:
+            res = run_torch(args.case, batch, steps, args.repeats)
     print(json.dumps(res))
 
 
@@ -326,6 +332,8 @@ def main():
     p.add_argument("--case")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--nofold", action="store_true",
+                   help="(worker) predict plans keep BatchNormalization unfolded")
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -353,6 +361,11 @@ def main():
         print(f"| {case} | {m['img_s']:.0f} | {t['img_s']:.0f} | {row['ratio']:.2f}x | {gm:.1f} | "
               f"{100 * gm / peak['maas']:.0f}% | {gt:.1f} |" + (f" eager: {m['eager_reason']}" if m["eager_reason"] else ""),
               flush=True)
+    # BatchNormalization folding: ResNet-18's predict with and without it
+    fold = {"img_s": next(r["maas"] for r in rows if r["case"] == "resnet18_b32_infer")}
+    nofold = spawn("--worker", "maas", "--case", "resnet18_b32_infer", "--nofold", *common)
+    print(f"\nResNet-18 predict b32: BN folded {fold['img_s']:.0f} img/s (the table's row), "
+          f"unfolded {nofold['img_s']:.0f} img/s: folding {fold['img_s'] / nofold['img_s']:.2f}x")
     prof = spawn("--worker", "profile", "--batch", "128", *common)
     print("\nPer layer of the small CNN at batch 128, alone (median ms):")
     print("| layer | input | maas fwd | torch fwd | maas fwd+bwd | torch fwd+bwd |")
@@ -363,7 +376,8 @@ def main():
     print(f"# load average {os.getloadavg()[0]:.1f} at the end (other engineers' builds and tests shared the machine)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak": peak, "rows": rows, "profile": prof}, f, indent=1)
+            json.dump({"peak": peak, "rows": rows, "profile": prof,
+                       "fold": {"folded": fold, "unfolded": nofold}}, f, indent=1)
 
 
 if __name__ == "__main__":

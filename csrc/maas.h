@@ -723,6 +723,14 @@ maas_status maas_plan_backward(maas_plan *plan);
 /* Clipping (clipvalue, clipnorm, global_clipnorm) and the optimizer update
  * of every parameter with a gradient, as maas.optimizers does it. */
 maas_status maas_plan_update(maas_plan *plan, float lr, int64_t step);
+/* Inference plans (no loss): folds each inference-mode batch normalization
+ * over the last axis into the conv2d or dense node that alone feeds it
+ * (kernel scaled per output channel, shift into the bias; recomputed by
+ * the next forward whenever a source's version changes) and drops it from
+ * the node list. *nfolded: how many. A plan with a loss is left as it is. */
+maas_status maas_plan_fold_batchnorm(maas_plan *plan, int *nfolded);
+/* ops/norm.c: whether a batch normalization node may be folded (see above). */
+int maas_batchnorm_foldable(const maas_node *nd, double *eps, int *has_gamma, int *has_beta);
 
 /* -------------------------------------------------------------- format.c */
 

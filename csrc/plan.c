@@ -40,7 +40,21 @@ struct maas_plan {
     maas_optim_config opt;
     maas_tensor **slots;       /* 3 per parameter, references or NULL */
     int *decay;
+
+    struct plan_fold *folds;   /* batch normalizations folded into their producer */
+    int nfolds;
 };
+
+/* One inference BatchNormalization folded into the convolution or dense
+ * node before it (maas_plan_fold_batchnorm): that node reads wf and bf,
+ * recomputed from the sources whenever one of their versions changed. */
+typedef struct plan_fold {
+    maas_tensor *src[6];       /* kernel, bias or NULL, moving mean, moving var, gamma, beta */
+    uint64_t ver[6];
+    maas_tensor *wf, *bf;      /* the folded kernel and bias (owned) */
+    double eps;
+    int valid;
+} plan_fold;
 
 static int cmp_ptr(const void *a, const void *b)
 {
@@ -85,6 +99,13 @@ void maas_plan_free(maas_plan *p)
         maas_tensor_decref(p->params[i]);
     for (int i = 0; p->slots && i < 3 * p->nparams; i++)
         maas_tensor_decref(p->slots[i]);
+    for (int f = 0; f < p->nfolds; f++) {
+        for (int i = 0; i < 6; i++)
+            maas_tensor_decref(p->folds[f].src[i]);
+        maas_tensor_decref(p->folds[f].wf);
+        maas_tensor_decref(p->folds[f].bf);
+    }
+    free(p->folds);
     free(p->nodes);
     free(p->in_val);
     free(p->out_val);
@@ -413,8 +434,191 @@ maas_status maas_plan_set_optimizer(maas_plan *p, const maas_optim_config *cfg,
     return MAAS_OK;
 }
 
+/* ------------------------------------------- batch normalization folding
+ *
+ * In a forward-only plan, an inference-mode batch normalization over the
+ * last axis whose input is the output of a conv2d or dense node, and read
+ * by nothing else, is folded into that node: per output channel c,
+ *   s[c] = gamma[c] / sqrt(moving_var[c] + eps)
+ *   wf[..., c] = w[..., c] * s[c]
+ *   bf[c] = (b[c] - moving_mean[c]) * s[c] + beta[c]      (b = 0 without bias)
+ * and the node writes the normalization's output itself; the normalization
+ * node goes. The sources must be leaves of the plan (variables, not values a
+ * node computes), so their versions say when they change: each forward
+ * recomputes wf and bf first when any version moved (fit, assign,
+ * load_weights, a training step's moving statistics). */
+
+static void refold_one(plan_fold *f)
+{
+    const maas_tensor *w = f->src[0];
+    const float *b = f->src[1] ? f->src[1]->data : NULL, *mm = f->src[2]->data,
+                *mv = f->src[3]->data, *gamma = f->src[4] ? f->src[4]->data : NULL,
+                *beta = f->src[5] ? f->src[5]->data : NULL;
+    const int64_t C = f->bf->size, rows = C ? w->size / C : 0;
+    float *scale = f->bf->data; /* s first, then overwritten by the bias */
+    for (int64_t c = 0; c < C; c++)
+        scale[c] = (float)((gamma ? (double)gamma[c] : 1.0) / sqrt((double)mv[c] + f->eps));
+    const float *wsrc = w->data;
+    float *wdst = f->wf->data;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < C; c++)
+            wdst[r * C + c] = wsrc[r * C + c] * scale[c];
+    for (int64_t c = 0; c < C; c++) {
+        double shift = ((b ? (double)b[c] : 0.0) - (double)mm[c]) * (double)scale[c];
+        scale[c] = (float)(shift + (beta ? (double)beta[c] : 0.0));
+    }
+    for (int i = 0; i < 6; i++)
+        f->ver[i] = f->src[i] ? f->src[i]->version : 0;
+    f->valid = 1;
+}
+
+static void refold(maas_plan *p)
+{
+    for (int k = 0; k < p->nfolds; k++) {
+        plan_fold *f = &p->folds[k];
+        int stale = !f->valid;
+        for (int i = 0; i < 6 && !stale; i++)
+            stale = f->src[i] && f->src[i]->version != f->ver[i];
+        if (stale)
+            refold_one(f);
+    }
+}
+
+maas_status maas_plan_fold_batchnorm(maas_plan *p, int *nfolded)
+{
+    *nfolded = 0;
+    if (p->loss || p->nnodes == 0 || p->nfolds)
+        return MAAS_OK; /* training plans keep every node; a plan folds once */
+    const int64_t nv = p->nvals;
+    int32_t *producer = malloc((size_t)nv * sizeof *producer);
+    int32_t *uses = calloc((size_t)nv, sizeof *uses);
+    unsigned char *drop = calloc((size_t)p->nnodes, 1);
+    plan_fold *folds = calloc((size_t)p->nnodes, sizeof *folds);
+    int nf = 0;
+    maas_status s = MAAS_OK;
+    if (!producer || !uses || !drop || !folds) {
+        s = maas_error(MAAS_ERR_NOMEM, "out of memory folding a plan");
+        goto done;
+    }
+    for (int64_t v = 0; v < nv; v++)
+        producer[v] = -1;
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        for (int j = 0; j < p->nodes[k].nout; j++)
+            producer[p->out_val[k * MAAS_OP_MAX_OUT + j]] = (int32_t)k;
+        for (int i = 0; i < p->nodes[k].nin; i++)
+            if (p->in_val[k * MAAS_OP_MAX_IN + i] >= 0)
+                uses[p->in_val[k * MAAS_OP_MAX_IN + i]]++;
+    }
+    for (int i = 0; i < p->noutputs; i++)
+        uses[find_val(p, p->outputs[i])]++;
+    for (int i = 0; i < p->ninputs; i++)
+        producer[find_val(p, p->inputs[i])] = -2; /* refilled by the caller: never a source */
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        maas_node *bn = &p->nodes[k];
+        double eps;
+        int hg, hb;
+        if (bn->op != MAAS_OP_BATCHNORM || !maas_batchnorm_foldable(bn, &eps, &hg, &hb))
+            continue;
+        int32_t xv = p->in_val[k * MAAS_OP_MAX_IN];
+        int32_t j = producer[xv];
+        if (j < 0 || uses[xv] != 1 || drop[j])
+            continue;
+        maas_node *pr = &p->nodes[j];
+        if (!(pr->op == MAAS_OP_CONV2D || pr->op == MAAS_OP_DENSE) || pr->nout != 1)
+            continue;
+        maas_tensor *src[6] = {pr->in[1], pr->nin == 3 ? pr->in[2] : NULL, bn->in[1], bn->in[2],
+                               hg ? bn->in[3] : NULL, hb ? bn->in[3 + hg] : NULL};
+        const int64_t C = src[2]->size;
+        int ok = src[0]->ndim >= 1 && src[0]->shape[src[0]->ndim - 1] == C &&
+                 pr->out[0]->shape[pr->out[0]->ndim - 1] == C;
+        for (int i = 0; i < 6 && ok; i++)
+            ok = !src[i] || (src[i]->dtype == MAAS_F32 && producer[find_val(p, src[i])] == -1);
+        if (!ok)
+            continue;
+        plan_fold *f = &folds[nf];
+        int64_t shc[1] = {C};
+        f->wf = maas_tensor_new_typed(MAAS_F32, src[0]->ndim, src[0]->shape);
+        f->bf = maas_tensor_new_typed(MAAS_F32, 1, shc);
+        if (!f->wf || !f->bf) { /* keep the folds made so far: the plan stays whole */
+            maas_tensor_decref(f->wf);
+            maas_tensor_decref(f->bf);
+            f->wf = f->bf = NULL;
+            s = maas_error(MAAS_ERR_NOMEM, "out of memory folding a plan");
+            break;
+        }
+        for (int i = 0; i < 6; i++) {
+            f->src[i] = src[i];
+            maas_tensor_incref(src[i]);
+        }
+        f->eps = eps;
+        nf++;
+        /* the producer reads the folded kernel and bias ... */
+        maas_tensor_incref(f->wf);
+        maas_tensor_decref(pr->in[1]);
+        pr->in[1] = f->wf;
+        maas_tensor_incref(f->bf);
+        if (pr->nin == 3)
+            maas_tensor_decref(pr->in[2]);
+        pr->in[2] = f->bf;
+        pr->nin = 3;
+        p->in_val[(int64_t)j * MAAS_OP_MAX_IN + 1] = -1; /* not values of the plan */
+        p->in_val[(int64_t)j * MAAS_OP_MAX_IN + 2] = -1;
+        /* ... and writes the normalization's output */
+        maas_tensor_incref(bn->out[0]);
+        maas_tensor_decref(pr->out[0]);
+        pr->out[0] = bn->out[0];
+        p->out_val[(int64_t)j * MAAS_OP_MAX_OUT] = p->out_val[k * MAAS_OP_MAX_OUT];
+        drop[k] = 1;
+    }
+    if (nf == 0)
+        goto done;
+    /* the folded normalizations leave the node list */
+    int64_t n = 0, r = 0;
+    for (int64_t k = 0; k < p->nnodes; k++) {
+        if (drop[k]) {
+            maas_node *bn = &p->nodes[k];
+            for (int i = 0; i < bn->nin; i++)
+                maas_tensor_decref(bn->in[i]);
+            maas_node_release_outputs(bn);
+            continue;
+        }
+        if (n != k) {
+            p->nodes[n] = p->nodes[k];
+            memcpy(p->in_val + n * MAAS_OP_MAX_IN, p->in_val + k * MAAS_OP_MAX_IN,
+                   MAAS_OP_MAX_IN * sizeof *p->in_val);
+            memcpy(p->out_val + n * MAAS_OP_MAX_OUT, p->out_val + k * MAAS_OP_MAX_OUT,
+                   MAAS_OP_MAX_OUT * sizeof *p->out_val);
+            p->backward[n] = p->backward[k];
+        }
+        if (maas_op_get(p->nodes[n].op)->flags & MAAS_OPF_RANDOM)
+            p->random[r++] = n;
+        n++;
+    }
+    p->nnodes = n;
+    p->nrandom = (int)r;
+    p->folds = folds;
+    p->nfolds = nf;
+    folds = NULL;
+    *nfolded = nf;
+done:
+    if (folds) { /* nothing was folded, or the first tables could not be allocated */
+        for (int f = 0; f < nf; f++) {
+            for (int i = 0; i < 6; i++)
+                maas_tensor_decref(folds[f].src[i]);
+            maas_tensor_decref(folds[f].wf);
+            maas_tensor_decref(folds[f].bf);
+        }
+        free(folds);
+    }
+    free(producer);
+    free(uses);
+    free(drop);
+    return s;
+}
+
 maas_status maas_plan_forward(maas_plan *p, const uint64_t *keys)
 {
+    refold(p);
     for (int r = 0; r < p->nrandom; r++) {
         uint64_t *key = (uint64_t *)(void *)p->nodes[p->random[r]].attr;
         key[0] = keys[2 * r];

@@ -171,3 +171,33 @@ def test_arguments():
     m = maas.applications.ResNet18(include_top=False, pooling="avg", input_shape=(64, 64, 3))
     assert m.output_shape == (None, 512)
     assert maas.applications.ResNet18(include_top=False, input_shape=(64, 64, 3)).output_shape == (None, 2, 2, 512)
+
+
+def test_inference_folds_every_batchnorm_into_its_convolution(tmp_path):
+    """predict's plan folds the 20 BatchNormalizations into the convolutions
+    before them; the logits stay within 1e-5 of the plan as traced, and the
+    training path keeps its BatchNormalization nodes."""
+    import maas.engine as engine
+
+    net = torch_model(2, num_classes=10, cifar=True)
+    model = maas.applications.ResNet18(input_shape=(32, 32, 3), classes=10, stem="cifar",
+                                       classifier_activation=None)
+    load_into(model, net, tmp_path)
+    x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    engine.FOLD_BATCHNORM = False
+    try:
+        traced = model.predict(x, verbose=0)
+        (tr,) = model._plan._predict.values()
+        n_traced = tr.plan.num_nodes
+    finally:
+        engine.FOLD_BATCHNORM = True
+    np.testing.assert_array_equal(traced, np.asarray(model(x, training=False)))
+    model.compile(optimizer="sgd", loss="mse")   # a new plan, folded
+    got = model.predict(x, verbose=0)
+    (tr,) = model._plan._predict.values()
+    n_bn = sum(isinstance(lay, maas.layers.BatchNormalization) for lay in model.layers)
+    assert n_bn == 20 and tr.plan.num_nodes == n_traced - n_bn
+    assert relative_error(got, traced) <= 1e-5
+    with torch.no_grad():
+        want = net(torch.tensor(x).permute(0, 3, 1, 2)).numpy()
+    assert relative_error(got, want) <= 1e-4

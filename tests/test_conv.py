@@ -249,11 +249,11 @@ def build_case(name, cases=CASES):
     return layer, x, ws
 
 
-def maas_grads(layer, x, R):
+def maas_grads(layer, x, R, **kwargs):
     xt = maas.tensor(x.copy())
     with maas.GradientTape() as tape:
         tape.watch(xt)
-        out = layer(xt)
+        out = layer(xt, **kwargs)
         loss = (out * maas.tensor(R)).sum()
     grads = tape.gradient(loss, [xt] + list(layer.weights))
     return np.asarray(out), [np.asarray(g) for g in grads]
@@ -532,6 +532,42 @@ def test_op_bits_do_not_depend_on_the_thread_count():
                 np.testing.assert_array_equal(a, b, err_msg=type(layer).__name__)
     finally:
         maas.set_num_threads(n0)
+
+
+def test_kept_columns_give_the_chunked_gradients_and_the_same_bits_at_1_and_2_threads():
+    """KEEP_COLUMNS: a training conv keeps the whole batch's columns (one GEMM
+    per group for the weight gradient, no second im2col); the results match
+    the chunked lanes to float rounding, a strided grouped conv included, and
+    do not depend on the thread count. 1 thread vs 2 also for the im2col's
+    one-copy rows (small C_in) at the padded borders."""
+    import maas.layers.convolutional as conv_mod
+
+    rng = np.random.default_rng(12)
+    cases = [(L.Conv2D(16, 3, padding="same"), (6, 18, 18, 3)),
+             (L.Conv2D(12, 3, strides=2, groups=2, padding="same"), (5, 17, 17, 8)),
+             (L.Conv2D(8, (3, 2), dilation_rate=2), (3, 14, 15, 4))]
+    n0, keep0 = maas.get_num_threads(), conv_mod.KEEP_COLUMNS
+    try:
+        for layer, shape in cases:
+            x = rng.normal(size=shape).astype(np.float32)
+            layer(x)
+            R = rng.normal(size=layer.compute_output_shape(shape)).astype(np.float32)
+            res = {}
+            for keep in (False, True):
+                conv_mod.KEEP_COLUMNS = keep
+                for nt in (1, 2):
+                    maas.set_num_threads(nt)
+                    res[keep, nt] = maas_grads(layer, x, R, training=True)
+            for keep in (False, True):
+                (o1, g1), (o2, g2) = res[keep, 1], res[keep, 2]
+                for a, b in zip([o1] + g1, [o2] + g2):
+                    np.testing.assert_array_equal(a, b, err_msg=f"keep={keep}")
+            (oc, gc), (ok, gk) = res[False, 1], res[True, 1]
+            for a, b in zip([ok] + gk, [oc] + gc):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    finally:
+        maas.set_num_threads(n0)
+        conv_mod.KEEP_COLUMNS = keep0
 
 
 # ---------------------------------------------------------------- learning

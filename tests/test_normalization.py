@@ -394,6 +394,16 @@ def small_images(n=48, seed=16):
     return x, y
 
 
+class unfolded:
+    """Predict plans made inside keep their BatchNormalization nodes."""
+
+    def __enter__(self):
+        self.old, maas.engine.FOLD_BATCHNORM = maas.engine.FOLD_BATCHNORM, False
+
+    def __exit__(self, *exc):
+        maas.engine.FOLD_BATCHNORM = self.old
+
+
 def test_plan_gives_eager_bits_with_moving_statistics():
     x, y = small_images()
     out = []
@@ -417,11 +427,15 @@ def test_plan_gives_eager_bits_with_moving_statistics():
     # the moving statistics moved away from their initial values in 9 steps
     bn = mp.layers[0]
     assert np.abs(np.asarray(bn.moving_mean)).min() > 1e-3
-    # predict (the predict plan, inference mode) agrees with the eager call on the
-    # same rows at once (OpenBLAS's Haswell kernels give a row other bits in a batch
-    # of another size, so predict's batches of 32 are not compared with one call)
-    p = mp.predict(x, verbose=0, batch_size=len(x))
-    np.testing.assert_array_equal(p, np.asarray(mp(x, training=False)))
+    # predict (the predict plan, inference mode) agrees with the eager call
+    # on the same batch (OpenBLAS's bits depend on the row count): bit for
+    # bit as traced, to float rounding with Dense+BN folded
+    p = mp.predict(x, batch_size=len(x), verbose=0)
+    ref = np.asarray(mp(x, training=False))
+    np.testing.assert_allclose(p, ref, rtol=1e-5, atol=1e-6)
+    with unfolded():
+        mp.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        np.testing.assert_array_equal(mp.predict(x, batch_size=len(x), verbose=0), ref)
 
 
 SAVE_SCRIPT = r"""
@@ -556,3 +570,114 @@ def test_layer_and_group_norm_same_bits_at_one_and_two_threads():
         maas.set_num_threads(old)
     for a, b in zip(*res):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------- BatchNormalization folded at inference
+
+
+def conv_bn_cnn():
+    """Conv (bias) + BN, Conv (no bias) + BN, Dense + BN, and a BN that
+    follows an activation (not foldable)."""
+    return maas.Sequential([
+        maas.Input((10, 10, 3)), L.Conv2D(8, 3, padding="same"), L.BatchNormalization(),
+        L.Activation("relu"), L.Conv2D(12, 3, strides=2, use_bias=False),
+        L.BatchNormalization(epsilon=1e-5, center=False), L.Activation("relu"),
+        L.BatchNormalization(scale=False), L.Flatten(), L.Dense(10),
+        L.BatchNormalization(), L.Dense(4)])
+
+
+def randomize_bn_statistics(model, seed=0):
+    """Moving statistics and gamma/beta far from their initial 0/1."""
+    r = rng(seed)
+    for w in model.weights:
+        if "moving_variance" in w.path or "gamma" in w.path:
+            w.assign(r.uniform(0.3, 3.0, w.shape).astype(np.float32))
+        elif "moving_mean" in w.path or "beta" in w.path:
+            w.assign(r.normal(0, 1, w.shape).astype(np.float32))
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def predict_plan(model):
+    (tr,) = model._plan._predict.values()
+    return tr.plan
+
+
+def test_predict_folds_batchnorm_into_conv_and_dense_to_1e5():
+    maas.utils.set_random_seed(5)
+    m = conv_bn_cnn()
+    randomize_bn_statistics(m)
+    x = rng(1).normal(size=(6, 10, 10, 3)).astype(np.float32)
+    ref = np.asarray(m(x, training=False))
+    with unfolded():
+        np.testing.assert_array_equal(m.predict(x, verbose=0), ref)   # the plan as traced
+        n_traced = predict_plan(m).num_nodes
+    m.compile(optimizer="sgd", loss="mse")   # a fresh plan, folded
+    p = m.predict(x, verbose=0)
+    assert rel_err(p, ref) < 1e-5
+    # three of the four BatchNormalizations went (the one after a ReLU stays)
+    assert predict_plan(m).num_nodes == n_traced - 3
+    assert predict_plan(m).fold_batchnorm() == 0   # a plan folds once
+    np.testing.assert_array_equal(m.predict(x, verbose=0), p)   # replays give the same bits
+
+
+def test_folded_predict_follows_assign_fit_and_load_weights(tmp_path):
+    maas.utils.set_random_seed(6)
+    m = conv_bn_cnn()
+    randomize_bn_statistics(m)
+    m.compile(optimizer=maas.optimizers.SGD(0.01), loss="mse")
+    x = rng(2).normal(size=(16, 10, 10, 3)).astype(np.float32)
+    y = rng(3).normal(size=(16, 4)).astype(np.float32)
+    m.predict(x, verbose=0)   # folds with the first weights
+    # assign: one moving variance and one kernel
+    m.layers[1].moving_variance.assign(np.full(8, 0.25, np.float32))
+    m.layers[0].kernel.assign(np.asarray(m.layers[0].kernel) * 2.0)
+    assert rel_err(m.predict(x, verbose=0), np.asarray(m(x, training=False))) < 1e-5
+    # fit: the plan's SGD update and the training BN's moving statistics
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert rel_err(m.predict(x, verbose=0), np.asarray(m(x, training=False))) < 1e-5
+    # load_weights: another model's weights, written into this model's memory
+    maas.utils.set_random_seed(7)
+    other = conv_bn_cnn()
+    randomize_bn_statistics(other, seed=9)
+    other.save_weights(tmp_path / "other.weights.h5")
+    m.load_weights(tmp_path / "other.weights.h5")
+    want = np.asarray(other(x, training=False))
+    assert rel_err(m.predict(x, verbose=0), want) < 1e-5
+
+
+def test_training_is_unchanged_bit_for_bit_by_a_folded_predict_plan():
+    x = rng(4).normal(size=(16, 10, 10, 3)).astype(np.float32)
+    y = rng(5).normal(size=(16, 4)).astype(np.float32)
+    runs = []
+    for predict_first in (False, True):
+        maas.utils.set_random_seed(8)
+        m = conv_bn_cnn()
+        m.compile(optimizer=maas.optimizers.SGD(0.01, momentum=0.9), loss="mse")
+        if predict_first:
+            m.predict(x, verbose=0)
+            assert predict_plan(m).num_nodes > 0
+        h = m.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+        if predict_first:
+            m.predict(x, verbose=0)
+        h2 = m.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+        runs.append((h.history, h2.history, m.get_weights()))
+    (ha, h2a, wa), (hb, h2b, wb) = runs
+    assert ha == hb and h2a == h2b
+    for a, b in zip(wa, wb):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_conv_output_read_twice_is_not_folded():
+    inp = maas.Input((6, 6, 2))
+    c = L.Conv2D(4, 3, padding="same")(inp)
+    b = L.BatchNormalization()(c)
+    m = maas.Model(inp, [b, c])
+    randomize_bn_statistics(m)
+    x = rng(6).normal(size=(3, 6, 6, 2)).astype(np.float32)
+    ref = [np.asarray(t) for t in m(x, training=False)]
+    got = m.predict(x, verbose=0)
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)

@@ -40,6 +40,12 @@
 
 #define CONV_COL_CAP (1 << 18) /* floats per lane's column buffer (1 MB), at least one image */
 #define CONV_MAX_LANES 4      /* chunks in flight at once (one per thread, up to 4) */
+/* A training conv2d (its `keep_columns` attribute set) keeps the columns of
+ * the whole batch when they are at most this many floats (128 MB): the
+ * forward is one GEMM per group over every pixel, and the weight gradient
+ * one GEMM per group over the batch from the same columns, without a second
+ * im2col. Above it, the chunked lanes of CONV_COL_CAP. */
+#define CONV_KEEP_CAP ((int64_t)1 << 25)
 
 enum { CONV_GENERAL = 0, CONV_POINTWISE = 1, CONV_DEPTHWISE = 2 };
 enum { PAD_VALID = 0, PAD_SAME = 1, PAD_CAUSAL = 2 };
@@ -106,8 +112,18 @@ static void im2col(float *col, const float *x, const conv_geom *g, int64_t n0, i
         int64_t n = n0 + r / (g->OH * g->OW), rem = r % (g->OH * g->OW);
         int64_t oh = rem / g->OW, ow = rem % g->OW;
         float *dst = col + r * row;
+        const int64_t iw0 = ow * g->sw - g->pl;
         for (int64_t kh = 0; kh < g->KH; kh++) {
             int64_t ih = oh * g->sh - g->pt + kh * g->dh;
+            if (g->groups == 1 && g->dw == 1 && ih >= 0 && ih < g->H && iw0 >= 0 &&
+                iw0 + g->KW <= g->W) {
+                /* the KW taps of one kernel row are KW*C contiguous floats of x
+                 * and of the column row: one copy (a small C_in's 3-float
+                 * copies were most of the first layer's im2col) */
+                memcpy(dst + kh * g->KW * Cg, x + ((n * g->H + ih) * g->W + iw0) * g->C,
+                       (size_t)(g->KW * Cg) * sizeof(float));
+                continue;
+            }
             for (int64_t kw = 0; kw < g->KW; kw++) {
                 int64_t iw = ow * g->sw - g->pl + kw * g->dw;
                 int inside = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W;
@@ -467,6 +483,8 @@ static maas_status conv_bwd_weight(float *gw, const float *x, const float *gout,
     return run_pass(&j, PASS_WEIGHT);
 }
 
+static void set_chunks(conv_geom *g, int whole);
+
 /* Completes kind, chunk and the products; the sizes must be set. */
 static maas_status geom_finish(conv_geom *g, const char *op)
 {
@@ -485,17 +503,36 @@ static maas_status geom_finish(conv_geom *g, const char *op)
         g->kind = CONV_DEPTHWISE;
     else
         g->kind = CONV_GENERAL;
+    set_chunks(g, 0);
+    return MAAS_OK;
+}
+
+/* chunk, nchunks, lanes: the whole batch in one chunk when `whole` (or
+ * pointwise), else as many images as fit CONV_COL_CAP floats (at least
+ * one). Depends on the shapes alone. */
+static void set_chunks(conv_geom *g, int whole)
+{
+    int64_t per = g->OH * g->OW * g->groups * g->K; /* checked by geom_finish */
     int64_t chunk = per > 0 ? CONV_COL_CAP / per : g->N;
     if (chunk < 1)
         chunk = 1;
-    if (chunk > g->N || g->kind == CONV_POINTWISE)
+    if (chunk > g->N || g->kind == CONV_POINTWISE || whole)
         chunk = g->N;
     g->chunk = chunk > 0 ? chunk : 1;
     g->nchunks = g->N > 0 ? (g->N + g->chunk - 1) / g->chunk : 0;
     g->lanes = g->nchunks < CONV_MAX_LANES ? g->nchunks : CONV_MAX_LANES;
     if (g->lanes < 1)
         g->lanes = 1;
-    return MAAS_OK;
+}
+
+/* The geometry of the data-gradient pass: always the chunked lanes (its
+ * scratch is not the forward's columns, which a second backward of a
+ * persistent tape still reads). */
+static conv_geom data_geom(const conv_geom *g)
+{
+    conv_geom d = *g;
+    set_chunks(&d, 0);
+    return d;
 }
 
 /* The data gradient of a stride-1 convolution (groups 1) is itself a
@@ -532,16 +569,17 @@ static void col_specs(const conv_geom *g, maas_node *nd, maas_tensor_spec *saved
         nd->nsaved = 0;
         return;
     }
-    int64_t cols = lane_floats(g), fcols = 0;
+    conv_geom d = data_geom(g);
+    int64_t cols = lane_floats(&d), fcols = 0;
     if (flip) {
-        conv_geom f = flip_geom(g);
+        conv_geom f = flip_geom(&d);
         fcols = lane_floats(&f);
     }
     for (int k = 0; k < 2; k++) { /* columns, column gradients (or flipped columns) */
         saved[k].dtype = MAAS_F32;
         saved[k].ndim = 2;
-        saved[k].shape[0] = g->lanes;
-        saved[k].shape[1] = k == 1 && fcols > cols ? fcols : cols;
+        saved[k].shape[0] = k == 0 ? g->lanes : d.lanes;
+        saved[k].shape[1] = k == 0 ? lane_floats(g) : fcols > cols ? fcols : cols;
     }
     nd->nsaved = 2;
     if (g->lanes > 1 || flip) { /* the lanes' partial weight gradients */
@@ -612,6 +650,7 @@ static maas_status check_bias(const maas_node *nd, const char *op, int64_t n)
 
 typedef struct {
     int64_t sh, sw, dh, dw, padding, groups;
+    int64_t keep; /* training: keep the whole batch's columns (CONV_KEEP_CAP) */
     conv_geom g;
 } conv_attr;
 
@@ -619,7 +658,7 @@ static const maas_attr_field conv_fields[] = {
     {"stride_h", 'l', offsetof(conv_attr, sh)},   {"stride_w", 'l', offsetof(conv_attr, sw)},
     {"dilation_h", 'l', offsetof(conv_attr, dh)}, {"dilation_w", 'l', offsetof(conv_attr, dw)},
     {"padding", 'l', offsetof(conv_attr, padding)}, {"groups", 'l', offsetof(conv_attr, groups)},
-    {NULL, 0, 0}};
+    {"keep_columns", 'l', offsetof(conv_attr, keep)}, {NULL, 0, 0}};
 
 /* one spatial axis: output length and the padding before */
 static maas_status out_len(int64_t in, int64_t k, int64_t s, int64_t d, int64_t mode,
@@ -684,6 +723,9 @@ static maas_status conv2d_infer(maas_node *nd, maas_tensor_spec *outs, maas_tens
                           SHAPE(x, sx));
     if ((s = check_bias(nd, op, g->OC)) != MAAS_OK || (s = geom_finish(g, op)) != MAAS_OK)
         return s;
+    if (a->keep && g->kind == CONV_GENERAL && (double)g->N * g->OH * g->OW * g->groups * g->K <=
+                                                  (double)CONV_KEEP_CAP)
+        set_chunks(g, 1);
     outs[0].dtype = MAAS_F32;
     outs[0].ndim = 4;
     outs[0].shape[0] = g->N;
@@ -717,10 +759,12 @@ static maas_status conv2d_backward(const maas_node *nd, const maas_tensor *const
                             saved_or_null(nd, 2), 1);
     if (s == MAAS_OK && nd->nin == 3 && gin[2])
         bias_grad(gin[2]->data, go, g->N * g->OH * g->OW, g->OC);
-    if (s == MAAS_OK && gin[0])
-        s = flip_ok(g) ? conv_bwd_data_flip(gin[0]->data, go, nd->in[1]->data, g,
+    if (s == MAAS_OK && gin[0]) {
+        conv_geom d = data_geom(g);
+        s = flip_ok(g) ? conv_bwd_data_flip(gin[0]->data, go, nd->in[1]->data, &d,
                                             saved_or_null(nd, 1), saved_or_null(nd, 3))
-                       : conv_bwd_data(gin[0]->data, go, nd->in[1]->data, g, saved_or_null(nd, 1));
+                       : conv_bwd_data(gin[0]->data, go, nd->in[1]->data, &d, saved_or_null(nd, 1));
+    }
     return s;
 }
 

@@ -609,6 +609,8 @@ static maas_status batchnorm_forward(maas_node *nd)
             mm[c] = mm[c] * mom + mean[c] * om;
             mv[c] = mv[c] * mom + var * om;
         }
+        nd->in[1]->version++; /* written in place: a plan's folded copies are stale */
+        nd->in[2]->version++;
     } else {
         for (int64_t c = 0; c < C; c++) {
             mean[c] = mm[c];
@@ -712,6 +714,20 @@ static maas_status batchnorm_backward(const maas_node *nd, const maas_tensor *co
         }
     }
     return MAAS_OK;
+}
+
+/* 1 when the node normalizes its input's last axis with the moving
+ * statistics (inference), so a plan may fold it into the node before it;
+ * gives epsilon and which of gamma (input 3) and beta (next) it has. */
+int maas_batchnorm_foldable(const maas_node *nd, double *eps, int *has_gamma, int *has_beta)
+{
+    const batchnorm_attr *a = CATTR(batchnorm_attr, nd);
+    if (a->training || a->inner != 1 || nd->in[0]->dtype != MAAS_F32)
+        return 0;
+    *eps = (double)(float)a->epsilon; /* the forward adds it as a float */
+    *has_gamma = a->has_gamma != 0;
+    *has_beta = a->has_beta != 0;
+    return 1;
 }
 
 MAAS_OPDEF_STATE(maas_opdef_batchnorm, "batch_normalization", 3, 5, batchnorm_attr, 0,

@@ -388,6 +388,19 @@ static PyObject *plan_outputs(PlanObject *self, PyObject *unused)
     return list;
 }
 
+/* fold_batchnorm() -> the number of batch normalizations folded into the
+ * convolution or dense node before them (inference plans only). */
+static PyObject *plan_fold_batchnorm(PlanObject *self, PyObject *unused)
+{
+    if (check_idle(self) < 0)
+        return NULL;
+    int n = 0;
+    maas_status s = maas_plan_fold_batchnorm(self->plan, &n);
+    if (s != MAAS_OK)
+        return raise_status(s);
+    return PyLong_FromLong(n);
+}
+
 static PyObject *plan_num_random(PlanObject *self, void *c)
 {
     return PyLong_FromLong(maas_plan_num_random(self->plan));
@@ -411,6 +424,8 @@ static PyMethodDef plan_methods[] = {
     {"update", (PyCFunction)(void (*)(void))plan_update, METH_VARARGS | METH_KEYWORDS,
      "update(lr, step): the fused optimizer update alone, from the current gradients."},
     {"outputs", (PyCFunction)plan_outputs, METH_NOARGS, "Copies of the outputs of the last run."},
+    {"fold_batchnorm", (PyCFunction)plan_fold_batchnorm, METH_NOARGS,
+     "fold_batchnorm() -> int: inference batch normalizations folded into the conv/dense before them."},
     {NULL}};
 
 static PyGetSetDef plan_getset[] = {

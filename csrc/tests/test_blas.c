@@ -114,7 +114,8 @@ static void check_products(void)
  * into more than one block at 2 threads for the test to mean anything. */
 static const long SPLIT[][3] = {
     {129, 257, 65}, {1025, 17, 129}, {17, 1031, 129}, {300, 300, 31},
-    {64, 513, 784}, {33, 4097, 17}, {2049, 63, 33}, {127, 129, 200},
+    {64, 513, 784}, {33, 4097, 17}, {2049, 63, 33}, {127, 129, 200}, {256, 256, 256},
+    {32768, 32, 288}, /* a convolution's columns (32 filters, 3x3x32) */
     /* mid-size: always two blocks, some small enough for OpenBLAS's small kernels */
     {32, 257, 128}, {129, 63, 100}, {47, 47, 400}, {1000, 9, 90},
 };

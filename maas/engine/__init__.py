@@ -71,6 +71,12 @@ def _assign_outputs(outs, assigns):
     have = {id(o) for o in outs}
     return [v for _, v in assigns if id(v) not in have]
 
+
+# Predict plans fold each inference BatchNormalization into the Conv2D or
+# Dense that feeds it (maas_plan_fold_batchnorm): one pass over the
+# activations less per pair. False keeps the plan as traced (for comparisons).
+FOLD_BATCHNORM = True
+
 _MAX_PLANS = 8  # batch shapes kept per model and direction (fit's last batch is the usual second)
 
 
@@ -380,6 +386,13 @@ class CompiledPlan:
         tr = self._predict[key] = _Traced(plan, t.providers, y if not isinstance(y, Tensor) else 0,
                                           [], None)
         tr.assigns, tr.n_assign_outs = list(t.assigns), len(keep)
+        # inference BatchNormalization folded into the conv/dense before it
+        # (the plan refolds whenever a weight's version moves: fit, assign,
+        # load_weights); the first answer then comes from the folded plan too.
+        # Not for a plan that carries states (a second run would advance them).
+        if FOLD_BATCHNORM and not tr.assigns and plan.fold_batchnorm():
+            plan.run(xs, tr.keys())
+            return tr.outputs()
         # copies: the traced tensors are the plan's buffers, rewritten by every run
         return _pack(y, [np.array(o) for o in outs], [0]) if not isinstance(y, Tensor) \
             else np.array(y)

@@ -23,8 +23,14 @@ from .. import initializers as _initializers
 from .. import ops
 from .. import regularizers as _regularizers
 from .base import Layer, unique_name
+from .base import _ctx as _base_ctx
 
 _PAD = {"valid": 0, "same": 1, "causal": 2}
+# True: training convolutions keep the whole batch's im2col columns (up to
+# 128 MB a layer, csrc/ops/conv.c CONV_KEEP_CAP) for a one-GEMM weight
+# gradient without a second im2col. Off by default: on Zen 3 it measured no
+# faster than the chunked, cache-resident columns (benchmarks/RESULTS.md).
+KEEP_COLUMNS = False
 
 
 def _fmt(shape):
@@ -208,8 +214,10 @@ class _BaseConv(Layer):
 
     def _op(self, x, kernel, bias, strides, dilation, groups, padding=None):
         ins = [x, kernel] if bias is None else [x, kernel, bias]
+        # training with KEEP_COLUMNS: the op keeps the whole batch's columns
+        keep = int(KEEP_COLUMNS and bool(getattr(_base_ctx, "training", None)) and self.trainable)
         return _core.op(_core.OP_CONV2D, ins, strides[0], strides[1], dilation[0], dilation[1],
-                        _PAD[padding or self.padding], groups)
+                        _PAD[padding or self.padding], groups, keep)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

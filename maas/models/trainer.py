@@ -1055,6 +1055,8 @@ class Trainer:
             if steps is not None:
                 nsteps = min(nsteps, steps)
             batches = self._array_batches(xs, batch_size, None, steps)
+        if self._compiled_predict_fn is None and not self._plan_checked and self.built:
+            self._maybe_plan()  # predict runs from a plan before any fit too (BN folded)
         cbs = list(callbacks or [])
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose=verbose))
