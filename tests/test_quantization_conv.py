@@ -413,6 +413,14 @@ def text_model():
                             L.GlobalAveragePooling1D(), L.Dense(3)])
 
 
+# Under `make -C csrc asan-py` this file runs against the ASan build, but a new
+# process (the reload, the server) imports the optimized build from the checkout,
+# whose float rounding differs: those comparisons hold for the plain run only.
+OTHER_BUILD = pytest.mark.skipif(os.environ.get("MAAS_UNDER_ASAN") == "1",
+                                 reason="the new process imports the checkout's optimized build")
+
+
+@OTHER_BUILD
 def test_save_reload_in_new_process_bit_for_bit(trained_cnn, digits, tmp_path):
     _, xte, _, _ = digits
     xte = xte.reshape(-1, 8, 8, 1)[:50]
@@ -455,6 +463,7 @@ def test_conv_file_without_scales_is_refused(trained_cnn, tmp_path):
 
 
 @pytest.mark.slow
+@OTHER_BUILD
 def test_quantized_cnn_served_by_maas_serve(trained_cnn, digits, tmp_path):
     """maas serve (unchanged) answers tritonclient with the reloaded int8
     CNN's predictions bit for bit (binary tensors)."""
