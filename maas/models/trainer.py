@@ -551,7 +551,9 @@ class Trainer:
     def test_step(self, data):
         """One evaluation step on a batch ``data``; returns the logs."""
         x, y, sample_weight = unpack_x_y_sample_weight(data)
-        y_pred = self._predict_batch(x)
+        # a predict plan returns outputs only: a model whose call adds losses
+        # (add_loss) runs eagerly here, so that self.losses are this batch's
+        y_pred = self(x, training=False) if self.losses else self._predict_batch(x)
         loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                   training=False)
         self._loss_tracker.update_state([float(np.asarray(loss))],
