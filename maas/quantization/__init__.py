@@ -210,15 +210,21 @@ def _input_scale_value(amax) -> float:
     return float(np.float32(127.0) / (np.float32(amax) + np.float32(EPSILON)))
 
 
-def quantize_dense(layer, mode="int8", input_scale=None) -> None:
-    """Quantizes a built Dense layer in place (Keras's Dense.quantize)."""
-    _check_mode(mode)
+def _check_quantizable(layer, weight) -> None:
+    """Raises unless ``layer`` is built (``weight`` is the attribute holding
+    its float weight) and not quantized yet."""
     if getattr(layer, "quantization_config", None) is not None:
         raise ValueError(f"Layer {layer.name!r} is already quantized "
                          f"({layer.quantization_config['mode']}); quantize the float model")
-    if not layer.built or layer.kernel is None:
+    if not layer.built or getattr(layer, weight, None) is None:
         raise ValueError(f"Cannot quantize layer {layer.name!r}: it is not built yet. Call it on "
                          "data (or build the model) first")
+
+
+def quantize_dense(layer, mode="int8", input_scale=None) -> None:
+    """Quantizes a built Dense layer in place (Keras's Dense.quantize)."""
+    _check_mode(mode)
+    _check_quantizable(layer, "kernel")
     kernel = np.asarray(layer.kernel)
     q, scale = quantize_kernel(kernel)
     config = {"mode": mode, "activation": "dynamic" if input_scale is None else "static"}

@@ -163,12 +163,7 @@ def quantize_conv(layer, mode="int8", input_scale=None) -> None:
     P = _parent()
     P._check_mode(mode)
     _refuse(layer)
-    if getattr(layer, "quantization_config", None) is not None:
-        raise ValueError(f"Layer {layer.name!r} is already quantized "
-                         f"({layer.quantization_config['mode']}); quantize the float model")
-    if not layer.built or layer.kernel is None:
-        raise ValueError(f"Cannot quantize layer {layer.name!r}: it is not built yet. Call it on "
-                         "data (or build the model) first")
+    P._check_quantizable(layer, "kernel")
     kernel = np.asarray(layer.kernel)
     if kernel.ndim == 3:
         kernel = kernel[None]

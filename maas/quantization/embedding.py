@@ -62,12 +62,7 @@ def quantize_embedding(layer, mode="int8", input_scale=None) -> None:
     ignored)."""
     P = _parent()
     P._check_mode(mode)
-    if getattr(layer, "quantization_config", None) is not None:
-        raise ValueError(f"Layer {layer.name!r} is already quantized "
-                         f"({layer.quantization_config['mode']}); quantize the float model")
-    if not layer.built or layer.embeddings is None:
-        raise ValueError(f"Cannot quantize layer {layer.name!r}: it is not built yet. Call it on "
-                         "data (or build the model) first")
+    P._check_quantizable(layer, "embeddings")
     q, scale = quantize_table(np.asarray(layer.embeddings))
     _int8_weights(layer, {"mode": mode})
     layer.embeddings.assign(q)

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import (Int8Weight, _check_mode, pack_kernel, qdense, quantize_kernel, register_quantizer,
-               unpack_kernel)
+from . import (Int8Weight, _check_mode, _check_quantizable, pack_kernel, qdense, quantize_kernel,
+               register_quantizer, unpack_kernel)
 
 __all__ = ["quantize_recurrent", "build_recurrent", "projection", "int8_recurrent_kernel",
            "projection_error_bound"]
@@ -74,12 +74,7 @@ def _retrack(layer):
 def quantize_recurrent(layer, mode="int8", input_scale=None) -> None:
     """Quantizes a built SimpleRNN/LSTM/GRU's input kernel in place."""
     _check_mode(mode)
-    if getattr(layer, "quantization_config", None) is not None:
-        raise ValueError(f"Layer {layer.name!r} is already quantized "
-                         f"({layer.quantization_config['mode']}); quantize the float model")
-    if not layer.built or layer.kernel is None:
-        raise ValueError(f"Cannot quantize layer {layer.name!r}: it is not built yet. Call it on "
-                         "data (or build the model) first")
+    _check_quantizable(layer, "kernel")
     kernel = np.asarray(layer.kernel)
     q, scale = quantize_kernel(kernel)
     config = {"mode": mode, "activation": "dynamic" if input_scale is None else "static"}
